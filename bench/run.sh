@@ -1,0 +1,424 @@
+#!/usr/bin/env bash
+# drover benchmark suite: drover against the floor of its own stack (bare
+# hyper), an idiomatic axum server and nginx, measured with wrk on this
+# machine. See bench/README.md for what each figure means.
+#
+#   bash bench/run.sh                  # full run (~4 min with the defaults)
+#   DURATION=3s WARMUP=1s bash bench/run.sh
+#   SKIP_DROVER=1 bash bench/run.sh    # baselines only (drover not built yet)
+#
+# Knobs (environment variables, defaults in brackets):
+#   DURATION [10s]   length of each measured wrk run
+#   WARMUP [2s]      unmeasured wrk run before each measured one (0 = none)
+#   CONNS [64]       wrk connections for the one-core runs
+#   THREADS [1]      wrk threads for the one-core runs
+#   PIPELINE [16]    pipelining depth for the "pipelined" test
+#   SERVER_CPU [0]   CPU the one-core servers are pinned to (taskset -c)
+#   LOAD_CPU [1]     CPU wrk is pinned to for the one-core runs
+#   ALL_CONNS [CONNS*2]  wrk connections for the all-workers drover run
+#   ALL_THREADS [nproc]  wrk threads for the all-workers drover run
+#   ALL_WORKERS []   --workers for the all-workers run (empty: drover's default)
+#   SKIP_DROVER, SKIP_FLOOR, SKIP_AXUM, SKIP_NGINX, SKIP_ALL [0]  set to 1 to skip
+#   SKIP_BUILD [0]   use the binaries already built
+#   DROVER_BIN [TARGET_DIR/release/drover], DROVER_ARGS [] extra `serve` args
+#   TARGET_DIR [<repo>/target]; the baselines build in TARGET_DIR/bench
+#   CARGO_LOCK [/tmp/drover-cargo.lock]  every cargo call runs under flock on it
+#   WAIT_TRIES [100] tries (0.1 s apart) for a server to come up / answer
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+TARGET_DIR=${TARGET_DIR:-$ROOT/target}
+BENCH_TARGET_DIR=$TARGET_DIR/bench
+CARGO_LOCK=${CARGO_LOCK:-/tmp/drover-cargo.lock}
+
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-1}
+PIPELINE=${PIPELINE:-16}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+ALL_CONNS=${ALL_CONNS:-$((CONNS * 2))}
+ALL_THREADS=${ALL_THREADS:-$(nproc)}
+ALL_WORKERS=${ALL_WORKERS:-}
+SKIP_DROVER=${SKIP_DROVER:-0}
+SKIP_FLOOR=${SKIP_FLOOR:-0}
+SKIP_AXUM=${SKIP_AXUM:-0}
+SKIP_NGINX=${SKIP_NGINX:-0}
+SKIP_ALL=${SKIP_ALL:-0}
+SKIP_BUILD=${SKIP_BUILD:-0}
+DROVER_BIN=${DROVER_BIN:-$TARGET_DIR/release/drover}
+DROVER_ARGS=${DROVER_ARGS:-}
+WAIT_TRIES=${WAIT_TRIES:-100}
+STOP_TIMEOUT_TENTHS=100 # 10 s for a server to exit after SIGTERM
+
+FLOOR_BIN=$BENCH_TARGET_DIR/release/floor
+AXUM_BIN=$BENCH_TARGET_DIR/release/axum-baseline
+CLK_TCK=$(getconf CLK_TCK)
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "run.sh: error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- cleanup --
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/drover-bench.XXXXXX")
+STARTED=() # every PID this script started (servers) or found under them
+
+cleanup() {
+    local pid
+    for pid in "${STARTED[@]}"; do
+        kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${STARTED[@]}"; do
+        local i=0
+        while kill -0 "$pid" 2>/dev/null && ((i < 30)); do sleep 0.1; i=$((i + 1)); done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------ preflight --
+need_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() { # package: install a Debian package, printing the command
+    log "+ apt-get install -y $1"
+    if ! need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >&2; then
+        log "+ apt-get update && apt-get install -y $1"
+        need_root apt-get update >&2
+        need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >&2
+    fi
+}
+
+command -v wrk >/dev/null || apt_install wrk      # the load generator (Debian's wrk 4.x)
+if [[ $SKIP_NGINX != 1 ]]; then
+    command -v nginx >/dev/null || apt_install nginx-light
+fi
+for tool in curl taskset pgrep awk; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+if [[ $SKIP_BUILD != 1 ]]; then
+    for tool in flock cargo; do command -v "$tool" >/dev/null || die "$tool is required"; done
+fi
+if (($(nproc) < 2)); then
+    log "warning: fewer than 2 CPUs: server and wrk share CPU $SERVER_CPU"
+    LOAD_CPU=$SERVER_CPU
+fi
+
+# ---------------------------------------------------------------- build --
+cargo_build() { # manifest target-dir
+    log "+ flock $CARGO_LOCK cargo build --release --manifest-path $1 --target-dir $2"
+    flock "$CARGO_LOCK" cargo build --release --manifest-path "$1" --target-dir "$2"
+}
+
+if [[ $SKIP_BUILD != 1 ]]; then
+    if [[ $SKIP_DROVER != 1 ]]; then
+        cargo_build "$ROOT/Cargo.toml" "$TARGET_DIR" ||
+            die "drover did not build; SKIP_DROVER=1 bash bench/run.sh measures the baselines alone"
+    fi
+    # Standalone packages, built apart from the workspace (own lock file, own
+    # target dir) so their features never unify with drover's.
+    [[ $SKIP_FLOOR == 1 ]] || cargo_build "$BENCH_DIR/floor/Cargo.toml" "$BENCH_TARGET_DIR"
+    [[ $SKIP_AXUM == 1 ]] || cargo_build "$BENCH_DIR/axum-baseline/Cargo.toml" "$BENCH_TARGET_DIR"
+fi
+[[ $SKIP_DROVER == 1 || -x $DROVER_BIN ]] || die "no drover binary at $DROVER_BIN"
+[[ $SKIP_FLOOR == 1 || -x $FLOOR_BIN ]] || die "no floor binary at $FLOOR_BIN"
+[[ $SKIP_AXUM == 1 || -x $AXUM_BIN ]] || die "no axum-baseline binary at $AXUM_BIN"
+
+# ------------------------------------------------------------- helpers --
+free_port() { # a port nothing listens on, below the ephemeral range wrk uses
+    local port i
+    for ((i = 0; i < 200; i++)); do
+        port=$((20000 + RANDOM % 12000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+proc_tree() { # pid: the pid and all its descendants
+    local pid=$1 child
+    echo "$pid"
+    for child in $(pgrep -P "$pid" || true); do proc_tree "$child"; done
+}
+
+cpu_ticks() { # pids...: summed utime+stime (clock ticks) of those still alive
+    local sum=0 pid line f
+    for pid in "$@"; do
+        line=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        # Fields after "comm" (which may hold spaces): state is field 3, so
+        # utime (14) and stime (15) are at indexes 11 and 12.
+        read -ra f <<<"${line##*) }"
+        sum=$((sum + f[11] + f[12]))
+    done
+    echo "$sum"
+}
+
+rss_mib() { # pid
+    awk '/^VmRSS:/ { printf "%.1f", $2 / 1024; found = 1 } END { if (!found) print "?" }' \
+        "/proc/$1/status" 2>/dev/null || echo "?"
+}
+
+server_log_tail() { log "---- last lines of $1 ----"; tail -n 20 "$1" >&2 || true; }
+
+wait_http() { # url pid logfile: wait (bounded) until the server answers 200
+    local i
+    for ((i = 0; i < WAIT_TRIES; i++)); do
+        kill -0 "$2" 2>/dev/null || { server_log_tail "$3"; die "server for $1 exited"; }
+        curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    server_log_tail "$3"
+    die "$1 did not answer after $WAIT_TRIES tries"
+}
+
+stop_server() { # name pid: SIGTERM the server, wait, report its exit status
+    local name=$1 pid=$2 i rc=0 kids
+    kids=$(proc_tree "$pid" | tail -n +2 | tr '\n' ' ')
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < STOP_TIMEOUT_TENTHS; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "warning: $name (pid $pid) ignored SIGTERM for 10 s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || rc=$?
+    # drover must drain and exit 0 on SIGTERM; the baselines just die of it.
+    if [[ $name == drover* ]] && ((rc != 0)); then
+        log "warning: $name exited with status $rc after SIGTERM (expected 0)"
+    fi
+    for i in $kids; do # children must not outlive the server
+        if kill -0 "$i" 2>/dev/null; then
+            log "warning: $name child $i still alive after its parent exited; killing it"
+            kill -KILL "$i" 2>/dev/null || true
+        fi
+    done
+}
+
+to_ms() { # "326.00us" / "1.23ms" / "2.01s" -> milliseconds
+    awk -v v="$1" 'BEGIN {
+        if (!match(v, /^[0-9.]+/)) { print "n/a"; exit }
+        n = substr(v, 1, RLENGTH); u = substr(v, RLENGTH + 1)
+        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : (u == "h") ? 3600000 : -1
+        # wrk 4.1 sometimes prints 0.00us for the upper percentiles of a
+        # pipelined run (a histogram artefact): no real latency is zero.
+        if (f < 0 || n + 0 == 0) print "n/a"; else printf "%.3f", n * f
+    }'
+}
+
+# ------------------------------------------------------------- measure --
+declare -A RPS CPU_US
+ROWS=()
+RAW=$BENCH_TARGET_DIR/last-run
+mkdir -p "$RAW"
+rm -f "$RAW"/*.txt
+
+# measure name test url wrk_cpu threads conns pids...
+#   wrk_cpu "" = no pinning. test is json, plaintext or pipelined.
+measure() {
+    local name=$1 test=$2 url=$3 wrk_cpu=$4 threads=$5 conns=$6
+    shift 6
+    local pids=("$@") pre=() args script=()
+    [[ -n $wrk_cpu ]] && pre=(taskset -c "$wrk_cpu")
+    args=(-t "$threads" -c "$conns" --latency)
+    if [[ $test == pipelined ]]; then
+        args+=(-s "$BENCH_DIR/pipeline.lua")
+        script=(-- "$PIPELINE")
+    fi
+    if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
+        "${pre[@]}" wrk "${args[@]}" -d "$WARMUP" "$url" "${script[@]}" >/dev/null 2>&1 || true
+    fi
+    log "  $name $test: wrk -t$threads -c$conns -d$DURATION $url${script[*]:+ ${script[*]}}"
+    local t0 t1 out rc=0
+    t0=$(cpu_ticks "${pids[@]}")
+    out=$("${pre[@]}" wrk "${args[@]}" -d "$DURATION" "$url" "${script[@]}" 2>&1) || rc=$?
+    t1=$(cpu_ticks "${pids[@]}")
+    printf '%s\n' "$out" >"$RAW/$name-$test.txt"
+    ((rc == 0)) || log "warning: wrk exited with status $rc (output in $RAW/$name-$test.txt)"
+
+    local rps reqs p50 p99 errs cpu
+    rps=$(awk '$1 == "Requests/sec:" { print $2 }' <<<"$out")
+    reqs=$(awk '$2 == "requests" && $3 == "in" { print $1 }' <<<"$out")
+    p50=$(awk '/Latency Distribution/ { d = 1; next } d && $1 == "50%" { print $2; exit }' <<<"$out")
+    p99=$(awk '/Latency Distribution/ { d = 1; next } d && $1 == "99%" { print $2; exit }' <<<"$out")
+    # Socket errors (connect/read/write/timeout) plus non-2xx/3xx responses.
+    errs=$(awk '/Socket errors:/ { gsub(/,/, ""); s += $4 + $6 + $8 + $10 }
+                /Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' <<<"$out")
+    rps=${rps:-n/a}
+    p50=$(to_ms "${p50:-}")
+    p99=$(to_ms "${p99:-}")
+    if [[ -n $reqs && $reqs -gt 0 ]]; then
+        cpu=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    else
+        cpu=n/a
+    fi
+    RPS[$name/$test]=$rps
+    CPU_US[$name/$test]=$cpu
+    ROWS+=("$name	$test	$rps	$p50	$p99	$cpu	$errs")
+    log "    -> $rps req/s, p50/p99 $p50/$p99 ms, $cpu us CPU/req, $errs errors"
+}
+
+RSS_LINES=()
+record_rss() { # label pids...
+    local label=$1 pid
+    shift
+    for pid in "$@"; do
+        RSS_LINES+=("$(printf '%-26s pid %-8s %8s MiB' "$label" "$pid" "$(rss_mib "$pid")")")
+        label="  worker"
+    done
+}
+
+# Three tests against one server; nginx only answers plaintext.
+# url_for addr test: pipelined hits /bench/plaintext.
+url_for() { if [[ $2 == pipelined ]]; then echo "http://$1/bench/plaintext"; else echo "http://$1/bench/$2"; fi; }
+TESTS_ALL=(json plaintext pipelined)
+TESTS_PLAIN=(plaintext pipelined)
+
+bench_simple() { # name binary-or-command...: one process on SERVER_CPU, ARGS has @ADDR@
+    local name=$1 port addr pid logf
+    shift
+    port=$(free_port)
+    addr=127.0.0.1:$port
+    logf=$WORK/$name.log
+    log "== $name on CPU $SERVER_CPU, listening on $addr"
+    taskset -c "$SERVER_CPU" "${@//@ADDR@/$addr}" </dev/null >"$logf" 2>&1 &
+    pid=$!
+    STARTED+=("$pid")
+    wait_http "http://$addr/bench/plaintext" "$pid" "$logf"
+    local pids test
+    mapfile -t pids < <(proc_tree "$pid")
+    STARTED+=("${pids[@]:1}")
+    record_rss "$name" "${pids[@]}"
+    for test in "${TESTS_ALL[@]}"; do
+        measure "$name" "$test" "$(url_for "$addr" "$test")" "$LOAD_CPU" "$THREADS" "$CONNS" "${pids[@]}"
+    done
+    stop_server "$name" "$pid"
+}
+
+bench_drover() { # name cpu-or-empty wrk-cpu-or-empty threads conns [--workers N]
+    local name=$1 cpu=$2 wrk_cpu=$3 threads=$4 conns=$5
+    shift 5
+    local ready=$WORK/$name.ready logf=$WORK/$name.log pre=() pid addr="" i
+    [[ -n $cpu ]] && pre=(taskset -c "$cpu")
+    rm -f "$ready"
+    # shellcheck disable=SC2086 # DROVER_ARGS is split on purpose
+    set -- "$DROVER_BIN" serve --listen 127.0.0.1:0 "$@" --ready-file "$ready" --log-level warn $DROVER_ARGS
+    log "== $name${cpu:+ on CPU $cpu}: ${*}"
+    "${pre[@]}" "$@" </dev/null >"$logf" 2>&1 &
+    pid=$!
+    STARTED+=("$pid")
+    for ((i = 0; i < WAIT_TRIES; i++)); do
+        kill -0 "$pid" 2>/dev/null || { server_log_tail "$logf"; die "$name exited before it was ready (SKIP_DROVER=1 skips drover)"; }
+        if [[ -s $ready ]]; then
+            addr=$(sed -n 's/.*"listen"[[:space:]]*:[[:space:]]*\[[[:space:]]*"\([^"]*\)".*/\1/p' "$ready")
+            [[ -n $addr ]] && break
+        fi
+        sleep 0.1
+    done
+    [[ -n $addr ]] || { server_log_tail "$logf"; die "$name wrote no usable ready file ($ready) after $WAIT_TRIES tries (SKIP_DROVER=1 skips drover)"; }
+    addr=${addr/0.0.0.0/127.0.0.1}
+    wait_http "http://$addr/bench/plaintext" "$pid" "$logf"
+    local pids test
+    mapfile -t pids < <(proc_tree "$pid") # supervisor, then its workers
+    STARTED+=("${pids[@]:1}")
+    log "   listening on $addr; supervisor $pid, workers: ${pids[*]:1}"
+    record_rss "$name supervisor" "${pids[@]}"
+    for test in "${TESTS_ALL[@]}"; do
+        measure "$name" "$test" "$(url_for "$addr" "$test")" "$wrk_cpu" "$threads" "$conns" "${pids[@]}"
+    done
+    stop_server "$name" "$pid"
+}
+
+bench_nginx() {
+    local name=nginx prefix=$WORK/nginx port addr pid logf=$WORK/nginx.log
+    port=$(free_port)
+    addr=127.0.0.1:$port
+    mkdir -p "$prefix/logs" "$prefix/temp"
+    sed "s/@PORT@/$port/" "$BENCH_DIR/nginx.conf" >"$prefix/nginx.conf"
+    log "== nginx on CPU $SERVER_CPU, listening on $addr (prefix $prefix)"
+    taskset -c "$SERVER_CPU" nginx -p "$prefix/" -e "$prefix/logs/error.log" -c "$prefix/nginx.conf" \
+        </dev/null >"$logf" 2>&1 &
+    pid=$!
+    STARTED+=("$pid")
+    wait_http "http://$addr/bench/plaintext" "$pid" "$logf"
+    local pids test
+    mapfile -t pids < <(proc_tree "$pid") # master, then the worker
+    STARTED+=("${pids[@]:1}")
+    record_rss "nginx master" "${pids[@]}"
+    for test in "${TESTS_PLAIN[@]}"; do
+        measure "$name" "$test" "$(url_for "$addr" "$test")" "$LOAD_CPU" "$THREADS" "$CONNS" "${pids[@]}"
+    done
+    stop_server "$name" "$pid"
+}
+
+# ----------------------------------------------------------------- run --
+log "drover bench: DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS PIPELINE=$PIPELINE"
+log "one-core runs: servers on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU; raw wrk output in $RAW"
+
+[[ $SKIP_DROVER == 1 ]] || bench_drover drover "$SERVER_CPU" "$LOAD_CPU" "$THREADS" "$CONNS" --workers 1
+[[ $SKIP_FLOOR == 1 ]] || bench_simple floor "$FLOOR_BIN" @ADDR@
+[[ $SKIP_AXUM == 1 ]] || bench_simple axum "$AXUM_BIN" @ADDR@
+[[ $SKIP_NGINX == 1 ]] || bench_nginx
+if [[ $SKIP_DROVER != 1 && $SKIP_ALL != 1 ]]; then
+    bench_drover drover-all "" "" "$ALL_THREADS" "$ALL_CONNS" ${ALL_WORKERS:+--workers "$ALL_WORKERS"}
+fi
+
+# -------------------------------------------------------------- report --
+ratio() { # a b -> a/b, or n/a
+    awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {
+        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'
+}
+verdict() { # value goal
+    awk -v v="$1" -v g="$2" 'BEGIN { if (v == "n/a") print ""; else if (v + 0 >= g + 0) print "ok"; else print "BELOW GOAL" }'
+}
+ratio_line() { # label value goal
+    if [[ -n $3 ]]; then
+        printf '  %-52s %6s   goal >= %-5s %s\n' "$1" "$2" "$3" "$(verdict "$2" "$3")"
+    else
+        printf '  %-52s %6s\n' "$1" "$2"
+    fi
+}
+
+report() {
+    echo
+    echo "drover bench  $(date -u '+%Y-%m-%d %H:%M:%SZ')  git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" \
+        " $(nproc) CPUs  load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "wrk: -d $DURATION (warm-up $WARMUP), one-core runs -t $THREADS -c $CONNS, all-workers run -t $ALL_THREADS -c $ALL_CONNS; pipelined = depth $PIPELINE"
+    echo "servers drover/floor/axum/nginx: pinned to CPU $SERVER_CPU, wrk on CPU $LOAD_CPU; drover-all: unpinned, all workers"
+    echo
+    printf '%-11s %-10s %12s %9s %9s %12s %7s\n' server test "req/s" "p50 ms" "p99 ms" "CPU us/req" errors
+    printf '%-11s %-10s %12s %9s %9s %12s %7s\n' ----------- ---------- ------------ --------- --------- ------------ -------
+    local row
+    for row in "${ROWS[@]}"; do
+        IFS=$'\t' read -r s t r a b c e <<<"$row"
+        printf '%-11s %-10s %12s %9s %9s %12s %7s\n' "$s" "$t" "$r" "$a" "$b" "$c" "$e"
+    done
+    echo
+    echo "idle RSS after startup, before load:"
+    printf '  %s\n' "${RSS_LINES[@]}"
+    echo
+    echo "ratios (same run; throughput: higher is better for drover):"
+    ratio_line "drover json req/s / floor json req/s" "$(ratio "${RPS[drover/json]:-}" "${RPS[floor/json]:-}")" 0.90
+    ratio_line "drover json req/s / axum json req/s" "$(ratio "${RPS[drover/json]:-}" "${RPS[axum/json]:-}")" 1.15
+    ratio_line "drover pipelined / nginx pipelined req/s" "$(ratio "${RPS[drover/pipelined]:-}" "${RPS[nginx/pipelined]:-}")" 3.0
+    ratio_line "drover plaintext / floor plaintext req/s" "$(ratio "${RPS[drover/plaintext]:-}" "${RPS[floor/plaintext]:-}")" ""
+    ratio_line "drover plaintext / nginx plaintext req/s" "$(ratio "${RPS[drover/plaintext]:-}" "${RPS[nginx/plaintext]:-}")" ""
+    echo "ratios on CPU time per request (other's CPU/req over drover's: higher is better for drover):"
+    ratio_line "floor json CPU/req / drover json CPU/req" "$(ratio "${CPU_US[floor/json]:-}" "${CPU_US[drover/json]:-}")" 0.90
+    ratio_line "axum json CPU/req / drover json CPU/req" "$(ratio "${CPU_US[axum/json]:-}" "${CPU_US[drover/json]:-}")" 1.15
+    ratio_line "nginx pipelined CPU/req / drover pipelined CPU/req" "$(ratio "${CPU_US[nginx/pipelined]:-}" "${CPU_US[drover/pipelined]:-}")" 3.0
+    ratio_line "floor plaintext CPU/req / drover plaintext CPU/req" "$(ratio "${CPU_US[floor/plaintext]:-}" "${CPU_US[drover/plaintext]:-}")" ""
+    if [[ $SKIP_DROVER != 1 && $SKIP_ALL != 1 ]]; then
+        echo "scaling (drover-all over drover with one worker):"
+        ratio_line "json req/s" "$(ratio "${RPS[drover-all/json]:-}" "${RPS[drover/json]:-}")" ""
+        ratio_line "pipelined req/s" "$(ratio "${RPS[drover-all/pipelined]:-}" "${RPS[drover/pipelined]:-}")" ""
+    fi
+}
+
+report | tee "$RAW/report.txt"

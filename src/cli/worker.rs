@@ -1,0 +1,83 @@
+//! `drover worker` (hidden): one worker process. Started by the supervisor
+//! with its slot's sockets and the control channel as inherited fds.
+
+use std::os::fd::RawFd;
+use std::process::ExitCode;
+
+use clap::Args;
+use drover_worker::{fds, Limits, ServeOptions, WorkerInfo};
+use tracing::error;
+
+use super::{config_failure, ConfigArgs};
+use crate::http::Routes;
+use crate::telemetry::{self, Role};
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The slot this worker serves.
+    #[arg(long)]
+    slot: usize,
+    /// The supervisor's generation (rolling restarts) this worker belongs to.
+    #[arg(long)]
+    generation: u64,
+    /// Inherited listening sockets, comma-separated fd numbers.
+    #[arg(long, value_delimiter = ',', required = true)]
+    listen_fds: Vec<RawFd>,
+    /// The inherited control channel to the supervisor.
+    #[arg(long)]
+    control_fd: Option<RawFd>,
+}
+
+pub fn run(args: &WorkerArgs) -> ExitCode {
+    let config = match args.config.load() {
+        Ok((config, _)) => config,
+        Err(error) => return config_failure(&error),
+    };
+    telemetry::init(
+        &config.log,
+        Role::Worker {
+            slot: args.slot,
+            generation: args.generation,
+        },
+    );
+    let inherited = match fds::inherit(&args.listen_fds, args.control_fd) {
+        Ok(inherited) => inherited,
+        Err(error) => {
+            error!(%error, "cannot adopt the inherited sockets");
+            return ExitCode::FAILURE;
+        }
+    };
+    let http = &config.http;
+    let options = ServeOptions {
+        info: WorkerInfo {
+            slot: args.slot,
+            generation: args.generation,
+            pid: std::process::id(),
+        },
+        limits: Limits {
+            header_read_timeout: http.header_read_timeout,
+            keep_alive_timeout: http.keep_alive_timeout,
+            max_header_bytes: http.max_header_bytes,
+            max_headers: http.max_headers,
+            max_body_bytes: http.max_body_bytes,
+            max_connections: http.max_connections,
+            max_concurrent_streams: http.max_concurrent_streams,
+        },
+        drain_timeout: config.worker.drain_timeout,
+        heartbeat_interval: config.worker.heartbeat_interval,
+        blocking_threads: config.worker.blocking_threads,
+        blocking_queue: config.worker.blocking_queue,
+    };
+    let result = drover_worker::run(options, inherited, |context| async move {
+        Ok::<_, std::convert::Infallible>(Routes::new(&context))
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            error!(%error, "worker failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! drover's configuration: typed sections, each field documented in
+//! `config/default.toml`, loaded in layers by [`load`].
+
+mod layers;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use layers::{load, ConfigError, Override, Sources, DEFAULT_TOML};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub worker: WorkerConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+/// The supervisor's own settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Public listening addresses.
+    #[serde(deserialize_with = "values::addrs")]
+    pub listen: Vec<SocketAddr>,
+    /// Worker processes; 0 means one per usable CPU.
+    pub workers: usize,
+    /// Where the ready file goes; `None` for none.
+    #[serde(deserialize_with = "values::optional_path")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Worker lifecycle settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    #[serde(deserialize_with = "values::duration")]
+    pub boot_timeout: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub drain_timeout: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub heartbeat_interval: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub restart_backoff_min: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub restart_backoff_max: Duration,
+    pub blocking_threads: usize,
+    pub blocking_queue: usize,
+}
+
+/// Limits protecting workers from slow or hostile clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(deserialize_with = "values::duration")]
+    pub header_read_timeout: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub keep_alive_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: u64,
+    pub max_connections: usize,
+    pub max_concurrent_streams: u32,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `warn,drover=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl Config {
+    /// Checks what types alone cannot; the error names the key.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let positive = [
+            ("worker.boot_timeout", self.worker.boot_timeout),
+            ("worker.drain_timeout", self.worker.drain_timeout),
+            ("worker.heartbeat_interval", self.worker.heartbeat_interval),
+            (
+                "worker.restart_backoff_min",
+                self.worker.restart_backoff_min,
+            ),
+            ("http.header_read_timeout", self.http.header_read_timeout),
+        ];
+        for (key, value) in positive {
+            if value.is_zero() {
+                return Err((key, "must be greater than zero".into()));
+            }
+        }
+        if self.worker.restart_backoff_max < self.worker.restart_backoff_min {
+            return Err((
+                "worker.restart_backoff_max",
+                "must not be less than worker.restart_backoff_min".into(),
+            ));
+        }
+        if self.server.listen.is_empty() {
+            return Err(("server.listen", "needs at least one address".into()));
+        }
+        if self.server.workers > 1024 {
+            return Err(("server.workers", "at most 1024".into()));
+        }
+        let at_least = [
+            (
+                "http.max_header_bytes",
+                self.http.max_header_bytes as u64,
+                1024,
+            ),
+            ("http.max_headers", self.http.max_headers as u64, 8),
+            ("http.max_connections", self.http.max_connections as u64, 1),
+            (
+                "http.max_concurrent_streams",
+                u64::from(self.http.max_concurrent_streams),
+                1,
+            ),
+            (
+                "worker.blocking_threads",
+                self.worker.blocking_threads as u64,
+                1,
+            ),
+        ];
+        for (key, value, min) in at_least {
+            if value < min {
+                return Err((key, format!("must be at least {min}")));
+            }
+        }
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::filter::Targets>()
+            .is_err()
+        {
+            return Err((
+                "log.level",
+                format!(
+                    "{:?} is not a log filter such as \"info\" or \"warn,drover=debug\"",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Worker count with 0 resolved to the CPUs this process may use.
+    pub fn worker_count(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+}

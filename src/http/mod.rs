@@ -1,0 +1,110 @@
+//! The HTTP layer: routes requests to handlers, one file per resource, and
+//! turns their results into responses. The worker crate serves it as its
+//! [`drover_worker::App`].
+
+mod bench;
+mod error;
+mod health;
+mod reply;
+
+use std::rc::Rc;
+
+use drover_worker::{App, Request, WorkerContext};
+use http::Method;
+
+pub use error::ApiError;
+pub use reply::Reply;
+
+/// What handlers share: everything a request may need, built once per
+/// worker.
+pub struct State {
+    pub worker: drover_worker::WorkerInfo,
+}
+
+/// Path parameters of the matched route, in order.
+pub type Params = Vec<(String, String)>;
+
+/// A handler: synchronous ones answer with [`Reply::ready`] at no allocation
+/// cost; those that wait on I/O return a boxed future.
+pub type Handler = fn(&Rc<State>, Request, Params) -> Reply;
+
+/// One path and the handlers of its methods.
+struct Resource {
+    methods: Vec<(Method, Handler)>,
+}
+
+/// The router: built once per worker, then read-only.
+pub struct Routes {
+    router: matchit::Router<Resource>,
+    state: Rc<State>,
+}
+
+/// Collects routes: each resource file adds its own with [`RouteTable::add`].
+pub struct RouteTable {
+    resources: Vec<(&'static str, Resource)>,
+}
+
+impl RouteTable {
+    pub fn add(&mut self, path: &'static str, method: Method, handler: Handler) {
+        match self.resources.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, resource)) => resource.methods.push((method, handler)),
+            None => self.resources.push((
+                path,
+                Resource {
+                    methods: vec![(method, handler)],
+                },
+            )),
+        }
+    }
+}
+
+impl Routes {
+    /// Builds the application for one worker.
+    pub fn new(context: &WorkerContext) -> Self {
+        let mut table = RouteTable {
+            resources: Vec::new(),
+        };
+        health::routes(&mut table);
+        bench::routes(&mut table);
+        let mut router = matchit::Router::new();
+        for (path, resource) in table.resources {
+            // Paths are literals in this crate; a conflict is a programming
+            // error caught by every test run.
+            router
+                .insert(path, resource)
+                .expect("route paths do not conflict");
+        }
+        Self {
+            router,
+            state: Rc::new(State {
+                worker: context.info,
+            }),
+        }
+    }
+}
+
+impl App for Routes {
+    type Future = Reply;
+
+    fn call(&self, request: Request) -> Reply {
+        let matched = match self.router.at(request.uri().path()) {
+            Ok(matched) => matched,
+            Err(_) => return ApiError::NoRoute.into(),
+        };
+        let resource = matched.value;
+        let Some(&(_, handler)) = resource.methods.iter().find(|(m, _)| m == request.method())
+        else {
+            let allow: Vec<&str> = resource.methods.iter().map(|(m, _)| m.as_str()).collect();
+            return ApiError::MethodNotAllowed {
+                allow: allow.join(", "),
+            }
+            .into();
+        };
+        let params: Params = matched
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        handler(&self.state, request, params)
+    }
+}

@@ -1,0 +1,9 @@
+//! drover: a high-performance HTTP API server. This crate is the
+//! application: command line, configuration, logging and the HTTP layer. The
+//! process model lives in `drover-supervisor` and `drover-worker`.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod telemetry;

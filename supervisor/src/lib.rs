@@ -1,0 +1,19 @@
+//! drover's supervisor: owns the listening sockets, starts one worker process
+//! per slot, restarts crashed workers, rolls restarts one slot at a time and
+//! drains everything on shutdown.
+//!
+//! It knows nothing of HTTP or of the application: a worker is a program it
+//! execs with inherited fds and talks to over a line protocol
+//! ([`protocol`]).
+
+pub mod protocol;
+pub mod signal;
+pub mod socket;
+pub mod spawn;
+mod supervisor;
+mod watch;
+
+pub use signal::Signal;
+pub use socket::SlotSockets;
+pub use spawn::WorkerCommand;
+pub use supervisor::{Options, Outcome, Phase, Supervisor};

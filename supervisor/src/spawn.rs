@@ -1,0 +1,134 @@
+//! Starting a worker: fork+exec of the program with the slot's listening
+//! sockets and the worker's end of the control channel as inherited fds.
+//!
+//! This is the one place the supervisor needs `unsafe`: `pre_exec` runs in the
+//! forked child, where only async-signal-safe calls are allowed. The closure
+//! below only calls `fcntl` and `dup2` on a buffer allocated before the fork.
+#![allow(unsafe_code)]
+
+use std::ffi::OsString;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+
+/// The first fd number a worker finds its inherited sockets at; 0-2 are stdio.
+pub const FIRST_INHERITED_FD: RawFd = 3;
+
+/// What to exec for a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerCommand {
+    /// The executable, re-read from disk at every spawn so that a rolling
+    /// restart deploys whatever build is installed now.
+    pub program: std::path::PathBuf,
+    /// Arguments before the ones the supervisor adds (`--slot`, `--generation`,
+    /// `--listen-fds`, `--control-fd`).
+    pub args: Vec<OsString>,
+}
+
+/// A freshly started worker process.
+pub struct Spawned {
+    pub child: Child,
+    /// The supervisor's end of the control channel.
+    pub control: UnixStream,
+}
+
+/// Forks and execs one worker for `slot`.
+pub fn spawn(
+    command: &WorkerCommand,
+    slot: usize,
+    generation: u64,
+    listeners: &[TcpListener],
+) -> io::Result<Spawned> {
+    let (ours, theirs) = StdUnixStream::pair()?;
+    let mut sources: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
+    sources.push(theirs.as_raw_fd());
+    let listen_fds: Vec<String> = (0..listeners.len())
+        .map(|i| (FIRST_INHERITED_FD + i as RawFd).to_string())
+        .collect();
+    let control_fd = FIRST_INHERITED_FD + listeners.len() as RawFd;
+
+    let mut cmd = Command::new(&command.program);
+    cmd.args(&command.args)
+        .arg("--slot")
+        .arg(slot.to_string())
+        .arg("--generation")
+        .arg(generation.to_string())
+        .arg("--listen-fds")
+        .arg(listen_fds.join(","))
+        .arg("--control-fd")
+        .arg(control_fd.to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(false);
+
+    // Allocated here, before the fork: the child must not allocate.
+    let mut scratch: Vec<RawFd> = vec![-1; sources.len()];
+    // SAFETY: the closure runs between fork and exec in the child. It calls
+    // only fcntl(F_DUPFD_CLOEXEC) and dup2, both async-signal-safe, reads
+    // `sources` and writes `scratch`, both allocated before the fork, and
+    // builds its error from errno without allocating.
+    unsafe {
+        cmd.pre_exec(move || remap_fds(&sources, &mut scratch, FIRST_INHERITED_FD));
+    }
+    let child = cmd.spawn().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot start worker {}: {e}", display(&command.program)),
+        )
+    })?;
+    // The child has its copy; ours would keep the channel open after the
+    // worker dies and hide its exit.
+    drop(theirs);
+    ours.set_nonblocking(true)?;
+    let control = UnixStream::from_std(ours)?;
+    Ok(Spawned { child, control })
+}
+
+/// Moves `sources[i]` to fd `base + i` in the child, without close-on-exec.
+///
+/// Each source is first duplicated above the target range, so that a source
+/// that already sits on some target number is not clobbered by an earlier
+/// `dup2`. `dup2` clears close-on-exec on the new fd; the temporary copies
+/// keep it and vanish at exec.
+fn remap_fds(sources: &[RawFd], scratch: &mut [RawFd], base: RawFd) -> io::Result<()> {
+    let above_targets = base + sources.len() as RawFd;
+    for (tmp, &source) in scratch.iter_mut().zip(sources) {
+        // SAFETY: fcntl on an fd we own; async-signal-safe.
+        let fd = unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, above_targets) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        *tmp = fd;
+    }
+    for (i, &tmp) in scratch.iter().enumerate() {
+        // SAFETY: dup2 onto a target number this process reserves for the
+        // worker; async-signal-safe.
+        if unsafe { libc::dup2(tmp, base + i as RawFd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Sends `signal` to `pid`. Used for SIGKILL past a deadline; errors (the
+/// process is already gone) are not interesting to the caller.
+pub fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of
+    // our own children, which we have not yet reaped, so it cannot have been
+    // recycled for another process.
+    if unsafe { libc::kill(pid, signal) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

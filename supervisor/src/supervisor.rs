@@ -1,0 +1,665 @@
+//! The supervisor's event loop: slots, worker lifecycles, signals, timers.
+//!
+//! Everything runs on one current-thread task, so the state below needs no
+//! locks. Between fork and exec only fd set-up runs (see [`crate::spawn`]).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::protocol::{Counters, SupervisorMessage, WorkerMessage};
+use crate::signal::{Signal, Signals};
+use crate::socket::SlotSockets;
+use crate::spawn::{self, WorkerCommand};
+use crate::watch::{self, Command, Event, WorkerId};
+
+/// Exit codes a worker uses to say "retrying cannot help": EX_USAGE (64) and
+/// EX_CONFIG (78). Seen while booting, they stop the supervisor with the same
+/// code instead of a crash loop.
+const FATAL_EXIT_CODES: [i32; 2] = [64, 78];
+
+/// How long past `drain_timeout` a draining worker may take to exit on its own
+/// before it is killed: it enforces the drain timeout itself, and this slack
+/// only covers its exit.
+const DRAIN_KILL_SLACK: Duration = Duration::from_secs(1);
+
+/// A crash loop is this many crashes of one slot within [`CRASH_LOOP_WINDOW`].
+const CRASH_LOOP_COUNT: usize = 5;
+const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(60);
+
+/// How the supervisor runs its workers.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub command: WorkerCommand,
+    /// Number of worker slots.
+    pub workers: usize,
+    /// A worker that has not reported ready by then is killed and retried.
+    pub boot_timeout: Duration,
+    /// A draining worker still alive after this (plus a small slack) is killed.
+    pub drain_timeout: Duration,
+    /// First delay before a crashed worker is restarted; doubles per crash.
+    pub backoff_min: Duration,
+    /// Cap on that delay. A worker that lived longer than this resets it.
+    pub backoff_max: Duration,
+    /// Where to write `{"pid":..,"listen":[..]}` once every worker is ready.
+    pub ready_file: Option<PathBuf>,
+}
+
+/// The supervisor's phase, logged at every change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Starting the first workers; not every slot is ready yet.
+    Booting,
+    /// Every slot has a ready worker.
+    Running,
+    /// A rolling restart is replacing workers one slot at a time.
+    Reloading,
+    /// Stopping: every worker was told to drain.
+    Draining,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Booting => "booting",
+            Phase::Running => "running",
+            Phase::Reloading => "reloading",
+            Phase::Draining => "draining",
+        }
+    }
+}
+
+/// How the supervisor ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every worker drained after a stop signal.
+    Drained,
+    /// A second stop signal killed the workers without waiting.
+    StoppedAtOnce,
+    /// A worker failed to boot with an exit code that says retrying is
+    /// pointless (bad configuration); the supervisor exits with it.
+    WorkerFatal(i32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerState {
+    Booting,
+    Ready,
+    Draining,
+}
+
+struct WorkerHandle {
+    slot: usize,
+    generation: u64,
+    pid: u32,
+    state: WorkerState,
+    started: Instant,
+    /// When the supervisor gives up on this worker: boot timeout while
+    /// booting, drain timeout while draining.
+    deadline: Option<Instant>,
+    commands: mpsc::UnboundedSender<Command>,
+    counters: Counters,
+    /// The reason the worker gave in its last message before exiting.
+    exit_reason: Option<String>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// The worker serving this slot, if any.
+    current: Option<WorkerId>,
+    /// When a crashed slot is restarted.
+    respawn_at: Option<Instant>,
+    backoff: Duration,
+    recent_crashes: VecDeque<Instant>,
+}
+
+/// A rolling restart in progress.
+struct Reload {
+    /// Slots still to replace, in order.
+    pending: VecDeque<usize>,
+    /// The slot being replaced now: its new worker, then the old one draining.
+    step: Option<ReloadStep>,
+    /// Another SIGHUP arrived during this reload: run one more after it.
+    again: bool,
+}
+
+struct ReloadStep {
+    slot: usize,
+    new: WorkerId,
+    old: Option<WorkerId>,
+    old_draining: bool,
+}
+
+/// The process supervisor. Build it with [`Supervisor::bind`], then
+/// [`Supervisor::run`] it on a current-thread runtime.
+pub struct Supervisor {
+    options: Options,
+    sockets: SlotSockets,
+    slots: Vec<Slot>,
+    workers: BTreeMap<WorkerId, WorkerHandle>,
+    next_id: WorkerId,
+    generation: u64,
+    phase: Phase,
+    reload: Option<Reload>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    /// Set when a worker failed to boot for good.
+    fatal: Option<i32>,
+}
+
+impl Supervisor {
+    /// Binds every slot's sockets. Nothing is started yet.
+    pub fn bind(options: Options, listen: &[SocketAddr]) -> io::Result<Self> {
+        let sockets = SlotSockets::bind(listen, options.workers, crate::socket::DEFAULT_BACKLOG)?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let slots = (0..options.workers)
+            .map(|_| Slot {
+                backoff: options.backoff_min,
+                ..Slot::default()
+            })
+            .collect();
+        Ok(Self {
+            options,
+            sockets,
+            slots,
+            workers: BTreeMap::new(),
+            next_id: 1,
+            generation: 1,
+            phase: Phase::Booting,
+            reload: None,
+            events_tx,
+            events_rx,
+            fatal: None,
+        })
+    }
+
+    /// The bound addresses (port 0 resolved).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        self.sockets.addrs()
+    }
+
+    /// Runs until every worker has drained after a stop signal.
+    pub async fn run(mut self) -> io::Result<Outcome> {
+        let mut signals = Signals::register()?;
+        self.set_phase(Phase::Booting);
+        info!(workers = self.options.workers, listen = ?self.sockets.addrs(), "starting workers");
+        for slot in 0..self.slots.len() {
+            self.start_worker(slot);
+        }
+        let mut stop_signals = 0;
+        loop {
+            if self.phase == Phase::Draining && self.workers.is_empty() {
+                break;
+            }
+            if let Some(code) = self.fatal {
+                self.kill_all();
+                return Ok(Outcome::WorkerFatal(code));
+            }
+            let deadline = self.next_deadline();
+            tokio::select! {
+                signal = signals.recv() => match signal {
+                    Signal::Stop(name) => {
+                        stop_signals += 1;
+                        if stop_signals > 1 {
+                            warn!(signal = name, "second stop signal: killing workers now");
+                            self.kill_all();
+                            return Ok(Outcome::StoppedAtOnce);
+                        }
+                        info!(signal = name, "stop requested: draining every worker");
+                        self.begin_drain();
+                    }
+                    Signal::Reload => self.begin_reload(),
+                },
+                Some(event) = self.events_rx.recv() => self.on_event(event),
+                _ = sleep_until(deadline) => self.on_timers(),
+            }
+        }
+        if let Some(path) = &self.options.ready_file {
+            let _ = std::fs::remove_file(path);
+        }
+        info!("every worker has exited; supervisor stopping");
+        Ok(Outcome::Drained)
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        if self.phase != phase || phase == Phase::Booting {
+            info!(
+                phase = phase.as_str(),
+                generation = self.generation,
+                "supervisor phase"
+            );
+        }
+        self.phase = phase;
+    }
+
+    fn start_worker(&mut self, slot: usize) -> Option<WorkerId> {
+        let generation = self.generation;
+        let spawned = match spawn::spawn(
+            &self.options.command,
+            slot,
+            generation,
+            self.sockets.slot(slot),
+        ) {
+            Ok(spawned) => spawned,
+            Err(error) => {
+                // fork or exec failed (for example the binary was removed
+                // mid-deploy): treat it like a crash so it is retried with
+                // backoff.
+                error!(slot, %error, "cannot start worker");
+                self.schedule_respawn(slot, Duration::ZERO);
+                return None;
+            }
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let pid = spawned.child.id().unwrap_or(0);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        tokio::spawn(watch::watch(
+            id,
+            spawned.child,
+            spawned.control,
+            commands_rx,
+            self.events_tx.clone(),
+        ));
+        let now = Instant::now();
+        self.workers.insert(
+            id,
+            WorkerHandle {
+                slot,
+                generation,
+                pid,
+                state: WorkerState::Booting,
+                started: now,
+                deadline: Some(now + self.options.boot_timeout),
+                commands,
+                counters: Counters::default(),
+                exit_reason: None,
+            },
+        );
+        info!(slot, pid, generation, "worker started");
+        Some(id)
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Message(id, message) => self.on_message(id, message),
+            Event::Exited(id, status) => self.on_exit(id, status),
+        }
+    }
+
+    fn on_message(&mut self, id: WorkerId, message: WorkerMessage) {
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        match message {
+            WorkerMessage::Ready { .. } => {
+                if worker.state != WorkerState::Booting {
+                    return;
+                }
+                worker.state = WorkerState::Ready;
+                worker.deadline = None;
+                let (slot, pid, generation) = (worker.slot, worker.pid, worker.generation);
+                info!(slot, pid, generation, "worker ready");
+                if self.phase == Phase::Draining {
+                    // It booted while we were stopping: drain it at once.
+                    self.drain_worker(id);
+                    return;
+                }
+                let in_reload = matches!(
+                    self.reload.as_ref().and_then(|r| r.step.as_ref()),
+                    Some(step) if step.new == id
+                );
+                if in_reload {
+                    self.on_replacement_ready();
+                } else {
+                    self.slots[slot].current = Some(id);
+                    self.slots[slot].respawn_at = None;
+                    if self.phase == Phase::Booting && self.all_slots_ready() {
+                        self.on_first_ready();
+                    }
+                }
+            }
+            WorkerMessage::Heartbeat(counters) => worker.counters = counters,
+            WorkerMessage::Exiting { reason } => worker.exit_reason = Some(reason),
+        }
+    }
+
+    fn all_slots_ready(&self) -> bool {
+        self.slots.iter().all(|slot| {
+            slot.current
+                .and_then(|id| self.workers.get(&id))
+                .is_some_and(|w| w.state == WorkerState::Ready)
+        })
+    }
+
+    fn on_first_ready(&mut self) {
+        self.set_phase(Phase::Running);
+        let listen: Vec<String> = self
+            .sockets
+            .addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        info!(?listen, workers = self.slots.len(), "drover is ready");
+        if let Some(path) = &self.options.ready_file {
+            let body = serde_json::json!({ "pid": std::process::id(), "listen": listen });
+            if let Err(error) = write_atomically(path, body.to_string().as_bytes()) {
+                error!(path = %path.display(), %error, "cannot write the ready file");
+            }
+        }
+    }
+
+    fn on_exit(&mut self, id: WorkerId, status: io::Result<ExitStatus>) {
+        let Some(worker) = self.workers.remove(&id) else {
+            return;
+        };
+        let uptime = worker.started.elapsed();
+        let status_text = match &status {
+            Ok(status) => describe(status),
+            Err(error) => format!("unknown ({error})"),
+        };
+        let reason = worker.exit_reason.as_deref().unwrap_or("none given");
+        let slot = worker.slot;
+
+        if worker.state == WorkerState::Draining {
+            info!(slot, pid = worker.pid, status = %status_text, reason, "worker exited after draining");
+            if self.slots[slot].current == Some(id) {
+                self.slots[slot].current = None;
+            }
+            self.after_reload_old_exit(id);
+            return;
+        }
+
+        warn!(
+            slot,
+            pid = worker.pid,
+            generation = worker.generation,
+            status = %status_text,
+            reason,
+            uptime_ms = uptime.as_millis() as u64,
+            "worker exited unexpectedly"
+        );
+        let code = status.as_ref().ok().and_then(ExitStatus::code);
+        let fatal = code.filter(|c| FATAL_EXIT_CODES.contains(c));
+
+        // A replacement that failed aborts the rolling restart; the old worker
+        // keeps serving.
+        if let Some(reload) = &mut self.reload {
+            if reload.step.as_ref().is_some_and(|step| step.new == id) {
+                error!(slot, status = %status_text, "replacement worker failed to boot; rolling restart aborted, the old worker keeps serving");
+                self.reload = None;
+                self.set_phase(Phase::Running);
+                return;
+            }
+        }
+
+        if self.phase == Phase::Draining {
+            return;
+        }
+        if self.phase == Phase::Booting {
+            if let Some(code) = fatal {
+                error!(
+                    slot,
+                    code, "worker cannot start (bad configuration?); stopping"
+                );
+                self.fatal = Some(code);
+                return;
+            }
+        }
+        if self.slots[slot].current == Some(id) {
+            self.slots[slot].current = None;
+        }
+        let slot_state = &mut self.slots[slot];
+        if uptime > self.options.backoff_max {
+            slot_state.backoff = self.options.backoff_min;
+        }
+        let delay = slot_state.backoff;
+        slot_state.backoff = (slot_state.backoff * 2).min(self.options.backoff_max);
+        let now = Instant::now();
+        slot_state.recent_crashes.push_back(now);
+        while slot_state
+            .recent_crashes
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > CRASH_LOOP_WINDOW)
+        {
+            slot_state.recent_crashes.pop_front();
+        }
+        if slot_state.recent_crashes.len() >= CRASH_LOOP_COUNT {
+            error!(
+                slot,
+                crashes = slot_state.recent_crashes.len(),
+                window_s = CRASH_LOOP_WINDOW.as_secs(),
+                next_attempt_ms = delay.as_millis() as u64,
+                "worker slot is crash-looping"
+            );
+        }
+        self.schedule_respawn(slot, delay);
+    }
+
+    fn schedule_respawn(&mut self, slot: usize, delay: Duration) {
+        if self.phase == Phase::Draining {
+            return;
+        }
+        info!(
+            slot,
+            delay_ms = delay.as_millis() as u64,
+            "restarting worker after backoff"
+        );
+        self.slots[slot].respawn_at = Some(Instant::now() + delay);
+    }
+
+    fn begin_reload(&mut self) {
+        match self.phase {
+            Phase::Draining => {
+                info!("reload ignored: stopping");
+                return;
+            }
+            Phase::Reloading => {
+                if let Some(reload) = &mut self.reload {
+                    reload.again = true;
+                }
+                info!("reload requested during a reload: another one will follow");
+                return;
+            }
+            Phase::Booting => {
+                info!("reload ignored: still booting");
+                return;
+            }
+            Phase::Running => {}
+        }
+        self.generation += 1;
+        self.reload = Some(Reload {
+            pending: (0..self.slots.len()).collect(),
+            step: None,
+            again: false,
+        });
+        self.set_phase(Phase::Reloading);
+        self.next_reload_step();
+    }
+
+    fn next_reload_step(&mut self) {
+        let Some(reload) = &mut self.reload else {
+            return;
+        };
+        let Some(slot) = reload.pending.pop_front() else {
+            let again = reload.again;
+            self.reload = None;
+            info!(generation = self.generation, "rolling restart complete");
+            self.set_phase(Phase::Running);
+            if again {
+                self.begin_reload();
+            }
+            return;
+        };
+        let old = self.slots[slot].current;
+        match self.start_worker(slot) {
+            Some(new) => {
+                if let Some(reload) = &mut self.reload {
+                    reload.step = Some(ReloadStep {
+                        slot,
+                        new,
+                        old,
+                        old_draining: false,
+                    });
+                }
+            }
+            None => {
+                error!(
+                    slot,
+                    "rolling restart aborted: cannot start a replacement worker"
+                );
+                self.reload = None;
+                self.set_phase(Phase::Running);
+            }
+        }
+    }
+
+    fn on_replacement_ready(&mut self) {
+        let Some(step) = self.reload.as_mut().and_then(|r| r.step.as_mut()) else {
+            return;
+        };
+        let (slot, new, old) = (step.slot, step.new, step.old);
+        step.old_draining = true;
+        self.slots[slot].current = Some(new);
+        self.slots[slot].respawn_at = None;
+        match old.filter(|old| self.workers.contains_key(old)) {
+            Some(old) => self.drain_worker(old),
+            // The slot had no live worker (it crashed): nothing to drain.
+            None => self.next_reload_step(),
+        }
+    }
+
+    fn after_reload_old_exit(&mut self, id: WorkerId) {
+        let is_step_old = self
+            .reload
+            .as_ref()
+            .and_then(|r| r.step.as_ref())
+            .is_some_and(|step| step.old_draining && step.old == Some(id));
+        if is_step_old {
+            self.next_reload_step();
+        }
+    }
+
+    fn drain_worker(&mut self, id: WorkerId) {
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if worker.state == WorkerState::Draining {
+            return;
+        }
+        worker.state = WorkerState::Draining;
+        worker.deadline = Some(Instant::now() + self.options.drain_timeout + DRAIN_KILL_SLACK);
+        info!(slot = worker.slot, pid = worker.pid, "draining worker");
+        let _ = worker
+            .commands
+            .send(Command::Send(SupervisorMessage::Drain));
+    }
+
+    fn begin_drain(&mut self) {
+        self.reload = None;
+        self.set_phase(Phase::Draining);
+        for slot in &mut self.slots {
+            slot.respawn_at = None;
+        }
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for id in ids {
+            self.drain_worker(id);
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for worker in self.workers.values() {
+            let _ = spawn::send_signal(worker.pid, libc::SIGKILL);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let workers = self.workers.values().filter_map(|w| w.deadline);
+        let slots = self.slots.iter().filter_map(|s| s.respawn_at);
+        workers.chain(slots).min()
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        for worker in self.workers.values_mut() {
+            let Some(deadline) = worker.deadline else {
+                continue;
+            };
+            if deadline > now {
+                continue;
+            }
+            worker.deadline = None;
+            match worker.state {
+                WorkerState::Booting => error!(
+                    slot = worker.slot,
+                    pid = worker.pid,
+                    timeout_ms = self.options.boot_timeout.as_millis() as u64,
+                    "worker not ready within the boot timeout; killing it"
+                ),
+                WorkerState::Draining => warn!(
+                    slot = worker.slot,
+                    pid = worker.pid,
+                    in_flight = worker.counters.in_flight,
+                    "worker still running past the drain timeout; killing it"
+                ),
+                WorkerState::Ready => continue,
+            }
+            let _ = worker.commands.send(Command::Kill);
+        }
+        let due: Vec<usize> = (0..self.slots.len())
+            .filter(|&slot| self.slots[slot].respawn_at.is_some_and(|at| at <= now))
+            .collect();
+        for slot in due {
+            self.slots[slot].respawn_at = None;
+            if self.slots[slot].current.is_none() {
+                self.start_worker(slot);
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// "exit code 3" or "killed by signal 9 (SIGKILL)".
+fn describe(status: &ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit code {code}");
+    }
+    match status.signal() {
+        Some(signal) => format!("killed by signal {signal}{}", signal_name(signal)),
+        None => status.to_string(),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGINT => " (SIGINT)",
+        _ => "",
+    }
+}
+
+/// Writes `path` by renaming a temporary file over it, so a reader never sees
+/// half a file.
+fn write_atomically(path: &std::path::Path, contents: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}

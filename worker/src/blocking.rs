@@ -1,0 +1,75 @@
+//! A bounded pool for CPU-heavy work (password hashing, big compression,
+//! reports), so it never runs on the event loop.
+//!
+//! tokio's blocking pool is bounded in threads but not in queued jobs; the
+//! semaphore here bounds the jobs too, so a burst of expensive requests is
+//! refused quickly with [`Busy`] instead of queueing without limit.
+
+use std::rc::Rc;
+
+use tokio::sync::Semaphore;
+
+/// The pool was full: threads busy and queue at its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the blocking pool is busy")]
+pub struct Busy;
+
+/// Handle to the worker's blocking pool. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct BlockingPool {
+    permits: Rc<Semaphore>,
+}
+
+impl BlockingPool {
+    /// `capacity` is threads plus queued jobs.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            permits: Rc::new(Semaphore::new(capacity)),
+        }
+    }
+
+    /// Runs `job` on a blocking thread and waits for its result without
+    /// blocking the event loop.
+    pub async fn run<T, F>(&self, job: F) -> Result<T, Busy>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let _permit = self.permits.try_acquire().map_err(|_| Busy)?;
+        match tokio::task::spawn_blocking(job).await {
+            Ok(value) => Ok(value),
+            // The job panicked: re-raise it here, where the caller's task
+            // will be torn down, rather than invent a value.
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn jobs_run_off_the_loop_and_excess_is_refused() {
+        let pool = BlockingPool::new(1);
+        let loop_thread = std::thread::current().id();
+        let ran_on = pool.run(|| std::thread::current().id()).await.unwrap();
+        assert_ne!(ran_on, loop_thread);
+
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let busy_pool = pool.clone();
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async move {
+                let first = tokio::task::spawn_local(async move {
+                    busy_pool.run(move || wait.recv().unwrap()).await
+                });
+                tokio::task::yield_now().await;
+                assert_eq!(pool.run(|| ()).await, Err(Busy));
+                release.send(()).unwrap();
+                first.await.unwrap().unwrap();
+                assert_eq!(pool.run(|| 5).await, Ok(5));
+            })
+            .await;
+    }
+}

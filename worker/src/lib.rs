@@ -1,0 +1,46 @@
+//! The runtime of one drover worker process: a tokio current-thread runtime
+//! serving HTTP/1.1 and cleartext HTTP/2 with hyper on the sockets the
+//! supervisor passed down, reporting to the supervisor over the control
+//! channel, and draining on request.
+//!
+//! It knows nothing of the domain: the application plugs in as an [`App`],
+//! which turns a request into a response.
+
+pub mod blocking;
+mod conn;
+mod control;
+pub mod error;
+pub mod fds;
+mod limits;
+mod server;
+mod stats;
+
+pub use blocking::BlockingPool;
+pub use error::{json_error, ErrorDetail};
+pub use limits::Limits;
+pub use server::{run, ServeOptions, WorkerContext, WorkerInfo};
+
+use std::future::Future;
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+/// Every response body drover sends: the whole body in one buffer.
+pub type Body = Full<Bytes>;
+
+/// The incoming request, as hyper hands it over.
+pub type Request = http::Request<hyper::body::Incoming>;
+
+/// The response an [`App`] returns.
+pub type Response = http::Response<Body>;
+
+/// The application a worker serves.
+///
+/// A worker runs on one thread, so neither the app nor its futures need to
+/// be `Send`; share state with `Rc`.
+pub trait App: 'static {
+    type Future: Future<Output = Response> + 'static;
+
+    /// Answers one request. Limits on headers and bodies were checked before.
+    fn call(&self, request: Request) -> Self::Future;
+}

@@ -1,0 +1,343 @@
+//! The worker's life: build the runtime, build the app, accept on every
+//! inherited socket, report to the supervisor, drain, exit.
+
+use std::cell::Cell;
+use std::fmt::Display;
+use std::future::Future;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use drover_supervisor::protocol::WorkerMessage;
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Notify};
+use tokio::task::LocalSet;
+use tracing::{debug, error, info, warn};
+
+use crate::blocking::BlockingPool;
+use crate::conn;
+use crate::control::{self, ControlWriter, DrainCause};
+use crate::error::raw_http1_error;
+use crate::fds::Inherited;
+use crate::limits::Limits;
+use crate::stats::Stats;
+use crate::App;
+
+/// After an accept error such as EMFILE, wait this long before accepting
+/// again, rather than spinning on an error that will repeat.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Who this worker is, for logs and `/healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub slot: usize,
+    pub generation: u64,
+    pub pid: u32,
+}
+
+/// What the application gets to build itself with.
+#[derive(Debug, Clone)]
+pub struct WorkerContext {
+    pub info: WorkerInfo,
+    pub blocking: BlockingPool,
+}
+
+/// How the worker serves.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub info: WorkerInfo,
+    pub limits: Limits,
+    /// In-flight requests get this long to finish once draining starts.
+    pub drain_timeout: Duration,
+    /// How often the event loop reports to the supervisor.
+    pub heartbeat_interval: Duration,
+    /// Threads of the blocking pool for CPU-heavy work.
+    pub blocking_threads: usize,
+    /// Jobs that may wait for a blocking thread before new ones are refused.
+    pub blocking_queue: usize,
+}
+
+/// Why [`run`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] io::Error),
+    #[error("cannot set up the control channel or sockets: {0}")]
+    Setup(#[source] io::Error),
+    #[error("the application failed to start: {0}")]
+    App(String),
+}
+
+/// State shared by every connection of this worker.
+pub(crate) struct Shared<A> {
+    pub app: A,
+    pub limits: Limits,
+    pub stats: Stats,
+    pub builder: auto::Builder<LocalExec>,
+    /// True once draining: responses to HTTP/1.1 requests say
+    /// `Connection: close`.
+    pub draining: Cell<bool>,
+    /// Flips to true when draining starts; connections and accept loops
+    /// watch it.
+    pub drain: watch::Receiver<bool>,
+    /// Notified when the last connection closes.
+    all_closed: Notify,
+}
+
+impl<A> Shared<A> {
+    fn connection_closed(&self) {
+        let left = self.stats.connections.get() - 1;
+        self.stats.connections.set(left);
+        if left == 0 {
+            self.all_closed.notify_one();
+        }
+    }
+}
+
+/// Runs HTTP/2 connection tasks on the worker's own thread, so services need
+/// not be `Send`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
+    }
+}
+
+/// Runs the worker until it has drained. Returns the exit reason sent to the
+/// supervisor.
+pub fn run<A, F, Fut, E>(
+    options: ServeOptions,
+    inherited: Inherited,
+    make_app: F,
+) -> Result<&'static str, RunError>
+where
+    A: App,
+    F: FnOnce(WorkerContext) -> Fut,
+    Fut: Future<Output = Result<A, E>>,
+    E: Display,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(options.blocking_threads.max(1))
+        .build()
+        .map_err(RunError::Runtime)?;
+    LocalSet::new().block_on(&runtime, serve(options, inherited, make_app))
+}
+
+async fn serve<A, F, Fut, E>(
+    options: ServeOptions,
+    inherited: Inherited,
+    make_app: F,
+) -> Result<&'static str, RunError>
+where
+    A: App,
+    F: FnOnce(WorkerContext) -> Fut,
+    Fut: Future<Output = Result<A, E>>,
+    E: Display,
+{
+    let (writer, reader) = ControlWriter::new(inherited.control).map_err(RunError::Setup)?;
+    let context = WorkerContext {
+        info: options.info,
+        blocking: BlockingPool::new(options.blocking_threads + options.blocking_queue),
+    };
+    let app = match make_app(context).await {
+        Ok(app) => app,
+        Err(error) => {
+            let message = error.to_string();
+            writer.send(&WorkerMessage::Exiting {
+                reason: format!("app failed to start: {message}"),
+            });
+            return Err(RunError::App(message));
+        }
+    };
+    let mut signals = WorkerSignals::register().map_err(RunError::Setup)?;
+
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let shared = Rc::new(Shared {
+        app,
+        builder: builder(&options.limits),
+        limits: options.limits.clone(),
+        stats: Stats::default(),
+        draining: Cell::new(false),
+        drain: drain_rx,
+        all_closed: Notify::new(),
+    });
+    let mut addrs = Vec::new();
+    for listener in inherited.listeners {
+        let listener = TcpListener::from_std(listener).map_err(RunError::Setup)?;
+        addrs.push(listener.local_addr().map_err(RunError::Setup)?.to_string());
+        tokio::task::spawn_local(accept_loop(listener, shared.clone()));
+    }
+    writer.send(&WorkerMessage::Ready {
+        pid: options.info.pid,
+    });
+    info!(listen = ?addrs, "worker ready");
+
+    let cause = tokio::select! {
+        cause = control::read_commands(reader) => cause,
+        () = signals.stop() => DrainCause::Signal,
+        () = control::heartbeats(&writer, &shared.stats, options.heartbeat_interval) => unreachable!("heartbeats never end"),
+    };
+    info!(
+        cause = cause.describe(),
+        in_flight = shared.stats.in_flight.get(),
+        connections = shared.stats.connections.get(),
+        "draining"
+    );
+    shared.draining.set(true);
+    let _ = drain_tx.send(true);
+
+    let drained = async {
+        while shared.stats.connections.get() > 0 {
+            shared.all_closed.notified().await;
+        }
+    };
+    let reason = tokio::select! {
+        () = drained => cause.describe(),
+        () = tokio::time::sleep(options.drain_timeout) => {
+            warn!(
+                connections = shared.stats.connections.get(),
+                in_flight = shared.stats.in_flight.get(),
+                timeout_ms = options.drain_timeout.as_millis() as u64,
+                "drain timeout: closing the connections that are left"
+            );
+            "drain timeout reached"
+        }
+        () = signals.stop() => {
+            warn!("second stop signal: exiting without waiting");
+            "stopped at once on a second signal"
+        }
+        // Keep proving liveness while draining: a long drain is not a stall.
+        () = control::heartbeats(&writer, &shared.stats, options.heartbeat_interval) => unreachable!("heartbeats never end"),
+    };
+    writer.send(&WorkerMessage::Exiting {
+        reason: reason.to_string(),
+    });
+    info!(
+        reason,
+        requests = shared.stats.requests.get(),
+        "worker exiting"
+    );
+    Ok(reason)
+}
+
+fn builder(limits: &Limits) -> auto::Builder<LocalExec> {
+    let mut builder = auto::Builder::new(LocalExec);
+    builder
+        .http1()
+        .keep_alive(!limits.keep_alive_timeout.is_zero())
+        // Our own timer answers slow heads with 408 (hyper would just close).
+        .header_read_timeout(None)
+        .max_buf_size(limits.hyper_max_buf_size())
+        .max_headers(limits.hyper_max_headers())
+        // Pipelined requests are answered in order with their responses
+        // gathered into as few writes as possible.
+        .pipeline_flush(true);
+    builder
+        .http2()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.hyper_max_buf_size()).unwrap_or(u32::MAX));
+    builder
+}
+
+async fn accept_loop<A: App>(listener: TcpListener, shared: Rc<Shared<A>>) {
+    let mut drain = shared.drain.clone();
+    if *drain.borrow_and_update() {
+        return;
+    }
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = drain.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                // Responses are written whole; Nagle would only delay them.
+                let _ = stream.set_nodelay(true);
+                if shared.stats.connections.get() >= shared.limits.max_connections as u64 {
+                    tokio::task::spawn_local(refuse_overloaded(stream));
+                    continue;
+                }
+                shared
+                    .stats
+                    .connections
+                    .set(shared.stats.connections.get() + 1);
+                let shared = shared.clone();
+                tokio::task::spawn_local(async move {
+                    conn::serve(stream, shared.clone()).await;
+                    shared.connection_closed();
+                });
+            }
+            Err(error) if is_per_connection(&error) => {
+                debug!(%error, "accept: connection failed before it was accepted");
+            }
+            Err(error) => {
+                error!(%error, "accept failed; pausing before the next attempt");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+    // Dropping our copy of the socket does not close it: the supervisor holds
+    // it, and queued connections go to the worker that replaces us.
+    debug!("stopped accepting");
+}
+
+/// Errors that concern one connection, not the listener.
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Tells a client over the connection limit to come back, then closes.
+async fn refuse_overloaded(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = raw_http1_error(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "this worker has too many open connections; retry shortly",
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&body).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// SIGTERM and SIGINT drain (the second exits at once); SIGHUP is ignored, as
+/// a worker's reload is the supervisor's business.
+struct WorkerSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    _hup: tokio::signal::unix::Signal,
+}
+
+impl WorkerSignals {
+    fn register() -> io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            // Registering replaces the default action (terminate) with a
+            // handler; nobody reads this stream.
+            _hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
