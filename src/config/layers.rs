@@ -240,21 +240,21 @@ fn record_origins(
     }
 }
 
-/// The key and a message from a deserialisation error. serde reports an
-/// unknown field at its parent's path, with the field's name in the text.
+/// The key and a message from a deserialisation error. serde_path_to_error
+/// puts an unknown field's own name at the end of the path.
 fn describe(error: &serde_path_to_error::Error<toml::de::Error>) -> (String, String) {
     let path = error.path().to_string();
-    let inner = error.inner().to_string();
-    let inner = inner.trim_end().to_owned();
-    if let Some(rest) = inner.strip_prefix("unknown field `") {
-        if let Some((field, _)) = rest.split_once('`') {
-            let key = if path == "." || path.is_empty() {
-                field.to_owned()
-            } else {
-                format!("{path}.{field}")
-            };
-            return (key, "unknown key".into());
-        }
+    let inner = error.inner().to_string().trim_end().to_owned();
+    if inner.starts_with("unknown field `") {
+        // serde lists every expected field; the key and "unknown" say enough.
+        let expected = inner
+            .split_once(", expected ")
+            .map(|(_, rest)| rest.to_owned());
+        let message = match expected {
+            Some(expected) => format!("unknown key; expected {expected}"),
+            None => "unknown key".to_owned(),
+        };
+        return (path, message);
     }
     (path, inner)
 }
@@ -379,7 +379,7 @@ mod tests {
         );
         check(
             Sources {
-                env: env(&[("RUST_LOG", "info,[")]),
+                env: env(&[("RUST_LOG", "info,drover=loud")]),
                 ..Sources::default()
             },
             "log.level",

@@ -4,7 +4,7 @@
 
 use std::fmt::Display;
 
-use drover_worker::{json_error, Response};
+use drover_worker::{json_error, ErrorDetail, Response};
 use http::{header, HeaderValue, StatusCode};
 
 /// An error a request ends with.
@@ -15,6 +15,9 @@ pub enum ApiError {
     /// 405: the path exists but not with this method; `allow` lists those
     /// that do.
     MethodNotAllowed { allow: String },
+    /// 400: the input is invalid; each detail names a field and what is
+    /// wrong with it.
+    Invalid { details: Vec<ErrorDetail> },
     /// 500: a bug or an unexpected failure. The cause goes to the log with
     /// an id; the client sees only the id.
     Internal { id: String },
@@ -28,8 +31,24 @@ impl ApiError {
         ApiError::Internal { id }
     }
 
+    /// A 400 about one field.
+    pub fn invalid(field: &str, issue: &str) -> Self {
+        ApiError::Invalid {
+            details: vec![ErrorDetail {
+                field: field.into(),
+                issue: issue.into(),
+            }],
+        }
+    }
+
     pub fn into_response(self) -> Response {
         match self {
+            ApiError::Invalid { details } => json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request is invalid",
+                &details,
+            ),
             ApiError::NoRoute => {
                 json_error(StatusCode::NOT_FOUND, "not_found", "no such route", &[])
             }

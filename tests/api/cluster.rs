@@ -1,0 +1,229 @@
+//! The process model: workers, crashes, rolling restarts, shutdown.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::helpers::{get, run_load, Conn, Drover, Load};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_serves_requests() {
+    let drover = Drover::start(3);
+    let workers = drover.worker_pids();
+    assert_eq!(workers.len(), 3, "{}", drover.log());
+    // Fresh connections spread over the slots' sockets by the kernel's
+    // reuseport hash; a few hundred are plenty to reach all three.
+    let mut seen = HashSet::new();
+    let mut slots = HashSet::new();
+    for _ in 0..600 {
+        let response = get(drover.addr, "/healthz").await.unwrap();
+        assert_eq!(response.status, 200);
+        let body = response.json();
+        seen.insert(body["pid"].as_u64().unwrap() as u32);
+        slots.insert(body["slot"].as_u64().unwrap());
+        assert_eq!(body["generation"], 1);
+        if seen.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(seen, workers, "each worker's pid should answer");
+    assert_eq!(slots, HashSet::from([0, 1, 2]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_replaced_and_new_connections_never_fail() {
+    let drover = Drover::start(2);
+    let before = drover.worker_pids();
+    let victim = *before.iter().next().unwrap();
+    let victim_slot = slot_of(&drover, victim).await;
+
+    // New connections throughout the crash: the dead slot's socket is held
+    // by the supervisor, so connections queued on it wait for the
+    // replacement instead of being refused.
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = drover.addr;
+    let prober = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failures) = (0u32, Vec::new());
+            for _ in 0..2_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match get(addr, "/healthz").await {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    Ok(r) => failures.push(format!("status {}", r.status)),
+                    Err(e) => failures.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (ok, failures)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    crate::helpers::send(victim, libc::SIGKILL);
+    let after = drover.wait_workers(Duration::from_secs(10), |pids| {
+        pids.len() == 2 && !pids.contains(&victim)
+    });
+    let replacement = *after.difference(&before).next().unwrap();
+    assert_eq!(
+        slot_of(&drover, replacement).await,
+        victim_slot,
+        "replaced on the same slot"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failures) = prober.await.unwrap();
+    assert!(failures.is_empty(), "{failures:?}\n{}", drover.log());
+    assert!(ok > 10);
+    assert!(drover.log().contains("worker exited unexpectedly"));
+}
+
+/// Asks workers on fresh connections until `pid` answers; returns its slot.
+async fn slot_of(drover: &Drover, pid: u32) -> u64 {
+    for _ in 0..2_000 {
+        let body = get(drover.addr, "/healthz").await.unwrap().json();
+        if body["pid"].as_u64() == Some(u64::from(pid)) {
+            return body["slot"].as_u64().unwrap();
+        }
+    }
+    panic!("worker {pid} never answered");
+}
+
+/// SIGHUP under load: every worker is replaced and no request fails.
+async fn reload_under_load(load: Load) {
+    let drover = Drover::start(2);
+    let before = drover.worker_pids();
+    let stop = Arc::new(AtomicBool::new(false));
+    let runner = tokio::spawn(run_load(drover.addr, load, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    drover.signal(libc::SIGHUP);
+    let after = drover.wait_workers(Duration::from_secs(30), |pids| {
+        pids.len() == 2 && pids.is_disjoint(&before)
+    });
+    // Keep the load on the new workers for a moment.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let report = runner.await.unwrap();
+    assert!(
+        report.failures.is_empty(),
+        "{} failures: {:?}\n{}",
+        report.failures.len(),
+        &report.failures[..report.failures.len().min(10)],
+        drover.log()
+    );
+    assert!(
+        report.ok > 100,
+        "too little load to mean anything: {}",
+        report.ok
+    );
+    let new_pids: HashSet<u64> = after.iter().map(|&p| u64::from(p)).collect();
+    assert!(
+        report.pids.is_superset(&new_pids),
+        "new workers answered: {:?} vs {:?}",
+        report.pids,
+        new_pids
+    );
+    assert!(drover.log().contains("rolling restart complete"));
+    eprintln!(
+        "reload under load: {} requests, 0 failures, pids {:?}",
+        report.ok, report.pids
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_replaces_every_worker_with_zero_failed_requests() {
+    reload_under_load(Load {
+        connections: 64,
+        ..Load::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_idle_keep_alive_connections_held_open_fails_nothing() {
+    // Connections that sit idle between requests, across the restart: the
+    // old worker must not close them under a client about to reuse them.
+    reload_under_load(Load {
+        connections: 64,
+        pause: Duration::from_millis(150),
+        ..Load::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_slow_requests_finish_then_exits_zero() {
+    let mut drover = Drover::start(2);
+    let workers = drover.worker_pids();
+    let mut slow = Vec::new();
+    for _ in 0..6 {
+        let addr = drover.addr;
+        slow.push(tokio::spawn(
+            async move { get(addr, "/bench/delay/1500").await },
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drover.signal(libc::SIGTERM);
+    for request in slow {
+        let response = request.await.unwrap().expect("slow request completes");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.json()["delayed_ms"], 1500);
+        assert!(
+            response.closes(),
+            "a draining worker says Connection: close"
+        );
+    }
+    let status = drover
+        .wait_exit(Duration::from_secs(10))
+        .expect("drover exits");
+    assert_eq!(status.code(), Some(0), "{}", drover.log());
+    for pid in workers {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid),
+            "worker {pid} still alive"
+        );
+    }
+    let log = drover.log();
+    assert!(log.contains("\"phase\":\"draining\""), "{log}");
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_stops_at_once() {
+    let mut drover = Drover::start(1);
+    let addr = drover.addr;
+    let slow = tokio::spawn(async move { get(addr, "/bench/delay/10000").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drover.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drover.signal(libc::SIGTERM);
+    let status = drover
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits at once");
+    assert_ne!(status.code(), Some(0));
+    assert!(slow.await.unwrap().is_err(), "the cut request fails");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_worker_closes_keep_alive_connections_gracefully() {
+    let drover = Drover::start(1);
+    let mut conn = Conn::connect(drover.addr).await.unwrap();
+    let first = conn.get("/healthz").await.unwrap();
+    assert!(!first.closes());
+    let old_pid = first.json()["pid"].as_u64().unwrap();
+    drover.signal(libc::SIGHUP);
+    drover.wait_log(Duration::from_secs(10), "\"draining\"");
+    // The idle connection to the draining worker is still open; its next
+    // response says it closes, so the client moves on without an error.
+    let second = conn.get("/healthz").await.unwrap();
+    assert_eq!(second.json()["pid"].as_u64(), Some(old_pid));
+    assert!(second.closes());
+    assert!(conn.is_closed_by_peer(Duration::from_secs(2)).await);
+    let third = get(drover.addr, "/healthz").await.unwrap();
+    assert_ne!(third.json()["pid"].as_u64(), Some(old_pid));
+}

@@ -1,0 +1,203 @@
+//! Protection from slow or hostile clients, and the JSON error shape of
+//! every refusal.
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::{get, Conn, Drover, Options};
+
+fn assert_error_shape(response: &crate::helpers::Response, status: u16, code: &str) {
+    assert_eq!(
+        response.status,
+        status,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let body = response.json();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_wrong_methods_get_json_errors() {
+    let drover = Drover::start(1);
+    assert_error_shape(&get(drover.addr, "/nope").await.unwrap(), 404, "not_found");
+    let mut conn = Conn::connect(drover.addr).await.unwrap();
+    conn.send(b"POST /bench/json HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let response = conn.read_response().await.unwrap();
+    assert_error_shape(&response, 405, "method_not_allowed");
+    assert_eq!(response.header("allow"), Some("GET"));
+    let response = get(drover.addr, "/bench/delay/forever").await.unwrap();
+    assert_error_shape(&response, 400, "invalid_request");
+    assert_eq!(response.json()["error"]["details"][0]["field"], "ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_endpoints_follow_techempower() {
+    let drover = Drover::start(1);
+    let plain = get(drover.addr, "/bench/plaintext").await.unwrap();
+    assert_eq!(plain.body, b"Hello, World!");
+    assert!(plain
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(plain.header("date").is_some() && plain.header("server").is_some());
+    let json = get(drover.addr, "/bench/json").await.unwrap();
+    assert_eq!(json.body, br#"{"message":"Hello, World!"}"#);
+    assert_eq!(json.header("content-type"), Some("application/json"));
+
+    // Pipelined: all requests written at once, answered in order.
+    let mut conn = Conn::connect(drover.addr).await.unwrap();
+    let mut batch = Vec::new();
+    for path in ["/bench/plaintext", "/bench/json", "/nope", "/healthz"] {
+        batch.extend_from_slice(format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes());
+    }
+    conn.send(&batch).await.unwrap();
+    let statuses: Vec<u16> = [(); 4].iter().map(|_| 0).collect();
+    let mut got = Vec::new();
+    for _ in statuses {
+        got.push(conn.read_response().await.unwrap());
+    }
+    assert_eq!(got[0].body, b"Hello, World!");
+    assert_eq!(got[1].body, br#"{"message":"Hello, World!"}"#);
+    assert_eq!(got[2].status, 404);
+    assert_eq!(got[3].status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_and_bodies_are_refused() {
+    let drover = Drover::start(1);
+    // One header larger than max_header_bytes (16 KiB by default).
+    let mut conn = Conn::connect(drover.addr).await.unwrap();
+    let big = "x".repeat(20 * 1024);
+    conn.send(format!("GET /healthz HTTP/1.1\r\nhost: t\r\nx-big: {big}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let response = conn.read_response().await.unwrap();
+    assert_error_shape(&response, 431, "headers_too_large");
+    assert!(response.closes());
+
+    // More header fields than max_headers (100).
+    let mut conn = Conn::connect(drover.addr).await.unwrap();
+    let many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
+    conn.send(format!("GET /healthz HTTP/1.1\r\nhost: t\r\n{many}\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_error_shape(
+        &conn.read_response().await.unwrap(),
+        431,
+        "headers_too_large",
+    );
+
+    // A head far past any limit: refused by hyper itself, still a 431.
+    let mut conn = Conn::connect(drover.addr).await.unwrap();
+    let huge = "x".repeat(200 * 1024);
+    let _ = conn
+        .send(format!("GET /healthz HTTP/1.1\r\nhost: t\r\nx-big: {huge}\r\n\r\n").as_bytes())
+        .await;
+    if let Ok(response) = conn.read_response().await {
+        assert_eq!(response.status, 431);
+    }
+
+    // A declared body over max_body_bytes (1 MiB), refused before it is sent.
+    let mut conn = Conn::connect(drover.addr).await.unwrap();
+    conn.send(b"POST /bench/json HTTP/1.1\r\nhost: t\r\ncontent-length: 2000000\r\n\r\n")
+        .await
+        .unwrap();
+    let response = conn.read_response().await.unwrap();
+    assert_error_shape(&response, 413, "body_too_large");
+    assert!(response.closes());
+
+    // The worker is unharmed.
+    assert_eq!(get(drover.addr, "/healthz").await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_gets_408_and_does_not_stop_normal_clients() {
+    let drover = Drover::start_with(Options {
+        workers: 1,
+        env: vec![("DROVER_HTTP__HEADER_READ_TIMEOUT", "1s")],
+        ..Options::default()
+    });
+    // 200 connections dribbling a request head, a byte every 100 ms.
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        slow.push(Conn::connect(drover.addr).await.unwrap());
+    }
+    let head = b"GET /healthz HTTP/1.1\r\nhost: slow\r\nx-pad: aaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let started = Instant::now();
+    let addr = drover.addr;
+    let normal = tokio::spawn(async move {
+        let mut ok = 0;
+        for _ in 0..200 {
+            let response = get(addr, "/bench/json")
+                .await
+                .expect("normal client served");
+            assert_eq!(response.status, 200);
+            ok += 1;
+        }
+        ok
+    });
+    let mut sent = 0;
+    while sent < head.len() && started.elapsed() < Duration::from_millis(1500) {
+        for conn in &mut slow {
+            let _ = conn.send(&head[sent..sent + 1]).await;
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(normal.await.unwrap(), 200);
+    // Each slow connection was answered 408 with the JSON shape, then closed.
+    let mut timed_out = 0;
+    for conn in &mut slow {
+        if let Ok(response) = tokio::time::timeout(Duration::from_secs(3), conn.read_response())
+            .await
+            .unwrap()
+        {
+            assert_error_shape(&response, 408, "request_timeout");
+            timed_out += 1;
+        }
+    }
+    assert_eq!(timed_out, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed_after_the_timeout() {
+    let drover = Drover::start_with(Options {
+        workers: 1,
+        env: vec![("DROVER_HTTP__KEEP_ALIVE_TIMEOUT", "300ms")],
+        ..Options::default()
+    });
+    let mut conn = Conn::connect(drover.addr).await.unwrap();
+    assert_eq!(conn.get("/healthz").await.unwrap().status, 200);
+    assert!(conn.is_closed_by_peer(Duration::from_secs(3)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_get_503() {
+    let drover = Drover::start_with(Options {
+        workers: 1,
+        env: vec![("DROVER_HTTP__MAX_CONNECTIONS", "4")],
+        ..Options::default()
+    });
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut conn = Conn::connect(drover.addr).await.unwrap();
+        assert_eq!(conn.get("/healthz").await.unwrap().status, 200);
+        held.push(conn);
+    }
+    let mut extra = Conn::connect(drover.addr).await.unwrap();
+    let response = extra.read_response().await.unwrap();
+    assert_error_shape(&response, 503, "overloaded");
+    assert_eq!(response.header("retry-after"), Some("1"));
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get(drover.addr, "/healthz").await.unwrap().status, 200);
+}

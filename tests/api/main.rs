@@ -1,0 +1,8 @@
+//! Integration tests: every test starts the real `drover` binary and talks
+//! HTTP to it. Loads are bounded in requests and time and target loopback
+//! only; every process started is killed by pid when its test ends.
+
+mod cluster;
+mod config;
+mod helpers;
+mod limits;
