@@ -5,4 +5,5 @@
 mod cluster;
 mod config;
 mod helpers;
+mod http2;
 mod limits;
