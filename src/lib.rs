@@ -3,7 +3,11 @@
 //! process model lives in `drover-supervisor` and `drover-worker`.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod http;
+pub mod repo;
+pub mod service;
 pub mod telemetry;

@@ -32,24 +32,13 @@ pub enum Role {
 /// Installs the global subscriber. The filter was validated with the
 /// configuration, so an unparsable one here falls back to `info`.
 pub fn init(config: &LogConfig, role: Role) {
-    let filter: Targets = config
-        .level
-        .parse()
-        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
-    let format = LineFormat {
-        json: config.format == LogFormat::Json,
-        role,
-        pid: std::process::id(),
-    };
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .event_format(format);
+    let filter: Targets =
+        config.level.parse().unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
+    let format = LineFormat { json: config.format == LogFormat::Json, role, pid: std::process::id() };
+    let layer =
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).event_format(format);
     // A second init (tests calling in twice) keeps the first subscriber.
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(layer)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
 }
 
 struct LineFormat {
@@ -72,10 +61,7 @@ where
         let meta = event.metadata();
         let mut fields = FieldMap(Map::new());
         event.record(&mut fields);
-        let message = fields
-            .0
-            .remove("message")
-            .unwrap_or(Value::String(String::new()));
+        let message = fields.0.remove("message").unwrap_or(Value::String(String::new()));
         let ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         if self.json {
             let mut line = Map::new();
@@ -126,8 +112,7 @@ struct FieldMap(Map<String, Value>);
 
 impl Visit for FieldMap {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().into(), format!("{value:?}").into());
+        self.0.insert(field.name().into(), format!("{value:?}").into());
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.0.insert(field.name().into(), value.into());

@@ -8,10 +8,7 @@ use super::{config_failure, ConfigArgs};
 pub fn run(args: &ConfigArgs) -> ExitCode {
     match args.load() {
         Ok((config, effective)) => {
-            println!(
-                "# effective configuration (secrets redacted); {} worker(s)",
-                config.worker_count()
-            );
+            println!("# effective configuration (secrets redacted); {} worker(s)", config.worker_count());
             print!("{}", toml::to_string(&effective).unwrap_or_default());
             ExitCode::SUCCESS
         }

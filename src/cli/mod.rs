@@ -1,7 +1,9 @@
 //! The command line: one file per command.
 
 mod config_check;
+mod migrate;
 mod serve;
+mod user;
 mod worker;
 
 use std::ffi::OsString;
@@ -37,6 +39,11 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Apply pending database migrations (`--status` lists them instead).
+    Migrate(migrate::MigrateArgs),
+    /// Manage users from the command line.
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Internal: one worker process, started by `drover serve`.
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -73,6 +80,13 @@ pub struct ConfigArgs {
     /// "json" (default, one object per line) or "pretty". [log.format]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// postgres://… or sqlite://…; default SQLite in the data directory.
+    /// [database.url]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Where state lives; default $STATE_DIRECTORY or ./data. [server.data_dir]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
 }
 
 impl ConfigArgs {
@@ -80,11 +94,7 @@ impl ConfigArgs {
     pub fn load(&self) -> Result<(Config, toml::Table), ConfigError> {
         let mut overrides = Vec::new();
         if !self.listen.is_empty() {
-            let list = self
-                .listen
-                .iter()
-                .map(|s| toml::Value::String(s.clone()))
-                .collect();
+            let list = self.listen.iter().map(|s| toml::Value::String(s.clone())).collect();
             overrides.push(Override {
                 key: "server.listen",
                 flag: "--listen",
@@ -100,21 +110,15 @@ impl ConfigArgs {
             ("server.ready_file", "--ready-file", &self.ready_file),
             ("log.level", "--log-level", &self.log_level),
             ("log.format", "--log-format", &self.log_format),
+            ("database.url", "--database-url", &self.database_url),
+            ("server.data_dir", "--data-dir", &self.data_dir),
         ];
         for (key, flag, value) in text_flags {
             if let Some(value) = value {
-                overrides.push(Override {
-                    key,
-                    flag,
-                    value: toml::Value::String(value.clone()),
-                });
+                overrides.push(Override { key, flag, value: toml::Value::String(value.clone()) });
             }
         }
-        let sources = Sources {
-            file: self.config.as_deref(),
-            env: std::env::vars().collect(),
-            overrides,
-        };
+        let sources = Sources { file: self.config.as_deref(), env: std::env::vars().collect(), overrides };
         config::load(&sources)
     }
 }
@@ -125,17 +129,15 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            return if error.use_stderr() {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if error.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
         }
     };
     match cli.command {
         Command::Serve(args) => serve::run(&args, serve_args_for_workers()),
         Command::Config(ConfigCommand::Check(args)) => config_check::run(&args),
         Command::Worker(args) => worker::run(&args),
+        Command::Migrate(args) => migrate::run(&args),
+        Command::User(command) => user::run(command),
     }
 }
 
@@ -151,4 +153,14 @@ fn serve_args_for_workers() -> Vec<OsString> {
 pub fn config_failure(error: &ConfigError) -> ExitCode {
     eprintln!("drover: invalid configuration: {error}");
     ExitCode::from(EXIT_USAGE)
+}
+
+/// Runs a future on a current-thread runtime inside a `LocalSet`, as a
+/// worker does, for commands that use the services.
+pub fn block_on_local<F: std::future::Future>(future: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime starts");
+    tokio::task::LocalSet::new().block_on(&runtime, future)
 }

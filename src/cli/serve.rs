@@ -4,9 +4,10 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use drover_supervisor::{Options, Outcome, Supervisor, WorkerCommand};
-use tracing::error;
+use tracing::{error, info, warn};
 
-use super::{config_failure, ConfigArgs};
+use super::{config_failure, ConfigArgs, EXIT_USAGE};
+use crate::service::{KeySet, KeySource};
 use crate::telemetry::{self, Role};
 
 pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
@@ -22,11 +23,27 @@ pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Check the keys once here: a bad key file is a configuration error
+    // (exit 64 naming the key), and the development-key warning is logged
+    // once rather than by every worker.
+    match KeySet::load(&config.auth, &config.data_dir()) {
+        Ok(keys) => {
+            if let KeySource::Development(path) = keys.source {
+                warn!(path = %path.display(), "signing tokens with a generated development key; configure auth.key_files for production");
+            }
+        }
+        Err(error) => {
+            eprintln!("drover: invalid configuration: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    if config.database.migrate_on_start {
+        if let Some(code) = migrate_in_child(&program, &worker_args) {
+            return code;
+        }
+    }
     let options = Options {
-        command: WorkerCommand {
-            program,
-            args: worker_args,
-        },
+        command: WorkerCommand { program, args: worker_args },
         workers: config.worker_count(),
         boot_timeout: config.worker.boot_timeout,
         drain_timeout: config.worker.drain_timeout,
@@ -34,10 +51,7 @@ pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
         backoff_max: config.worker.restart_backoff_max,
         ready_file: config.server.ready_file.clone(),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             error!(%error, "cannot start the supervisor's event loop");
@@ -58,6 +72,28 @@ pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
             error!(%error, "supervisor failed");
             eprintln!("drover: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `drover migrate` with the same flags as a child process and waits
+/// for it; the supervisor stays free of database drivers. `None` when it
+/// succeeded, else the exit code to stop with.
+fn migrate_in_child(program: &std::path::Path, worker_args: &[OsString]) -> Option<ExitCode> {
+    let mut args: Vec<OsString> = worker_args.to_vec();
+    if let Some(first) = args.first_mut() {
+        *first = "migrate".into();
+    }
+    info!("applying database migrations");
+    match std::process::Command::new(program).args(&args).stdout(std::process::Stdio::null()).status() {
+        Ok(status) if status.success() => None,
+        Ok(status) => {
+            error!(%status, "migrations failed; not starting workers");
+            Some(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)))
+        }
+        Err(error) => {
+            error!(%error, "cannot run the migrations");
+            Some(ExitCode::FAILURE)
         }
     }
 }

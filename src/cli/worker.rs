@@ -9,7 +9,6 @@ use drover_worker::{fds, Limits, ServeOptions, WorkerInfo};
 use tracing::error;
 
 use super::{config_failure, ConfigArgs};
-use crate::http::Routes;
 use crate::telemetry::{self, Role};
 
 #[derive(Args, Debug)]
@@ -35,13 +34,7 @@ pub fn run(args: &WorkerArgs) -> ExitCode {
         Ok((config, _)) => config,
         Err(error) => return config_failure(&error),
     };
-    telemetry::init(
-        &config.log,
-        Role::Worker {
-            slot: args.slot,
-            generation: args.generation,
-        },
-    );
+    telemetry::init(&config.log, Role::Worker { slot: args.slot, generation: args.generation });
     let inherited = match fds::inherit(&args.listen_fds, args.control_fd) {
         Ok(inherited) => inherited,
         Err(error) => {
@@ -51,11 +44,7 @@ pub fn run(args: &WorkerArgs) -> ExitCode {
     };
     let http = &config.http;
     let options = ServeOptions {
-        info: WorkerInfo {
-            slot: args.slot,
-            generation: args.generation,
-            pid: std::process::id(),
-        },
+        info: WorkerInfo { slot: args.slot, generation: args.generation, pid: std::process::id() },
         limits: Limits {
             header_read_timeout: http.header_read_timeout,
             keep_alive_timeout: http.keep_alive_timeout,
@@ -70,9 +59,12 @@ pub fn run(args: &WorkerArgs) -> ExitCode {
         blocking_threads: config.worker.blocking_threads,
         blocking_queue: config.worker.blocking_queue,
     };
-    let result = drover_worker::run(options, inherited, |context| async move {
-        Ok::<_, std::convert::Infallible>(Routes::new(&context))
-    });
+    let result =
+        drover_worker::run(
+            options,
+            inherited,
+            |context| async move { crate::app::build(&config, context).await },
+        );
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {

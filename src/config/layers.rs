@@ -18,7 +18,7 @@ use super::Config;
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Keys whose values never appear in `config check` output or logs.
-const SECRET_KEYS: &[&str] = &[];
+const SECRET_KEYS: &[&str] = &["auth.key"];
 
 /// One key set by a command-line flag.
 #[derive(Debug, Clone)]
@@ -33,11 +33,7 @@ pub struct Override {
 impl Override {
     /// A flag's text, typed the way an environment value is (see [`typed`]).
     pub fn text(key: &'static str, flag: &'static str, text: &str) -> Self {
-        Self {
-            key,
-            flag,
-            value: typed(text),
-        }
+        Self { key, flag, value: typed(text) }
     }
 }
 
@@ -98,11 +94,8 @@ pub fn load(sources: &Sources<'_>) -> Result<(Config, Table), ConfigError> {
         merge(&mut table, file);
     }
 
-    let mut env: Vec<&(String, String)> = sources
-        .env
-        .iter()
-        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
-        .collect();
+    let mut env: Vec<&(String, String)> =
+        sources.env.iter().filter(|(name, _)| name.starts_with(ENV_PREFIX)).collect();
     env.sort();
     for (name, raw) in env {
         let origin = format!("environment {name}");
@@ -123,13 +116,7 @@ pub fn load(sources: &Sources<'_>) -> Result<(Config, Table), ConfigError> {
         );
     }
     for o in &sources.overrides {
-        set(
-            &mut table,
-            o.key,
-            o.value.clone(),
-            format!("flag {}", o.flag),
-            &mut origins,
-        );
+        set(&mut table, o.key, o.value.clone(), format!("flag {}", o.flag), &mut origins);
     }
 
     let origin_of = |key: &str| {
@@ -137,21 +124,13 @@ pub fn load(sources: &Sources<'_>) -> Result<(Config, Table), ConfigError> {
             // An unknown key's own origin was recorded; a missing one means
             // a whole section came from one layer.
             let section = key.split('.').next().unwrap_or(key);
-            origins
-                .get(section)
-                .cloned()
-                .unwrap_or_else(|| "configuration".into())
+            origins.get(section).cloned().unwrap_or_else(|| "configuration".into())
         })
     };
-    let config: Config =
-        serde_path_to_error::deserialize(Value::Table(table.clone())).map_err(|e| {
-            let (key, message) = describe(&e);
-            ConfigError {
-                origin: origin_of(&key),
-                key: Some(key),
-                message,
-            }
-        })?;
+    let config: Config = serde_path_to_error::deserialize(Value::Table(table.clone())).map_err(|e| {
+        let (key, message) = describe(&e);
+        ConfigError { origin: origin_of(&key), key: Some(key), message }
+    })?;
     config.validate().map_err(|(key, message)| ConfigError {
         key: Some(key.into()),
         origin: origin_of(key),
@@ -169,11 +148,7 @@ fn env_key(name: &str) -> Option<String> {
     if section.is_empty() || key.is_empty() || key.contains("__") {
         return None;
     }
-    Some(format!(
-        "{}.{}",
-        section.to_ascii_lowercase(),
-        key.to_ascii_lowercase()
-    ))
+    Some(format!("{}.{}", section.to_ascii_lowercase(), key.to_ascii_lowercase()))
 }
 
 /// Text from the environment or a flag, as the TOML value it spells
@@ -181,24 +156,14 @@ fn env_key(name: &str) -> Option<String> {
 /// string (`10s`, `127.0.0.1:8080`).
 pub fn typed(text: &str) -> Value {
     match format!("v = {text}").parse::<Table>() {
-        Ok(mut table) => table
-            .remove("v")
-            .unwrap_or_else(|| Value::String(text.into())),
+        Ok(mut table) => table.remove("v").unwrap_or_else(|| Value::String(text.into())),
         Err(_) => Value::String(text.into()),
     }
 }
 
-fn set(
-    table: &mut Table,
-    key: &str,
-    value: Value,
-    origin: String,
-    origins: &mut BTreeMap<String, String>,
-) {
+fn set(table: &mut Table, key: &str, value: Value, origin: String, origins: &mut BTreeMap<String, String>) {
     let (section, field) = key.split_once('.').unwrap_or(("", key));
-    let section_table = table
-        .entry(section.to_owned())
-        .or_insert_with(|| Value::Table(Table::new()));
+    let section_table = table.entry(section.to_owned()).or_insert_with(|| Value::Table(Table::new()));
     match section_table {
         Value::Table(t) => {
             t.insert(field.to_owned(), value);
@@ -221,18 +186,9 @@ fn merge(base: &mut Table, overlay: Table) {
     }
 }
 
-fn record_origins(
-    table: &Table,
-    prefix: &str,
-    origin: &str,
-    origins: &mut BTreeMap<String, String>,
-) {
+fn record_origins(table: &Table, prefix: &str, origin: &str, origins: &mut BTreeMap<String, String>) {
     for (key, value) in table {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         origins.insert(path.clone(), origin.to_owned());
         if let Value::Table(inner) = value {
             record_origins(inner, &path, origin, origins);
@@ -247,9 +203,7 @@ fn describe(error: &serde_path_to_error::Error<toml::de::Error>) -> (String, Str
     let inner = error.inner().to_string().trim_end().to_owned();
     if inner.starts_with("unknown field `") {
         // serde lists every expected field; the key and "unknown" say enough.
-        let expected = inner
-            .split_once(", expected ")
-            .map(|(_, rest)| rest.to_owned());
+        let expected = inner.split_once(", expected ").map(|(_, rest)| rest.to_owned());
         let message = match expected {
             Some(expected) => format!("unknown key; expected {expected}"),
             None => "unknown key".to_owned(),
@@ -260,10 +214,16 @@ fn describe(error: &serde_path_to_error::Error<toml::de::Error>) -> (String, Str
 }
 
 fn redacted(mut table: Table) -> Table {
+    // A database URL may carry a password; the rest of it is worth seeing.
+    if let Some(Value::Table(db)) = table.get_mut("database") {
+        if let Some(Value::String(url)) = db.get_mut("url") {
+            *url = crate::repo::redact_url(url);
+        }
+    }
     for key in SECRET_KEYS {
         let (section, field) = key.split_once('.').unwrap_or(("", key));
         if let Some(Value::Table(t)) = table.get_mut(section) {
-            if let Some(value) = t.get_mut(field) {
+            if let Some(value) = t.get_mut(field).filter(|v| v.as_str() != Some("")) {
                 *value = Value::String("<redacted>".into());
             }
         }
@@ -277,9 +237,7 @@ mod tests {
     use std::time::Duration;
 
     fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-        vars.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     fn error_for(sources: Sources<'_>) -> ConfigError {
@@ -289,10 +247,7 @@ mod tests {
     #[test]
     fn defaults_load_and_are_valid() {
         let (config, _) = load(&Sources::default()).unwrap();
-        assert_eq!(
-            config.server.listen,
-            vec!["127.0.0.1:8080".parse().unwrap()]
-        );
+        assert_eq!(config.server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
         assert_eq!(config.worker.drain_timeout, Duration::from_secs(30));
     }
 
@@ -330,18 +285,12 @@ mod tests {
             assert_eq!(error.origin, origin, "{error}");
         };
         check(
-            Sources {
-                env: env(&[("DROVER_WORKER__DRAIN_TIMEOUT", "soon")]),
-                ..Sources::default()
-            },
+            Sources { env: env(&[("DROVER_WORKER__DRAIN_TIMEOUT", "soon")]), ..Sources::default() },
             "worker.drain_timeout",
             "environment DROVER_WORKER__DRAIN_TIMEOUT",
         );
         check(
-            Sources {
-                env: env(&[("DROVER_SERVER__WRKERS", "2")]),
-                ..Sources::default()
-            },
+            Sources { env: env(&[("DROVER_SERVER__WRKERS", "2")]), ..Sources::default() },
             "server.wrkers",
             "environment DROVER_SERVER__WRKERS",
         );
@@ -370,25 +319,16 @@ mod tests {
             "flag --log-format",
         );
         check(
-            Sources {
-                env: env(&[("DROVER_WORKER__BOOT_TIMEOUT", "0s")]),
-                ..Sources::default()
-            },
+            Sources { env: env(&[("DROVER_WORKER__BOOT_TIMEOUT", "0s")]), ..Sources::default() },
             "worker.boot_timeout",
             "environment DROVER_WORKER__BOOT_TIMEOUT",
         );
         check(
-            Sources {
-                env: env(&[("RUST_LOG", "info,drover=loud")]),
-                ..Sources::default()
-            },
+            Sources { env: env(&[("RUST_LOG", "info,drover=loud")]), ..Sources::default() },
             "log.level",
             "environment RUST_LOG",
         );
-        let error = error_for(Sources {
-            env: env(&[("DROVER_WORKERS", "2")]),
-            ..Sources::default()
-        });
+        let error = error_for(Sources { env: env(&[("DROVER_WORKERS", "2")]), ..Sources::default() });
         assert!(error.to_string().contains("DROVER_WORKERS"), "{error}");
     }
 
@@ -397,9 +337,6 @@ mod tests {
         assert_eq!(typed("4"), Value::Integer(4));
         assert_eq!(typed("10s"), Value::String("10s".into()));
         assert_eq!(typed("127.0.0.1:80"), Value::String("127.0.0.1:80".into()));
-        assert_eq!(
-            typed("[\"a\"]"),
-            Value::Array(vec![Value::String("a".into())])
-        );
+        assert_eq!(typed("[\"a\"]"), Value::Array(vec![Value::String("a".into())]));
     }
 }

@@ -19,6 +19,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub worker: WorkerConfig,
     pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
 }
 
@@ -34,6 +36,9 @@ pub struct ServerConfig {
     /// Where the ready file goes; `None` for none.
     #[serde(deserialize_with = "values::optional_path")]
     pub ready_file: Option<PathBuf>,
+    /// Where state lives; `None` for the default (see [`Config::data_dir`]).
+    #[serde(deserialize_with = "values::optional_path")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Worker lifecycle settings.
@@ -69,6 +74,52 @@ pub struct HttpConfig {
     pub max_concurrent_streams: u32,
 }
 
+/// The database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://…` or `sqlite://…`; empty for the embedded default.
+    pub url: String,
+    pub migrate_on_start: bool,
+    pub pg_clients: usize,
+    pub pg_pool_size: usize,
+    pub pg_pipelining: bool,
+    pub sqlite_pool_size: usize,
+    #[serde(deserialize_with = "values::duration")]
+    pub connect_timeout: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub query_timeout: Duration,
+}
+
+/// Token signing and checking.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub algorithm: String,
+    pub issuer: String,
+    pub audience: String,
+    #[serde(deserialize_with = "values::duration")]
+    pub token_ttl: Duration,
+    pub key_files: Vec<String>,
+    /// A secret: never printed (see the `Debug` impl).
+    pub key: String,
+    pub key_id: String,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("algorithm", &self.algorithm)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("token_ttl", &self.token_ttl)
+            .field("key_files", &self.key_files)
+            .field("key", &if self.key.is_empty() { "" } else { "<redacted>" })
+            .field("key_id", &self.key_id)
+            .finish()
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,10 +143,7 @@ impl Config {
             ("worker.boot_timeout", self.worker.boot_timeout),
             ("worker.drain_timeout", self.worker.drain_timeout),
             ("worker.heartbeat_interval", self.worker.heartbeat_interval),
-            (
-                "worker.restart_backoff_min",
-                self.worker.restart_backoff_min,
-            ),
+            ("worker.restart_backoff_min", self.worker.restart_backoff_min),
             ("http.header_read_timeout", self.http.header_read_timeout),
         ];
         for (key, value) in positive {
@@ -109,6 +157,18 @@ impl Config {
                 "must not be less than worker.restart_backoff_min".into(),
             ));
         }
+        if !self.database.url.is_empty() && crate::repo::Backend::of(&self.database.url).is_none() {
+            return Err(("database.url", "must start with postgres://, postgresql:// or sqlite:".into()));
+        }
+        if !["EdDSA", "HS256"].contains(&self.auth.algorithm.as_str()) {
+            return Err((
+                "auth.algorithm",
+                format!("{:?} is not supported; use \"EdDSA\" or \"HS256\"", self.auth.algorithm),
+            ));
+        }
+        if self.auth.token_ttl < Duration::from_secs(10) {
+            return Err(("auth.token_ttl", "must be at least 10s".into()));
+        }
         if self.server.listen.is_empty() {
             return Err(("server.listen", "needs at least one address".into()));
         }
@@ -116,44 +176,58 @@ impl Config {
             return Err(("server.workers", "at most 1024".into()));
         }
         let at_least = [
-            (
-                "http.max_header_bytes",
-                self.http.max_header_bytes as u64,
-                1024,
-            ),
+            ("http.max_header_bytes", self.http.max_header_bytes as u64, 1024),
             ("http.max_headers", self.http.max_headers as u64, 8),
             ("http.max_connections", self.http.max_connections as u64, 1),
-            (
-                "http.max_concurrent_streams",
-                u64::from(self.http.max_concurrent_streams),
-                1,
-            ),
-            (
-                "worker.blocking_threads",
-                self.worker.blocking_threads as u64,
-                1,
-            ),
+            ("http.max_concurrent_streams", u64::from(self.http.max_concurrent_streams), 1),
+            ("worker.blocking_threads", self.worker.blocking_threads as u64, 1),
         ];
         for (key, value, min) in at_least {
             if value < min {
                 return Err((key, format!("must be at least {min}")));
             }
         }
-        if self
-            .log
-            .level
-            .parse::<tracing_subscriber::filter::Targets>()
-            .is_err()
-        {
+        if self.log.level.parse::<tracing_subscriber::filter::Targets>().is_err() {
             return Err((
                 "log.level",
-                format!(
-                    "{:?} is not a log filter such as \"info\" or \"warn,drover=debug\"",
-                    self.log.level
-                ),
+                format!("{:?} is not a log filter such as \"info\" or \"warn,drover=debug\"", self.log.level),
             ));
         }
         Ok(())
+    }
+
+    /// The data directory: configured, else systemd's `$STATE_DIRECTORY`
+    /// (its first entry), else `./data`.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.server.data_dir {
+            return dir.clone();
+        }
+        match std::env::var("STATE_DIRECTORY") {
+            Ok(dirs) if !dirs.is_empty() => PathBuf::from(dirs.split(':').next().unwrap_or(&dirs)),
+            _ => PathBuf::from("data"),
+        }
+    }
+
+    /// The database URL: configured, else SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        if !self.database.url.is_empty() {
+            return self.database.url.clone();
+        }
+        format!("sqlite://{}", self.data_dir().join("drover.db").display())
+    }
+
+    /// The database settings a worker uses.
+    pub fn db_settings(&self) -> crate::repo::DbSettings {
+        let db = &self.database;
+        crate::repo::DbSettings {
+            url: self.database_url(),
+            pg_clients: db.pg_clients,
+            pg_pool_size: db.pg_pool_size,
+            pg_pipelining: db.pg_pipelining,
+            sqlite_pool_size: db.sqlite_pool_size,
+            connect_timeout: db.connect_timeout,
+            query_timeout: db.query_timeout,
+        }
     }
 
     /// Worker count with 0 resolved to the CPUs this process may use.

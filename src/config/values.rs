@@ -12,9 +12,7 @@ use serde::Deserialize;
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(text.trim()).map_err(|e| {
-        D::Error::custom(format!(
-            "{text:?} is not a duration such as \"500ms\" or \"10s\" ({e})"
-        ))
+        D::Error::custom(format!("{text:?} is not a duration such as \"500ms\" or \"10s\" ({e})"))
     })
 }
 

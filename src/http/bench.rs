@@ -23,10 +23,7 @@ pub fn routes(table: &mut RouteTable) {
 const MAX_DELAY_MS: u64 = 10_000;
 
 fn delay(_state: &Rc<State>, _request: Request, params: Params) -> Reply {
-    let ms = params
-        .first()
-        .and_then(|(_, v)| v.parse::<u64>().ok())
-        .filter(|&ms| ms <= MAX_DELAY_MS);
+    let ms = params.first().and_then(|(_, v)| v.parse::<u64>().ok()).filter(|&ms| ms <= MAX_DELAY_MS);
     let Some(ms) = ms else {
         return ApiError::invalid(
             "ms",
@@ -55,10 +52,5 @@ struct Message {
 }
 
 fn json(_state: &Rc<State>, _request: Request, _params: Params) -> Reply {
-    Reply::ready(reply::json(
-        StatusCode::OK,
-        &Message {
-            message: "Hello, World!",
-        },
-    ))
+    Reply::ready(reply::json(StatusCode::OK, &Message { message: "Hello, World!" }))
 }

@@ -1,25 +1,44 @@
 //! The HTTP layer's error type: the one place errors become statuses. Every
 //! variant documents the status it answers with; all render through the
-//! worker's single JSON error shape.
+//! worker's single JSON error shape. 500s carry only an id; the cause goes
+//! to the log.
 
 use std::fmt::Display;
 
 use drover_worker::{json_error, ErrorDetail, Response};
 use http::{header, HeaderValue, StatusCode};
 
+use crate::service::{ServiceError, TokenError};
+
 /// An error a request ends with.
 #[derive(Debug)]
 pub enum ApiError {
+    /// 400: the input is invalid; each detail names a field and the issue.
+    Invalid { details: Vec<ErrorDetail> },
+    /// 401: no bearer token.
+    Unauthenticated,
+    /// 401: a bearer token that is malformed, forged, expired or not ours.
+    InvalidToken { expired: bool },
+    /// 401: login with a wrong email or password (never says which).
+    BadCredentials,
     /// 404: no route matches the path.
     NoRoute,
+    /// 404: the resource does not exist, or is not visible to the caller.
+    NotFound,
     /// 405: the path exists but not with this method; `allow` lists those
     /// that do.
     MethodNotAllowed { allow: String },
-    /// 400: the input is invalid; each detail names a field and what is
-    /// wrong with it.
-    Invalid { details: Vec<ErrorDetail> },
-    /// 500: a bug or an unexpected failure. The cause goes to the log with
-    /// an id; the client sees only the id.
+    /// 409: a unique value (such as an email) is taken.
+    Conflict { field: &'static str },
+    /// 413: the body is larger than `http.max_body_bytes`.
+    PayloadTooLarge { limit: u64 },
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 503 with `Retry-After`: the database is unreachable; fails fast.
+    Unavailable,
+    /// 503 with `Retry-After`: the CPU pool (password hashing) is full.
+    Busy,
+    /// 500: a bug or an unexpected failure, logged under `id`.
     Internal { id: String },
 }
 
@@ -33,50 +52,132 @@ impl ApiError {
 
     /// A 400 about one field.
     pub fn invalid(field: &str, issue: &str) -> Self {
-        ApiError::Invalid {
-            details: vec![ErrorDetail {
-                field: field.into(),
-                issue: issue.into(),
-            }],
-        }
+        ApiError::Invalid { details: vec![ErrorDetail { field: field.into(), issue: issue.into() }] }
     }
 
     pub fn into_response(self) -> Response {
-        match self {
-            ApiError::Invalid { details } => json_error(
+        let (status, code, message, details) = match &self {
+            ApiError::Invalid { details } => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
-                "the request is invalid",
-                &details,
+                "the request is invalid".to_owned(),
+                details.clone(),
             ),
-            ApiError::NoRoute => {
-                json_error(StatusCode::NOT_FOUND, "not_found", "no such route", &[])
-            }
+            ApiError::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "send a bearer token: Authorization: Bearer <token>".to_owned(),
+                vec![],
+            ),
+            ApiError::InvalidToken { expired } => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                if *expired { "the token has expired" } else { "the token is not valid" }.to_owned(),
+                vec![],
+            ),
+            ApiError::BadCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "email or password is wrong".to_owned(),
+                vec![],
+            ),
+            ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found", "no such route".to_owned(), vec![]),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such resource".to_owned(), vec![]),
+            ApiError::MethodNotAllowed { allow } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("this route accepts {allow}"),
+                vec![],
+            ),
+            ApiError::Conflict { field } => (
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("this {field} is already taken"),
+                vec![ErrorDetail { field: (*field).to_owned(), issue: "already taken".into() }],
+            ),
+            ApiError::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body larger than {limit} bytes"),
+                vec![],
+            ),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json".to_owned(),
+                vec![],
+            ),
+            ApiError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the database is unavailable; retry shortly".to_owned(),
+                vec![],
+            ),
+            ApiError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the server is busy; retry shortly".to_owned(),
+                vec![],
+            ),
+            ApiError::Internal { id } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("internal error; quote id {id} when reporting it"),
+                vec![],
+            ),
+        };
+        let mut response = json_error(status, code, &message, &details);
+        let headers = response.headers_mut();
+        match self {
             ApiError::MethodNotAllowed { allow } => {
-                let mut response = json_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    &format!("this route accepts {allow}"),
-                    &[],
-                );
                 if let Ok(value) = HeaderValue::from_str(&allow) {
-                    response.headers_mut().insert(header::ALLOW, value);
+                    headers.insert(header::ALLOW, value);
                 }
-                response
+            }
+            ApiError::Unauthenticated => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::InvalidToken { .. } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            ApiError::Unavailable | ApiError::Busy => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Internal { id } => {
-                let mut response = json_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    &format!("internal error; quote id {id} when reporting it"),
-                    &[],
-                );
                 if let Ok(value) = HeaderValue::from_str(&id) {
-                    response.headers_mut().insert("x-request-id", value);
+                    headers.insert("x-request-id", value);
                 }
-                response
             }
+            _ => {}
         }
+        response
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::Invalid(invalid) => ApiError::invalid(invalid.field, &invalid.issue),
+            ServiceError::Taken(field) => ApiError::Conflict { field },
+            ServiceError::NotFound => ApiError::NotFound,
+            ServiceError::BadCredentials => ApiError::BadCredentials,
+            ServiceError::Busy => ApiError::Busy,
+            ServiceError::Unavailable(why) => {
+                tracing::warn!(%why, "dependency unavailable; answering 503");
+                ApiError::Unavailable
+            }
+            ServiceError::Internal(why) => ApiError::internal(why),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(error: TokenError) -> Self {
+        tracing::debug!(%error, "token refused");
+        ApiError::InvalidToken { expired: error == TokenError::Expired }
     }
 }
 

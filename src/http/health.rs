@@ -25,11 +25,6 @@ fn healthz(state: &Rc<State>, _request: Request, _params: Params) -> Reply {
     let worker = state.worker;
     Reply::ready(reply::json(
         StatusCode::OK,
-        &Health {
-            status: "ok",
-            slot: worker.slot,
-            pid: worker.pid,
-            generation: worker.generation,
-        },
+        &Health { status: "ok", slot: worker.slot, pid: worker.pid, generation: worker.generation },
     ))
 }

@@ -2,23 +2,32 @@
 //! turns their results into responses. The worker crate serves it as its
 //! [`drover_worker::App`].
 
+mod auth;
 mod bench;
 mod error;
+mod extract;
 mod health;
+mod ready;
 mod reply;
+mod users;
 
 use std::rc::Rc;
 
-use drover_worker::{App, Request, WorkerContext};
+use drover_worker::{App, Request};
 use http::Method;
 
 pub use error::ApiError;
 pub use reply::Reply;
 
 /// What handlers share: everything a request may need, built once per
-/// worker.
+/// worker by [`crate::app::build`].
 pub struct State {
     pub worker: drover_worker::WorkerInfo,
+    pub users: crate::service::UserService,
+    pub auth: crate::service::AuthService,
+    pub db: Rc<crate::repo::Database>,
+    /// `http.max_body_bytes`, for handlers that read bodies.
+    pub max_body_bytes: u64,
 }
 
 /// Path parameters of the matched route, in order.
@@ -48,38 +57,27 @@ impl RouteTable {
     pub fn add(&mut self, path: &'static str, method: Method, handler: Handler) {
         match self.resources.iter_mut().find(|(p, _)| *p == path) {
             Some((_, resource)) => resource.methods.push((method, handler)),
-            None => self.resources.push((
-                path,
-                Resource {
-                    methods: vec![(method, handler)],
-                },
-            )),
+            None => self.resources.push((path, Resource { methods: vec![(method, handler)] })),
         }
     }
 }
 
 impl Routes {
-    /// Builds the application for one worker.
-    pub fn new(context: &WorkerContext) -> Self {
-        let mut table = RouteTable {
-            resources: Vec::new(),
-        };
+    /// The routes of every resource over `state`.
+    pub fn new(state: State) -> Self {
+        let mut table = RouteTable { resources: Vec::new() };
         health::routes(&mut table);
+        ready::routes(&mut table);
         bench::routes(&mut table);
+        auth::routes(&mut table);
+        users::routes(&mut table);
         let mut router = matchit::Router::new();
         for (path, resource) in table.resources {
             // Paths are literals in this crate; a conflict is a programming
             // error caught by every test run.
-            router
-                .insert(path, resource)
-                .expect("route paths do not conflict");
+            router.insert(path, resource).expect("route paths do not conflict");
         }
-        Self {
-            router,
-            state: Rc::new(State {
-                worker: context.info,
-            }),
-        }
+        Self { router, state: Rc::new(state) }
     }
 }
 
@@ -92,19 +90,11 @@ impl App for Routes {
             Err(_) => return ApiError::NoRoute.into(),
         };
         let resource = matched.value;
-        let Some(&(_, handler)) = resource.methods.iter().find(|(m, _)| m == request.method())
-        else {
+        let Some(&(_, handler)) = resource.methods.iter().find(|(m, _)| m == request.method()) else {
             let allow: Vec<&str> = resource.methods.iter().map(|(m, _)| m.as_str()).collect();
-            return ApiError::MethodNotAllowed {
-                allow: allow.join(", "),
-            }
-            .into();
+            return ApiError::MethodNotAllowed { allow: allow.join(", ") }.into();
         };
-        let params: Params = matched
-            .params
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let params: Params = matched.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         handler(&self.state, request, params)
     }
 }

@@ -27,9 +27,7 @@ impl Reply {
     where
         F: Future<Output = Result<Response, ApiError>> + 'static,
     {
-        Reply::Pending(Box::pin(async move {
-            future.await.unwrap_or_else(ApiError::into_response)
-        }))
+        Reply::Pending(Box::pin(async move { future.await.unwrap_or_else(ApiError::into_response) }))
     }
 }
 
@@ -44,9 +42,7 @@ impl Future for Reply {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
         match self.get_mut() {
-            Reply::Ready(response) => {
-                Poll::Ready(response.take().expect("Reply polled after completion"))
-            }
+            Reply::Ready(response) => Poll::Ready(response.take().expect("Reply polled after completion")),
             Reply::Pending(future) => future.as_mut().poll(cx),
         }
     }
@@ -62,18 +58,12 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
 
 /// A plain-text response.
 pub fn text(status: StatusCode, body: &'static str) -> Response {
-    with_type(
-        status,
-        Bytes::from_static(body.as_bytes()),
-        "text/plain; charset=utf-8",
-    )
+    with_type(status, Bytes::from_static(body.as_bytes()), "text/plain; charset=utf-8")
 }
 
 fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) -> Response {
     let mut response = Response::new(Body::new(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

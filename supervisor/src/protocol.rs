@@ -61,14 +61,8 @@ mod tests {
     fn messages_round_trip_as_single_lines() {
         let messages = [
             WorkerMessage::Ready { pid: 7 },
-            WorkerMessage::Heartbeat(Counters {
-                requests: 3,
-                in_flight: 1,
-                connections: 2,
-            }),
-            WorkerMessage::Exiting {
-                reason: "drained".into(),
-            },
+            WorkerMessage::Heartbeat(Counters { requests: 3, in_flight: 1, connections: 2 }),
+            WorkerMessage::Exiting { reason: "drained".into() },
         ];
         for message in messages {
             let line = encode(&message);

@@ -40,10 +40,7 @@ impl SlotSockets {
                 sockets.push(bind_one(actual, backlog).map_err(|e| with_addr(e, actual))?);
             }
         }
-        Ok(Self {
-            slots: by_slot,
-            addrs: resolved,
-        })
+        Ok(Self { slots: by_slot, addrs: resolved })
     }
 
     /// Adds one more slot's sockets (the addresses are already resolved).

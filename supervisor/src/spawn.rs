@@ -48,9 +48,8 @@ pub fn spawn(
     let (ours, theirs) = StdUnixStream::pair()?;
     let mut sources: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
     sources.push(theirs.as_raw_fd());
-    let listen_fds: Vec<String> = (0..listeners.len())
-        .map(|i| (FIRST_INHERITED_FD + i as RawFd).to_string())
-        .collect();
+    let listen_fds: Vec<String> =
+        (0..listeners.len()).map(|i| (FIRST_INHERITED_FD + i as RawFd).to_string()).collect();
     let control_fd = FIRST_INHERITED_FD + listeners.len() as RawFd;
 
     let mut cmd = Command::new(&command.program);
@@ -76,10 +75,7 @@ pub fn spawn(
         cmd.pre_exec(move || remap_fds(&sources, &mut scratch, FIRST_INHERITED_FD));
     }
     let child = cmd.spawn().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot start worker {}: {e}", display(&command.program)),
-        )
+        io::Error::new(e.kind(), format!("cannot start worker {}: {e}", display(&command.program)))
     })?;
     // The child has its copy; ours would keep the channel open after the
     // worker dies and hide its exit.
@@ -122,8 +118,7 @@ fn display(path: &Path) -> String {
 /// Sends `signal` to `pid`. Used for SIGKILL past a deadline; errors (the
 /// process is already gone) are not interesting to the caller.
 pub fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
-    let pid =
-        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of
     // our own children, which we have not yet reaped, so it cannot have been
     // recycled for another process.

@@ -160,12 +160,8 @@ impl Supervisor {
     pub fn bind(options: Options, listen: &[SocketAddr]) -> io::Result<Self> {
         let sockets = SlotSockets::bind(listen, options.workers, crate::socket::DEFAULT_BACKLOG)?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let slots = (0..options.workers)
-            .map(|_| Slot {
-                backoff: options.backoff_min,
-                ..Slot::default()
-            })
-            .collect();
+        let slots =
+            (0..options.workers).map(|_| Slot { backoff: options.backoff_min, ..Slot::default() }).collect();
         Ok(Self {
             options,
             sockets,
@@ -231,23 +227,14 @@ impl Supervisor {
 
     fn set_phase(&mut self, phase: Phase) {
         if self.phase != phase || phase == Phase::Booting {
-            info!(
-                phase = phase.as_str(),
-                generation = self.generation,
-                "supervisor phase"
-            );
+            info!(phase = phase.as_str(), generation = self.generation, "supervisor phase");
         }
         self.phase = phase;
     }
 
     fn start_worker(&mut self, slot: usize) -> Option<WorkerId> {
         let generation = self.generation;
-        let spawned = match spawn::spawn(
-            &self.options.command,
-            slot,
-            generation,
-            self.sockets.slot(slot),
-        ) {
+        let spawned = match spawn::spawn(&self.options.command, slot, generation, self.sockets.slot(slot)) {
             Ok(spawned) => spawned,
             Err(error) => {
                 // fork or exec failed (for example the binary was removed
@@ -262,13 +249,7 @@ impl Supervisor {
         self.next_id += 1;
         let pid = spawned.child.id().unwrap_or(0);
         let (commands, commands_rx) = mpsc::unbounded_channel();
-        tokio::spawn(watch::watch(
-            id,
-            spawned.child,
-            spawned.control,
-            commands_rx,
-            self.events_tx.clone(),
-        ));
+        tokio::spawn(watch::watch(id, spawned.child, spawned.control, commands_rx, self.events_tx.clone()));
         let now = Instant::now();
         self.workers.insert(
             id,
@@ -334,20 +315,13 @@ impl Supervisor {
 
     fn all_slots_ready(&self) -> bool {
         self.slots.iter().all(|slot| {
-            slot.current
-                .and_then(|id| self.workers.get(&id))
-                .is_some_and(|w| w.state == WorkerState::Ready)
+            slot.current.and_then(|id| self.workers.get(&id)).is_some_and(|w| w.state == WorkerState::Ready)
         })
     }
 
     fn on_first_ready(&mut self) {
         self.set_phase(Phase::Running);
-        let listen: Vec<String> = self
-            .sockets
-            .addrs()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let listen: Vec<String> = self.sockets.addrs().iter().map(ToString::to_string).collect();
         info!(?listen, workers = self.slots.len(), "drover is ready");
         if let Some(path) = &self.options.ready_file {
             let body = serde_json::json!({ "pid": std::process::id(), "listen": listen });
@@ -406,10 +380,7 @@ impl Supervisor {
         }
         if self.phase == Phase::Booting {
             if let Some(code) = fatal {
-                error!(
-                    slot,
-                    code, "worker cannot start (bad configuration?); stopping"
-                );
+                error!(slot, code, "worker cannot start (bad configuration?); stopping");
                 self.fatal = Some(code);
                 return;
             }
@@ -425,11 +396,7 @@ impl Supervisor {
         slot_state.backoff = (slot_state.backoff * 2).min(self.options.backoff_max);
         let now = Instant::now();
         slot_state.recent_crashes.push_back(now);
-        while slot_state
-            .recent_crashes
-            .front()
-            .is_some_and(|&t| now.duration_since(t) > CRASH_LOOP_WINDOW)
-        {
+        while slot_state.recent_crashes.front().is_some_and(|&t| now.duration_since(t) > CRASH_LOOP_WINDOW) {
             slot_state.recent_crashes.pop_front();
         }
         if slot_state.recent_crashes.len() >= CRASH_LOOP_COUNT {
@@ -448,11 +415,7 @@ impl Supervisor {
         if self.phase == Phase::Draining {
             return;
         }
-        info!(
-            slot,
-            delay_ms = delay.as_millis() as u64,
-            "restarting worker after backoff"
-        );
+        info!(slot, delay_ms = delay.as_millis() as u64, "restarting worker after backoff");
         self.slots[slot].respawn_at = Some(Instant::now() + delay);
     }
 
@@ -476,11 +439,7 @@ impl Supervisor {
             Phase::Running => {}
         }
         self.generation += 1;
-        self.reload = Some(Reload {
-            pending: (0..self.slots.len()).collect(),
-            step: None,
-            again: false,
-        });
+        self.reload = Some(Reload { pending: (0..self.slots.len()).collect(), step: None, again: false });
         self.set_phase(Phase::Reloading);
         self.next_reload_step();
     }
@@ -503,19 +462,11 @@ impl Supervisor {
         match self.start_worker(slot) {
             Some(new) => {
                 if let Some(reload) = &mut self.reload {
-                    reload.step = Some(ReloadStep {
-                        slot,
-                        new,
-                        old,
-                        old_draining: false,
-                    });
+                    reload.step = Some(ReloadStep { slot, new, old, old_draining: false });
                 }
             }
             None => {
-                error!(
-                    slot,
-                    "rolling restart aborted: cannot start a replacement worker"
-                );
+                error!(slot, "rolling restart aborted: cannot start a replacement worker");
                 self.reload = None;
                 self.set_phase(Phase::Running);
             }
@@ -558,9 +509,7 @@ impl Supervisor {
         worker.state = WorkerState::Draining;
         worker.deadline = Some(Instant::now() + self.options.drain_timeout + DRAIN_KILL_SLACK);
         info!(slot = worker.slot, pid = worker.pid, "draining worker");
-        let _ = worker
-            .commands
-            .send(Command::Send(SupervisorMessage::Drain));
+        let _ = worker.commands.send(Command::Send(SupervisorMessage::Drain));
     }
 
     fn begin_drain(&mut self) {

@@ -63,15 +63,10 @@ async fn a_killed_worker_is_replaced_and_new_connections_never_fail() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     crate::helpers::send(victim, libc::SIGKILL);
-    let after = drover.wait_workers(Duration::from_secs(10), |pids| {
-        pids.len() == 2 && !pids.contains(&victim)
-    });
+    let after =
+        drover.wait_workers(Duration::from_secs(10), |pids| pids.len() == 2 && !pids.contains(&victim));
     let replacement = *after.difference(&before).next().unwrap();
-    assert_eq!(
-        slot_of(&drover, replacement).await,
-        victim_slot,
-        "replaced on the same slot"
-    );
+    assert_eq!(slot_of(&drover, replacement).await, victim_slot, "replaced on the same slot");
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let (ok, failures) = prober.await.unwrap();
@@ -99,9 +94,8 @@ async fn reload_under_load(load: Load) {
     let runner = tokio::spawn(run_load(drover.addr, load, stop.clone()));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     drover.signal(libc::SIGHUP);
-    let after = drover.wait_workers(Duration::from_secs(30), |pids| {
-        pids.len() == 2 && pids.is_disjoint(&before)
-    });
+    let after =
+        drover.wait_workers(Duration::from_secs(30), |pids| pids.len() == 2 && pids.is_disjoint(&before));
     // Keep the load on the new workers for a moment.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::Relaxed);
@@ -113,44 +107,23 @@ async fn reload_under_load(load: Load) {
         &report.failures[..report.failures.len().min(10)],
         drover.log()
     );
-    assert!(
-        report.ok > 100,
-        "too little load to mean anything: {}",
-        report.ok
-    );
+    assert!(report.ok > 100, "too little load to mean anything: {}", report.ok);
     let new_pids: HashSet<u64> = after.iter().map(|&p| u64::from(p)).collect();
-    assert!(
-        report.pids.is_superset(&new_pids),
-        "new workers answered: {:?} vs {:?}",
-        report.pids,
-        new_pids
-    );
+    assert!(report.pids.is_superset(&new_pids), "new workers answered: {:?} vs {:?}", report.pids, new_pids);
     assert!(drover.log().contains("rolling restart complete"));
-    eprintln!(
-        "reload under load: {} requests, 0 failures, pids {:?}",
-        report.ok, report.pids
-    );
+    eprintln!("reload under load: {} requests, 0 failures, pids {:?}", report.ok, report.pids);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_replaces_every_worker_with_zero_failed_requests() {
-    reload_under_load(Load {
-        connections: 64,
-        ..Load::default()
-    })
-    .await;
+    reload_under_load(Load { connections: 64, ..Load::default() }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_idle_keep_alive_connections_held_open_fails_nothing() {
     // Connections that sit idle between requests, across the restart: the
     // old worker must not close them under a client about to reuse them.
-    reload_under_load(Load {
-        connections: 64,
-        pause: Duration::from_millis(150),
-        ..Load::default()
-    })
-    .await;
+    reload_under_load(Load { connections: 64, pause: Duration::from_millis(150), ..Load::default() }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,9 +133,7 @@ async fn sigterm_lets_slow_requests_finish_then_exits_zero() {
     let mut slow = Vec::new();
     for _ in 0..6 {
         let addr = drover.addr;
-        slow.push(tokio::spawn(
-            async move { get(addr, "/bench/delay/1500").await },
-        ));
+        slow.push(tokio::spawn(async move { get(addr, "/bench/delay/1500").await }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     drover.signal(libc::SIGTERM);
@@ -170,14 +141,9 @@ async fn sigterm_lets_slow_requests_finish_then_exits_zero() {
         let response = request.await.unwrap().expect("slow request completes");
         assert_eq!(response.status, 200);
         assert_eq!(response.json()["delayed_ms"], 1500);
-        assert!(
-            response.closes(),
-            "a draining worker says Connection: close"
-        );
+        assert!(response.closes(), "a draining worker says Connection: close");
     }
-    let status = drover
-        .wait_exit(Duration::from_secs(10))
-        .expect("drover exits");
+    let status = drover.wait_exit(Duration::from_secs(10)).expect("drover exits");
     assert_eq!(status.code(), Some(0), "{}", drover.log());
     for pid in workers {
         assert!(
@@ -202,9 +168,7 @@ async fn a_second_sigterm_stops_at_once() {
     drover.signal(libc::SIGTERM);
     tokio::time::sleep(Duration::from_millis(200)).await;
     drover.signal(libc::SIGTERM);
-    let status = drover
-        .wait_exit(Duration::from_secs(5))
-        .expect("exits at once");
+    let status = drover.wait_exit(Duration::from_secs(5)).expect("exits at once");
     assert_ne!(status.code(), Some(0));
     assert!(slow.await.unwrap().is_err(), "the cut request fails");
 }

@@ -22,47 +22,26 @@ fn assert_usage_error(output: &Output, key: &str) {
 
 #[test]
 fn bad_configuration_exits_64_naming_the_key() {
-    assert_usage_error(
-        &drover(&["serve", "--workers", "many"], &[]),
-        "server.workers",
-    );
-    assert_usage_error(
-        &drover(&["serve", "--listen", "nowhere"], &[]),
-        "server.listen",
-    );
+    assert_usage_error(&drover(&["serve", "--workers", "many"], &[]), "server.workers");
+    assert_usage_error(&drover(&["serve", "--listen", "nowhere"], &[]), "server.listen");
     assert_usage_error(
         &drover(&["serve"], &[("DROVER_WORKER__DRAIN_TIMEOUT", "soon")]),
         "worker.drain_timeout",
     );
-    assert_usage_error(
-        &drover(&["serve"], &[("DROVER_HTTP__MAX_HEADRS", "5")]),
-        "http.max_headrs",
-    );
+    assert_usage_error(&drover(&["serve"], &[("DROVER_HTTP__MAX_HEADRS", "5")]), "http.max_headrs");
 
     let dir = TempDir::new("config");
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "[worker]\nboot_timeout = 5\n").unwrap();
-    assert_usage_error(
-        &drover(&["serve", "--config", file.to_str().unwrap()], &[]),
-        "worker.boot_timeout",
-    );
+    assert_usage_error(&drover(&["serve", "--config", file.to_str().unwrap()], &[]), "worker.boot_timeout");
     std::fs::write(&file, "[sever]\nworkers = 2\n").unwrap();
-    assert_usage_error(
-        &drover(
-            &["config", "check", "--config", file.to_str().unwrap()],
-            &[],
-        ),
-        "sever",
-    );
+    assert_usage_error(&drover(&["config", "check", "--config", file.to_str().unwrap()], &[]), "sever");
     assert_usage_error(
         &drover(&["serve", "--config", "/nonexistent/drover.toml"], &[]),
         "/nonexistent/drover.toml",
     );
     // An unknown flag is a usage error too.
-    assert_eq!(
-        drover(&["serve", "--wrkers", "2"], &[]).status.code(),
-        Some(64)
-    );
+    assert_eq!(drover(&["serve", "--wrkers", "2"], &[]).status.code(), Some(64));
 }
 
 #[test]
@@ -71,22 +50,10 @@ fn config_check_prints_the_effective_configuration() {
     let file = dir.path().join("ok.toml");
     std::fs::write(&file, "[worker]\ndrain_timeout = \"7s\"\n").unwrap();
     let output = drover(
-        &[
-            "config",
-            "check",
-            "--config",
-            file.to_str().unwrap(),
-            "--workers",
-            "3",
-        ],
+        &["config", "check", "--config", file.to_str().unwrap(), "--workers", "3"],
         &[("DROVER_HTTP__MAX_HEADERS", "50")],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8(output.stdout).unwrap();
     let effective: toml::Table = text.parse().unwrap();
     assert_eq!(effective["worker"]["drain_timeout"].as_str(), Some("7s"));

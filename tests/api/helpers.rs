@@ -25,8 +25,7 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(label: &str) -> Self {
         let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("drover-test-{}-{label}-{n}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("drover-test-{}-{label}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         Self(path)
@@ -65,10 +64,7 @@ impl Drover {
     /// Starts `drover serve --workers N` on 127.0.0.1:0 and waits until every
     /// worker is ready.
     pub fn start(workers: usize) -> Self {
-        Self::start_with(Options {
-            workers,
-            ..Options::default()
-        })
+        Self::start_with(Options { workers, ..Options::default() })
     }
 
     pub fn start_with(options: Options<'_>) -> Self {
@@ -78,14 +74,11 @@ impl Drover {
         let mut command = Command::new(env!("CARGO_BIN_EXE_drover"));
         command
             .arg("serve")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                &options.workers.to_string(),
-            ])
+            .args(["--listen", "127.0.0.1:0", "--workers", &options.workers.to_string()])
             .arg("--ready-file")
             .arg(&ready)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
             .args(&options.args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -114,11 +107,7 @@ impl Drover {
             if let Some(status) = drover.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("drover exited before ready: {status}\n{}", drover.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "drover not ready in time\n{}",
-                drover.log()
-            );
+            assert!(Instant::now() < deadline, "drover not ready in time\n{}", drover.log());
             std::thread::sleep(Duration::from_millis(20));
         }
         drover.worker_pids();
@@ -161,21 +150,13 @@ impl Drover {
     pub fn wait_log(&self, timeout: Duration, needle: &str) {
         let deadline = Instant::now() + timeout;
         while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "log never showed {needle}\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "log never showed {needle}\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// Waits until `check` holds for the set of worker pids.
-    pub fn wait_workers(
-        &self,
-        timeout: Duration,
-        check: impl Fn(&HashSet<u32>) -> bool,
-    ) -> HashSet<u32> {
+    pub fn wait_workers(&self, timeout: Duration, check: impl Fn(&HashSet<u32>) -> bool) -> HashSet<u32> {
         let deadline = Instant::now() + timeout;
         loop {
             let pids = self.worker_pids();
@@ -258,8 +239,7 @@ impl Response {
 
     /// The server will close the connection after this response.
     pub fn closes(&self) -> bool {
-        self.header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        self.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -278,10 +258,7 @@ impl Conn {
     pub async fn connect(addr: SocketAddr) -> io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Self {
-            stream,
-            buf: Vec::with_capacity(4096),
-        })
+        Ok(Self { stream, buf: Vec::with_capacity(4096) })
     }
 
     /// Sends raw bytes.
@@ -291,8 +268,7 @@ impl Conn {
 
     /// `GET path` and its response.
     pub async fn get(&mut self, path: &str) -> io::Result<Response> {
-        self.send(format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").as_bytes())
-            .await?;
+        self.send(format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").as_bytes()).await?;
         self.read_response().await
     }
 
@@ -308,10 +284,7 @@ impl Conn {
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "connection closed with {} bytes of a response",
-                        self.buf.len()
-                    ),
+                    format!("connection closed with {} bytes of a response", self.buf.len()),
                 ));
             }
             self.buf.extend_from_slice(&chunk[..n]);
@@ -321,10 +294,7 @@ impl Conn {
     /// True when the server has closed the connection (reads EOF).
     pub async fn is_closed_by_peer(&mut self, wait: Duration) -> bool {
         let mut byte = [0u8; 1];
-        matches!(
-            tokio::time::timeout(wait, self.stream.read(&mut byte)).await,
-            Ok(Ok(0)) | Ok(Err(_))
-        )
+        matches!(tokio::time::timeout(wait, self.stream.read(&mut byte)).await, Ok(Ok(0)) | Ok(Err(_)))
     }
 }
 
@@ -339,25 +309,14 @@ fn parse(buf: &[u8]) -> io::Result<Option<(Response, usize)>> {
     let headers: HashMap<String, String> = parsed
         .headers
         .iter()
-        .map(|h| {
-            (
-                h.name.to_ascii_lowercase(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
+        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
         .collect();
-    let length: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     if buf.len() < head + length {
         return Ok(None);
     }
-    let response = Response {
-        status: parsed.code.unwrap_or(0),
-        headers,
-        body: buf[head..head + length].to_vec(),
-    };
+    let response =
+        Response { status: parsed.code.unwrap_or(0), headers, body: buf[head..head + length].to_vec() };
     Ok(Some((response, head + length)))
 }
 
@@ -404,11 +363,7 @@ impl Default for Load {
 /// (or a cap is hit). A response with `Connection: close` makes the client
 /// reconnect, as any HTTP client does; anything else unexpected (refused,
 /// reset, EOF mid-response, a non-200) is a failure.
-pub async fn run_load(
-    addr: SocketAddr,
-    load: Load,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Report {
+pub async fn run_load(addr: SocketAddr, load: Load, stop: Arc<std::sync::atomic::AtomicBool>) -> Report {
     let report = Arc::new(Mutex::new(Report::default()));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -427,11 +382,7 @@ pub async fn run_load(
                     None => match Conn::connect(addr).await {
                         Ok(c) => c,
                         Err(e) => {
-                            report
-                                .lock()
-                                .unwrap()
-                                .failures
-                                .push(format!("connect: {e}"));
+                            report.lock().unwrap().failures.push(format!("connect: {e}"));
                             continue;
                         }
                     },
@@ -441,10 +392,9 @@ pub async fn run_load(
                     Ok(response) if response.status == 200 => {
                         let mut r = report.lock().unwrap();
                         r.ok += 1;
-                        if let Some(pid) =
-                            serde_json::from_slice::<serde_json::Value>(&response.body)
-                                .ok()
-                                .and_then(|v| v["pid"].as_u64())
+                        if let Some(pid) = serde_json::from_slice::<serde_json::Value>(&response.body)
+                            .ok()
+                            .and_then(|v| v["pid"].as_u64())
                         {
                             r.pids.insert(pid);
                         }
@@ -457,11 +407,7 @@ pub async fn run_load(
                         response.status,
                         String::from_utf8_lossy(&response.body)
                     )),
-                    Err(e) => report
-                        .lock()
-                        .unwrap()
-                        .failures
-                        .push(format!("request: {e}")),
+                    Err(e) => report.lock().unwrap().failures.push(format!("request: {e}")),
                 }
                 if !load.pause.is_zero() {
                     tokio::time::sleep(load.pause).await;

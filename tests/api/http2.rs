@@ -14,9 +14,7 @@ async fn h2_get(
     sender: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
     path: &str,
 ) -> hyper::Result<(u16, Bytes)> {
-    let request = http::Request::get(format!("http://test{path}"))
-        .body(Empty::new())
-        .unwrap();
+    let request = http::Request::get(format!("http://test{path}")).body(Empty::new()).unwrap();
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
@@ -28,18 +26,14 @@ async fn http2_prior_knowledge_is_served_and_drained_with_goaway() {
     let drover = Drover::start(1);
     let stream = TcpStream::connect(drover.addr).await.unwrap();
     let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
     let connection = tokio::spawn(connection);
 
     // Many concurrent streams on one connection.
     let mut streams = Vec::new();
     for _ in 0..20 {
         let mut sender = sender.clone();
-        streams.push(tokio::spawn(async move {
-            h2_get(&mut sender, "/bench/json").await
-        }));
+        streams.push(tokio::spawn(async move { h2_get(&mut sender, "/bench/json").await }));
     }
     for stream in streams {
         let (status, body) = stream.await.unwrap().unwrap();
@@ -56,12 +50,6 @@ async fn http2_prior_knowledge_is_served_and_drained_with_goaway() {
     let (status, _) = slow.await.unwrap().unwrap();
     assert_eq!(status, 200);
     let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
-    assert!(
-        matches!(ended, Ok(Ok(Ok(())))),
-        "connection should end cleanly after GOAWAY: {ended:?}"
-    );
-    assert!(
-        h2_get(&mut sender, "/healthz").await.is_err(),
-        "no new streams after GOAWAY"
-    );
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "connection should end cleanly after GOAWAY: {ended:?}");
+    assert!(h2_get(&mut sender, "/healthz").await.is_err(), "no new streams after GOAWAY");
 }

@@ -6,21 +6,11 @@ use std::time::{Duration, Instant};
 use crate::helpers::{get, Conn, Drover, Options};
 
 fn assert_error_shape(response: &crate::helpers::Response, status: u16, code: &str) {
-    assert_eq!(
-        response.status,
-        status,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
+    assert_eq!(response.status, status, "{}", String::from_utf8_lossy(&response.body));
     assert_eq!(response.header("content-type"), Some("application/json"));
     let body = response.json();
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,9 +18,7 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
     let drover = Drover::start(1);
     assert_error_shape(&get(drover.addr, "/nope").await.unwrap(), 404, "not_found");
     let mut conn = Conn::connect(drover.addr).await.unwrap();
-    conn.send(b"POST /bench/json HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n")
-        .await
-        .unwrap();
+    conn.send(b"POST /bench/json HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n").await.unwrap();
     let response = conn.read_response().await.unwrap();
     assert_error_shape(&response, 405, "method_not_allowed");
     assert_eq!(response.header("allow"), Some("GET"));
@@ -44,10 +32,7 @@ async fn bench_endpoints_follow_techempower() {
     let drover = Drover::start(1);
     let plain = get(drover.addr, "/bench/plaintext").await.unwrap();
     assert_eq!(plain.body, b"Hello, World!");
-    assert!(plain
-        .header("content-type")
-        .unwrap()
-        .starts_with("text/plain"));
+    assert!(plain.header("content-type").unwrap().starts_with("text/plain"));
     assert!(plain.header("date").is_some() && plain.header("server").is_some());
     let json = get(drover.addr, "/bench/json").await.unwrap();
     assert_eq!(json.body, br#"{"message":"Hello, World!"}"#);
@@ -77,9 +62,7 @@ async fn oversized_heads_and_bodies_are_refused() {
     // One header larger than max_header_bytes (16 KiB by default).
     let mut conn = Conn::connect(drover.addr).await.unwrap();
     let big = "x".repeat(20 * 1024);
-    conn.send(format!("GET /healthz HTTP/1.1\r\nhost: t\r\nx-big: {big}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    conn.send(format!("GET /healthz HTTP/1.1\r\nhost: t\r\nx-big: {big}\r\n\r\n").as_bytes()).await.unwrap();
     let response = conn.read_response().await.unwrap();
     assert_error_shape(&response, 431, "headers_too_large");
     assert!(response.closes());
@@ -87,30 +70,20 @@ async fn oversized_heads_and_bodies_are_refused() {
     // More header fields than max_headers (100).
     let mut conn = Conn::connect(drover.addr).await.unwrap();
     let many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
-    conn.send(format!("GET /healthz HTTP/1.1\r\nhost: t\r\n{many}\r\n").as_bytes())
-        .await
-        .unwrap();
-    assert_error_shape(
-        &conn.read_response().await.unwrap(),
-        431,
-        "headers_too_large",
-    );
+    conn.send(format!("GET /healthz HTTP/1.1\r\nhost: t\r\n{many}\r\n").as_bytes()).await.unwrap();
+    assert_error_shape(&conn.read_response().await.unwrap(), 431, "headers_too_large");
 
     // A head far past any limit: refused by hyper itself, still a 431.
     let mut conn = Conn::connect(drover.addr).await.unwrap();
     let huge = "x".repeat(200 * 1024);
-    let _ = conn
-        .send(format!("GET /healthz HTTP/1.1\r\nhost: t\r\nx-big: {huge}\r\n\r\n").as_bytes())
-        .await;
+    let _ = conn.send(format!("GET /healthz HTTP/1.1\r\nhost: t\r\nx-big: {huge}\r\n\r\n").as_bytes()).await;
     if let Ok(response) = conn.read_response().await {
         assert_eq!(response.status, 431);
     }
 
     // A declared body over max_body_bytes (1 MiB), refused before it is sent.
     let mut conn = Conn::connect(drover.addr).await.unwrap();
-    conn.send(b"POST /bench/json HTTP/1.1\r\nhost: t\r\ncontent-length: 2000000\r\n\r\n")
-        .await
-        .unwrap();
+    conn.send(b"POST /bench/json HTTP/1.1\r\nhost: t\r\ncontent-length: 2000000\r\n\r\n").await.unwrap();
     let response = conn.read_response().await.unwrap();
     assert_error_shape(&response, 413, "body_too_large");
     assert!(response.closes());
@@ -137,9 +110,7 @@ async fn slowloris_gets_408_and_does_not_stop_normal_clients() {
     let normal = tokio::spawn(async move {
         let mut ok = 0;
         for _ in 0..200 {
-            let response = get(addr, "/bench/json")
-                .await
-                .expect("normal client served");
+            let response = get(addr, "/bench/json").await.expect("normal client served");
             assert_eq!(response.status, 200);
             ok += 1;
         }
@@ -157,9 +128,8 @@ async fn slowloris_gets_408_and_does_not_stop_normal_clients() {
     // Each slow connection was answered 408 with the JSON shape, then closed.
     let mut timed_out = 0;
     for conn in &mut slow {
-        if let Ok(response) = tokio::time::timeout(Duration::from_secs(3), conn.read_response())
-            .await
-            .unwrap()
+        if let Ok(response) =
+            tokio::time::timeout(Duration::from_secs(3), conn.read_response()).await.unwrap()
         {
             assert_error_shape(&response, 408, "request_timeout");
             timed_out += 1;

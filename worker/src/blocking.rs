@@ -23,9 +23,7 @@ pub struct BlockingPool {
 impl BlockingPool {
     /// `capacity` is threads plus queued jobs.
     pub fn new(capacity: usize) -> Self {
-        Self {
-            permits: Rc::new(Semaphore::new(capacity)),
-        }
+        Self { permits: Rc::new(Semaphore::new(capacity)) }
     }
 
     /// Runs `job` on a blocking thread and waits for its result without
@@ -61,9 +59,10 @@ mod tests {
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async move {
-                let first = tokio::task::spawn_local(async move {
-                    busy_pool.run(move || wait.recv().unwrap()).await
-                });
+                let first =
+                    tokio::task::spawn_local(
+                        async move { busy_pool.run(move || wait.recv().unwrap()).await },
+                    );
                 tokio::task::yield_now().await;
                 assert_eq!(pool.run(|| ()).await, Err(Busy));
                 release.send(()).unwrap();

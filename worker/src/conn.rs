@@ -66,8 +66,7 @@ impl ConnState {
             self.http2.set(true);
         }
         if !self.http2.get() && self.in_flight.get() == 0 && self.header_deadline.get().is_none() {
-            self.header_deadline
-                .set(Some(Instant::now() + self.header_read_timeout));
+            self.header_deadline.set(Some(Instant::now() + self.header_read_timeout));
         }
     }
 
@@ -86,18 +85,11 @@ impl ConnState {
 
     fn next_action(&self, now: Instant, keep_alive: Duration) -> Action {
         if let Some(deadline) = self.header_deadline.get() {
-            return if now >= deadline {
-                Action::HeaderTimeout
-            } else {
-                Action::Wait(deadline)
-            };
+            return if now >= deadline { Action::HeaderTimeout } else { Action::Wait(deadline) };
         }
         // Never wait longer than the header timeout: a request head that
         // starts while we sleep must still be timed out on time.
-        let recheck = now
-            + self
-                .header_read_timeout
-                .min(keep_alive.max(Duration::from_millis(1)));
+        let recheck = now + self.header_read_timeout.min(keep_alive.max(Duration::from_millis(1)));
         if self.in_flight.get() > 0 {
             return Action::Wait(recheck);
         }
@@ -119,11 +111,7 @@ struct ConnIo {
 }
 
 impl AsyncRead for ConnIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let mut stream = self.stream.borrow_mut();
         let poll = Pin::new(&mut *stream).poll_read(cx, buf);
@@ -135,11 +123,7 @@ impl AsyncRead for ConnIo {
 }
 
 impl AsyncWrite for ConnIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, buf)
     }
 
@@ -175,10 +159,7 @@ pub(crate) async fn serve<A: App>(stream: TcpStream, shared: Rc<Shared<A>>) {
         header_read_timeout: shared.limits.header_read_timeout,
     });
     let stream = Rc::new(RefCell::new(stream));
-    let io = TokioIo::new(ConnIo {
-        stream: stream.clone(),
-        state: state.clone(),
-    });
+    let io = TokioIo::new(ConnIo { stream: stream.clone(), state: state.clone() });
 
     if drive(io, &shared, &state).await == Ended::HeaderTimeout {
         // hyper's connection is dropped, so ours is the only handle left.
@@ -206,11 +187,7 @@ enum Ended {
 
 /// Runs hyper's connection future with our timer and drain signal beside it.
 /// Returning drops hyper's connection.
-async fn drive<A: App>(
-    io: TokioIo<ConnIo>,
-    shared: &Rc<Shared<A>>,
-    state: &Rc<ConnState>,
-) -> Ended {
+async fn drive<A: App>(io: TokioIo<ConnIo>, shared: &Rc<Shared<A>>, state: &Rc<ConnState>) -> Ended {
     let service = service_fn({
         let shared = shared.clone();
         let state = state.clone();
@@ -224,11 +201,7 @@ async fn drive<A: App>(
     let mut draining = *drain.borrow_and_update();
     let mut shutting_down = false;
     let timer = tokio::time::sleep_until(
-        Instant::now()
-            + shared
-                .limits
-                .header_read_timeout
-                .min(keep_alive.max(Duration::from_millis(1))),
+        Instant::now() + shared.limits.header_read_timeout.min(keep_alive.max(Duration::from_millis(1))),
     );
     tokio::pin!(timer);
     if draining && state.http2.get() {
@@ -330,27 +303,19 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         s.on_read(b"GET / HT");
         let deadline = Instant::now() + Duration::from_secs(2);
-        assert!(
-            matches!(s.next_action(Instant::now(), keep_alive), Action::Wait(at) if at == deadline)
-        );
+        assert!(matches!(s.next_action(Instant::now(), keep_alive), Action::Wait(at) if at == deadline));
         // More bytes do not extend the deadline (that is what slowloris relies on).
         tokio::time::advance(Duration::from_secs(1)).await;
         s.on_read(b"T");
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(matches!(
-            s.next_action(Instant::now(), keep_alive),
-            Action::HeaderTimeout
-        ));
+        assert!(matches!(s.next_action(Instant::now(), keep_alive), Action::HeaderTimeout));
 
         let s = state(10);
         s.on_read(b"GET / HTTP/1.1\r\n\r\n");
         s.request_started();
         s.request_finished();
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(matches!(
-            s.next_action(Instant::now(), keep_alive),
-            Action::IdleTimeout
-        ));
+        assert!(matches!(s.next_action(Instant::now(), keep_alive), Action::IdleTimeout));
     }
 
     #[tokio::test(start_paused = true)]

@@ -47,12 +47,7 @@ impl ControlWriter {
             None => Ok((Self { write: None }, None)),
             Some(stream) => {
                 let read = UnixStream::from_std(stream.try_clone()?)?;
-                Ok((
-                    Self {
-                        write: Some(stream),
-                    },
-                    Some(read),
-                ))
+                Ok((Self { write: Some(stream) }, Some(read)))
             }
         }
     }

@@ -33,30 +33,16 @@ struct Inner<'a> {
 
 /// The JSON body alone.
 pub fn json_error_body(code: &str, message: &str, details: &[ErrorDetail]) -> Bytes {
-    let envelope = Envelope {
-        error: Inner {
-            code,
-            message,
-            details,
-        },
-    };
+    let envelope = Envelope { error: Inner { code, message, details } };
     // Strings and a slice of plain structs always serialise.
     Bytes::from(serde_json::to_vec(&envelope).expect("error envelope serialises"))
 }
 
 /// A complete error response with the JSON shape.
-pub fn json_error(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    details: &[ErrorDetail],
-) -> Response {
+pub fn json_error(status: StatusCode, code: &str, message: &str, details: &[ErrorDetail]) -> Response {
     let mut response = Response::new(Body::new(json_error_body(code, message, details)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -90,10 +76,7 @@ mod tests {
             json_error_body("not_found", "no such route", &[]),
             Bytes::from_static(br#"{"error":{"code":"not_found","message":"no such route"}}"#)
         );
-        let details = [ErrorDetail {
-            field: "email".into(),
-            issue: "invalid".into(),
-        }];
+        let details = [ErrorDetail { field: "email".into(), issue: "invalid".into() }];
         assert_eq!(
             json_error_body("invalid", "bad input", &details),
             Bytes::from_static(

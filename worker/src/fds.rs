@@ -43,10 +43,7 @@ pub fn inherit(listen_fds: &[RawFd], control_fd: Option<RawFd>) -> io::Result<In
             // else in this process owns it.
             let listener = unsafe { TcpListener::from_raw_fd(fd) };
             listener.local_addr().map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("fd {fd} is not a listening TCP socket: {e}"),
-                )
+                io::Error::new(e.kind(), format!("fd {fd} is not a listening TCP socket: {e}"))
             })?;
             listener.set_nonblocking(true)?;
             Ok(listener)

@@ -70,11 +70,7 @@ pub(crate) fn check<B>(request: &http::Request<B>, limits: &Limits) -> Option<Re
     }
     // The request line plus "name: value\r\n" for each field.
     let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
-    let head: usize = line
-        + headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>();
+    let head: usize = line + headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>();
     if head > limits.max_header_bytes {
         return Some(refuse(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -100,9 +96,7 @@ pub(crate) fn check<B>(request: &http::Request<B>, limits: &Limits) -> Option<Re
 /// unread body, more oversized headers) is not worth reading.
 fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
     let mut response = json_error(status, code, message, &[]);
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
@@ -124,17 +118,10 @@ mod tests {
 
     #[test]
     fn limits_refuse_with_the_right_status() {
-        let limits = Limits {
-            max_headers: 3,
-            max_header_bytes: 200,
-            max_body_bytes: 10,
-            ..Limits::default()
-        };
+        let limits =
+            Limits { max_headers: 3, max_header_bytes: 200, max_body_bytes: 10, ..Limits::default() };
         assert_eq!(status(&[("a", "1")], &limits), None);
-        assert_eq!(
-            status(&[("a", "1"), ("b", "1"), ("c", "1"), ("d", "1")], &limits),
-            Some(431)
-        );
+        assert_eq!(status(&[("a", "1"), ("b", "1"), ("c", "1"), ("d", "1")], &limits), Some(431));
         assert_eq!(status(&[("a", &"x".repeat(300))], &limits), Some(431));
         assert_eq!(status(&[("content-length", "11")], &limits), Some(413));
         assert_eq!(status(&[("content-length", "10")], &limits), None);

@@ -151,9 +151,7 @@ where
         Ok(app) => app,
         Err(error) => {
             let message = error.to_string();
-            writer.send(&WorkerMessage::Exiting {
-                reason: format!("app failed to start: {message}"),
-            });
+            writer.send(&WorkerMessage::Exiting { reason: format!("app failed to start: {message}") });
             return Err(RunError::App(message));
         }
     };
@@ -175,9 +173,7 @@ where
         addrs.push(listener.local_addr().map_err(RunError::Setup)?.to_string());
         tokio::task::spawn_local(accept_loop(listener, shared.clone()));
     }
-    writer.send(&WorkerMessage::Ready {
-        pid: options.info.pid,
-    });
+    writer.send(&WorkerMessage::Ready { pid: options.info.pid });
     info!(listen = ?addrs, "worker ready");
 
     let cause = tokio::select! {
@@ -217,14 +213,8 @@ where
         // Keep proving liveness while draining: a long drain is not a stall.
         () = control::heartbeats(&writer, &shared.stats, options.heartbeat_interval) => unreachable!("heartbeats never end"),
     };
-    writer.send(&WorkerMessage::Exiting {
-        reason: reason.to_string(),
-    });
-    info!(
-        reason,
-        requests = shared.stats.requests.get(),
-        "worker exiting"
-    );
+    writer.send(&WorkerMessage::Exiting { reason: reason.to_string() });
+    info!(reason, requests = shared.stats.requests.get(), "worker exiting");
     Ok(reason)
 }
 
@@ -266,10 +256,7 @@ async fn accept_loop<A: App>(listener: TcpListener, shared: Rc<Shared<A>>) {
                     tokio::task::spawn_local(refuse_overloaded(stream));
                     continue;
                 }
-                shared
-                    .stats
-                    .connections
-                    .set(shared.stats.connections.get() + 1);
+                shared.stats.connections.set(shared.stats.connections.get() + 1);
                 let shared = shared.clone();
                 tokio::task::spawn_local(async move {
                     conn::serve(stream, shared.clone()).await;
@@ -294,9 +281,7 @@ async fn accept_loop<A: App>(listener: TcpListener, shared: Rc<Shared<A>>) {
 fn is_per_connection(error: &io::Error) -> bool {
     matches!(
         error.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
     )
 }
 

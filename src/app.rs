@@ -1,0 +1,59 @@
+//! The composition root: builds a worker's services from the configuration
+//! (database, keys, password hashing) and hands them to the HTTP layer. The
+//! CLI builds the same services for its commands.
+
+use std::rc::Rc;
+
+use drover_worker::{BlockingPool, WorkerContext};
+
+use crate::config::Config;
+use crate::http::{Routes, State};
+use crate::repo::{Database, RepoError};
+use crate::service::{AuthService, KeyError, KeySet, Passwords, ServiceError, TokenService, UserService};
+
+/// Why a worker's application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Database(#[from] RepoError),
+    #[error("keys: {0}")]
+    Keys(#[from] KeyError),
+    #[error("{0}")]
+    Service(#[from] ServiceError),
+}
+
+/// The services, built once per process.
+pub struct Services {
+    pub db: Rc<Database>,
+    pub users: UserService,
+    pub auth: AuthService,
+}
+
+impl Services {
+    pub async fn build(config: &Config, blocking: BlockingPool) -> Result<Self, StartError> {
+        let db = Rc::new(Database::connect(&config.db_settings()).await?);
+        let keys = KeySet::load(&config.auth, &config.data_dir())?;
+        let tokens = Rc::new(TokenService::new(
+            keys,
+            &config.auth.issuer,
+            &config.auth.audience,
+            config.auth.token_ttl,
+        ));
+        let passwords = Passwords::new(blocking).await?;
+        let users = UserService::new(db.users.clone(), passwords.clone());
+        let auth = AuthService::new(db.users.clone(), passwords, tokens);
+        Ok(Self { db, users, auth })
+    }
+}
+
+/// The HTTP application of one worker.
+pub async fn build(config: &Config, context: WorkerContext) -> Result<Routes, StartError> {
+    let services = Services::build(config, context.blocking.clone()).await?;
+    Ok(Routes::new(State {
+        worker: context.info,
+        users: services.users,
+        auth: services.auth,
+        db: services.db,
+        max_body_bytes: config.http.max_body_bytes,
+    }))
+}

@@ -1,0 +1,298 @@
+//! Users: identity, profile, role and the field sets used for sparse reads.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use super::Invalid;
+
+/// A user's id: the database's row id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(pub i64);
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An email address, trimmed and lower-cased, so that one mailbox is one
+/// account whatever case it is typed in. Syntax is checked at the edge (the
+/// HTTP layer validates with garde); this type guarantees the normal form
+/// and the bounds the database relies on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserEmail(String);
+
+/// RFC 5321's limit on a forward path.
+pub const MAX_EMAIL_LEN: usize = 254;
+
+impl UserEmail {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let email = raw.trim().to_lowercase();
+        if email.is_empty() || email.len() > MAX_EMAIL_LEN {
+            return Err(Invalid::new("email", format!("must be 1 to {MAX_EMAIL_LEN} characters")));
+        }
+        match email.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') => {
+                Ok(Self(email))
+            }
+            _ => Err(Invalid::new("email", "must be an email address")),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A display name: trimmed, 1 to 100 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(String);
+
+pub const MAX_NAME_CHARS: usize = 100;
+
+impl UserName {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let name = raw.trim();
+        let chars = name.chars().count();
+        if chars == 0 || chars > MAX_NAME_CHARS {
+            return Err(Invalid::new("name", format!("must be 1 to {MAX_NAME_CHARS} characters")));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(Invalid::new("name", "must not contain control characters"));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "user" => Some(Role::User),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A complete user, as stored (without the password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub email: UserEmail,
+    pub name: UserName,
+    pub role: Role,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+}
+
+/// A user as read with a field set: only the requested fields are present.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserView {
+    pub id: Option<UserId>,
+    pub email: Option<UserEmail>,
+    pub name: Option<UserName>,
+    pub role: Option<Role>,
+    pub created_at: Option<SystemTime>,
+    pub updated_at: Option<SystemTime>,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> Self {
+        Self {
+            id: Some(user.id),
+            email: Some(user.email),
+            name: Some(user.name),
+            role: Some(user.role),
+            created_at: Some(user.created_at),
+            updated_at: Some(user.updated_at),
+        }
+    }
+}
+
+/// What the login check needs.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub id: UserId,
+    pub role: Role,
+    pub password_hash: String,
+}
+
+/// A user to create; the password is already hashed.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: UserEmail,
+    pub name: UserName,
+    pub role: Role,
+    pub password_hash: String,
+}
+
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub email: Option<UserEmail>,
+    pub name: Option<UserName>,
+    pub password_hash: Option<String>,
+    pub role: Option<Role>,
+}
+
+impl UserPatch {
+    pub fn is_empty(&self) -> bool {
+        self.email.is_none() && self.name.is_none() && self.password_hash.is_none() && self.role.is_none()
+    }
+}
+
+/// A readable user field, for sparse fieldsets (`?fields=id,name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserField {
+    Id,
+    Email,
+    Name,
+    Role,
+    CreatedAt,
+    UpdatedAt,
+}
+
+impl UserField {
+    pub const ALL: [UserField; 6] = [
+        UserField::Id,
+        UserField::Email,
+        UserField::Name,
+        UserField::Role,
+        UserField::CreatedAt,
+        UserField::UpdatedAt,
+    ];
+
+    /// The public name, which is also the column name.
+    pub fn name(self) -> &'static str {
+        match self {
+            UserField::Id => "id",
+            UserField::Email => "email",
+            UserField::Name => "name",
+            UserField::Role => "role",
+            UserField::CreatedAt => "created_at",
+            UserField::UpdatedAt => "updated_at",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of user fields, as a bit mask (cheap to copy and to use as a cache
+/// key for prepared statements).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserFields(u8);
+
+impl UserFields {
+    pub const ALL: UserFields = UserFields(0b11_1111);
+
+    pub fn empty() -> Self {
+        UserFields(0)
+    }
+
+    pub fn with(self, field: UserField) -> Self {
+        UserFields(self.0 | field.bit())
+    }
+
+    pub fn contains(self, field: UserField) -> bool {
+        self.0 & field.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The fields in a fixed order (that of [`UserField::ALL`]).
+    pub fn iter(self) -> impl Iterator<Item = UserField> {
+        UserField::ALL.into_iter().filter(move |f| self.contains(*f))
+    }
+
+    /// A cache key for a prepared statement selecting these columns.
+    pub fn mask(self) -> u8 {
+        self.0
+    }
+
+    /// The inverse of [`UserFields::mask`]; unknown bits are dropped.
+    pub fn from_mask(mask: u8) -> Self {
+        UserFields(mask & Self::ALL.0)
+    }
+
+    /// Parses `id,name`; the error names the first unknown field.
+    pub fn parse_list(list: &str) -> Result<Self, Invalid> {
+        let mut fields = UserFields::empty();
+        for name in list.split(',').map(str::trim) {
+            match UserField::parse(name) {
+                Some(field) => fields = fields.with(field),
+                None => {
+                    return Err(Invalid::new(
+                        "fields",
+                        format!(
+                            "unknown field {name:?}; known fields: {}",
+                            UserField::ALL.map(UserField::name).join(", ")
+                        ),
+                    ))
+                }
+            }
+        }
+        if fields.is_empty() {
+            return Err(Invalid::new("fields", "list at least one field"));
+        }
+        Ok(fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised() {
+        assert_eq!(UserEmail::parse("  Ada@Example.COM ").unwrap().as_str(), "ada@example.com");
+        for bad in ["", "no-at", "@x", "x@", "a@b@c"] {
+            assert!(UserEmail::parse(bad).is_err(), "{bad}");
+        }
+        assert!(UserEmail::parse(&format!("{}@x.io", "a".repeat(260))).is_err());
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(UserName::parse(" Ada ").unwrap().as_str(), "Ada");
+        assert!(UserName::parse("   ").is_err());
+        assert!(UserName::parse(&"é".repeat(101)).is_err());
+        assert!(UserName::parse(&"é".repeat(100)).is_ok());
+        assert!(UserName::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn field_lists_parse_and_name_the_unknown_one() {
+        let fields = UserFields::parse_list("name,id").unwrap();
+        assert_eq!(fields.iter().collect::<Vec<_>>(), vec![UserField::Id, UserField::Name]);
+        let error = UserFields::parse_list("id,password_hash").unwrap_err();
+        assert_eq!(error.field, "fields");
+        assert!(error.issue.contains("password_hash"), "{error}");
+        assert!(UserFields::parse_list("").is_err());
+    }
+}

@@ -1,0 +1,41 @@
+//! `GET /readyz`: 200 when this worker can reach its database, 503 (with
+//! the error shape and `Retry-After`) while it cannot. `/healthz` says the
+//! process is alive; this says it is useful.
+
+use std::rc::Rc;
+
+use drover_worker::{json_error, ErrorDetail, Request};
+use http::{header, HeaderValue, Method, StatusCode};
+use serde::Serialize;
+
+use super::{reply, Params, Reply, RouteTable, State};
+
+pub fn routes(table: &mut RouteTable) {
+    table.add("/readyz", Method::GET, readyz);
+}
+
+#[derive(Serialize)]
+struct Ready {
+    status: &'static str,
+    database: &'static str,
+}
+
+fn readyz(state: &Rc<State>, _request: Request, _params: Params) -> Reply {
+    let state = state.clone();
+    Reply::later(async move {
+        Ok(match state.db.ping().await {
+            Ok(()) => reply::json(StatusCode::OK, &Ready { status: "ready", database: "ok" }),
+            Err(error) => {
+                tracing::debug!(%error, "readiness check failed");
+                let mut response = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "the database is unreachable",
+                    &[ErrorDetail { field: "database".into(), issue: "unreachable".into() }],
+                );
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
+        })
+    })
+}

@@ -1,0 +1,127 @@
+//! `GET /v1/users/me`, `GET /v1/users/{id}`, `PATCH /v1/users/me`, with
+//! sparse fieldsets (`?fields=id,name`).
+
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use drover_worker::Request;
+use garde::Validate;
+use http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::{extract, reply, ApiError, Params, Reply, RouteTable, State};
+use crate::domain::{Password, UserEmail, UserFields, UserId, UserName, UserView};
+use crate::service::UserChanges;
+
+pub fn routes(table: &mut RouteTable) {
+    table.add("/v1/users/me", Method::GET, me);
+    table.add("/v1/users/me", Method::PATCH, update_me);
+    table.add("/v1/users/{id}", Method::GET, by_id);
+}
+
+/// A user as the API shows it; absent fields (sparse fieldsets) are left
+/// out. Never the password hash: the domain view does not carry one.
+#[derive(Serialize)]
+pub struct UserBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated_at: Option<String>,
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+impl From<UserView> for UserBody {
+    fn from(view: UserView) -> Self {
+        Self {
+            id: view.id.map(|id| id.0),
+            email: view.email.map(|e| e.as_str().to_owned()),
+            name: view.name.map(|n| n.as_str().to_owned()),
+            role: view.role.map(|r| r.as_str()),
+            created_at: view.created_at.map(rfc3339),
+            updated_at: view.updated_at.map(rfc3339),
+        }
+    }
+}
+
+/// `?fields=` as a field set; all fields when absent.
+fn fields(request: &Request) -> Result<UserFields, ApiError> {
+    match extract::query_param(request, "fields") {
+        None => Ok(UserFields::ALL),
+        Some(list) => UserFields::parse_list(&list).map_err(|e| ApiError::invalid(e.field, &e.issue)),
+    }
+}
+
+fn me(state: &Rc<State>, request: Request, _params: Params) -> Reply {
+    let (principal, fields) =
+        match extract::principal(state, &request).and_then(|p| Ok((p, fields(&request)?))) {
+            Ok(found) => found,
+            Err(error) => return error.into(),
+        };
+    let state = state.clone();
+    Reply::later(async move {
+        let view = state.users.get(principal, principal.user, fields).await?;
+        Ok(reply::json(StatusCode::OK, &UserBody::from(view)))
+    })
+}
+
+fn by_id(state: &Rc<State>, request: Request, params: Params) -> Reply {
+    let principal = match extract::principal(state, &request) {
+        Ok(principal) => principal,
+        Err(error) => return error.into(),
+    };
+    let id = params.first().and_then(|(_, v)| v.parse::<i64>().ok()).filter(|id| *id > 0);
+    let Some(id) = id else {
+        return ApiError::invalid("id", "must be a positive integer").into();
+    };
+    let fields = match fields(&request) {
+        Ok(fields) => fields,
+        Err(error) => return error.into(),
+    };
+    let state = state.clone();
+    Reply::later(async move {
+        let view = state.users.get(principal, UserId(id), fields).await?;
+        Ok(reply::json(StatusCode::OK, &UserBody::from(view)))
+    })
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    #[serde(default, deserialize_with = "extract::normalized_email_opt")]
+    #[garde(inner(email, length(max = 254)))]
+    email: Option<String>,
+    #[garde(inner(length(chars, min = 1, max = 100)))]
+    name: Option<String>,
+    #[garde(inner(length(chars, min = 8, max = 128)))]
+    password: Option<String>,
+}
+
+fn update_me(state: &Rc<State>, request: Request, _params: Params) -> Reply {
+    let principal = match extract::principal(state, &request) {
+        Ok(principal) => principal,
+        Err(error) => return error.into(),
+    };
+    let state = state.clone();
+    Reply::later(async move {
+        let body: PatchBody = extract::json(request, state.max_body_bytes).await?;
+        let invalid = |e: crate::domain::Invalid| ApiError::invalid(e.field, &e.issue);
+        let changes = UserChanges {
+            email: body.email.as_deref().map(UserEmail::parse).transpose().map_err(invalid)?,
+            name: body.name.as_deref().map(UserName::parse).transpose().map_err(invalid)?,
+            password: body.password.as_deref().map(Password::parse).transpose().map_err(invalid)?,
+        };
+        let user = state.users.update(principal.user, changes).await?;
+        Ok(reply::json(StatusCode::OK, &UserBody::from(UserView::from(user))))
+    })
+}

@@ -1,0 +1,243 @@
+//! Versioned SQL migrations, one set per backend under `migrations/`,
+//! compiled into the binary. Applied by `drover migrate` and, unless
+//! `database.migrate_on_start = false`, by the supervisor before it starts
+//! workers.
+//!
+//! Concurrent instances must not race: on PostgreSQL the whole run holds a
+//! session advisory lock; on SQLite each migration runs in a `BEGIN
+//! IMMEDIATE` transaction, which takes the database's write lock, and
+//! re-checks what is applied inside it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::{Connection, Row};
+use tokio_postgres::NoTls;
+
+use super::{redact_url, Backend, RepoError};
+
+/// One migration: a version, a name for humans, and its SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+const POSTGRES: &[Migration] =
+    &[Migration { version: 1, name: "users", sql: include_str!("../../migrations/postgres/0001_users.sql") }];
+
+const SQLITE: &[Migration] =
+    &[Migration { version: 1, name: "users", sql: include_str!("../../migrations/sqlite/0001_users.sql") }];
+
+/// An arbitrary constant identifying drover's migration lock among the
+/// database's advisory locks.
+const PG_LOCK_KEY: i64 = 0x6472_6f76_6572; // "drover"
+
+/// A migration and whether it is applied.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub migration: Migration,
+    /// When it was applied (Unix seconds), if it was.
+    pub applied_at: Option<i64>,
+}
+
+fn migrations(backend: Backend) -> &'static [Migration] {
+    match backend {
+        Backend::Postgres => POSTGRES,
+        Backend::Sqlite => SQLITE,
+    }
+}
+
+fn backend(url: &str) -> Result<Backend, RepoError> {
+    Backend::of(url).ok_or_else(|| RepoError::Other(format!("unsupported database URL: {}", redact_url(url))))
+}
+
+/// Applies every pending migration; returns those applied now.
+pub async fn run(url: &str) -> Result<Vec<Migration>, RepoError> {
+    match backend(url)? {
+        Backend::Postgres => run_postgres(url).await,
+        Backend::Sqlite => run_sqlite(url).await,
+    }
+}
+
+/// Every known migration with its state.
+pub async fn status(url: &str) -> Result<Vec<Status>, RepoError> {
+    let backend = backend(url)?;
+    let applied: Vec<(i64, i64)> = match backend {
+        Backend::Postgres => {
+            let client = pg_connect(url).await?;
+            pg_ensure_table(&client).await?;
+            client
+                .query("SELECT version, extract(epoch FROM applied_at)::bigint FROM schema_migrations", &[])
+                .await
+                .map_err(pg_error)?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect()
+        }
+        Backend::Sqlite => {
+            let mut conn = sqlite_connect(url).await?;
+            sqlite_ensure_table(&mut conn).await?;
+            sqlx::query("SELECT version, applied_at FROM schema_migrations")
+                .fetch_all(&mut conn)
+                .await
+                .map_err(super::sqlite::map_error)?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect()
+        }
+    };
+    Ok(migrations(backend)
+        .iter()
+        .map(|m| Status {
+            migration: *m,
+            applied_at: applied.iter().find(|(v, _)| *v == m.version).map(|(_, at)| *at),
+        })
+        .collect())
+}
+
+async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, RepoError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| RepoError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url))))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "migration connection ended");
+        }
+    });
+    Ok(client)
+}
+
+fn pg_error(error: tokio_postgres::Error) -> RepoError {
+    match error.as_db_error() {
+        Some(db) => RepoError::Other(format!("{}: {}", db.code().code(), db.message())),
+        None => RepoError::Unavailable(error.to_string()),
+    }
+}
+
+async fn pg_ensure_table(client: &tokio_postgres::Client) -> Result<(), RepoError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY,
+                name TEXT NOT NULL,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(pg_error)
+}
+
+async fn run_postgres(url: &str) -> Result<Vec<Migration>, RepoError> {
+    let mut client = pg_connect(url).await?;
+    // Held until this session ends or unlocks: a second instance waits here
+    // and then finds nothing left to do.
+    client.execute("SELECT pg_advisory_lock($1)", &[&PG_LOCK_KEY]).await.map_err(pg_error)?;
+    let result = async {
+        pg_ensure_table(&client).await?;
+        let applied: Vec<i64> = client
+            .query("SELECT version FROM schema_migrations", &[])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut done = Vec::new();
+        for migration in POSTGRES.iter().filter(|m| !applied.contains(&m.version)) {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            tx.batch_execute(migration.sql).await.map_err(|e| {
+                RepoError::Other(format!(
+                    "migration {} ({}) failed: {}",
+                    migration.version,
+                    migration.name,
+                    pg_error(e)
+                ))
+            })?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[&migration.version, &migration.name],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)?;
+            tracing::info!(version = migration.version, name = migration.name, "migration applied");
+            done.push(*migration);
+        }
+        Ok(done)
+    }
+    .await;
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&PG_LOCK_KEY]).await;
+    result
+}
+
+async fn sqlite_connect(url: &str) -> Result<sqlx::SqliteConnection, RepoError> {
+    let options = super::sqlite::options(url)?;
+    if let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| RepoError::Other(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    sqlx::SqliteConnection::connect_with(&options).await.map_err(super::sqlite::map_error)
+}
+
+async fn sqlite_ensure_table(conn: &mut sqlx::SqliteConnection) -> Result<(), RepoError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at INTEGER NOT NULL
+        )",
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+    .map_err(super::sqlite::map_error)
+}
+
+async fn run_sqlite(url: &str) -> Result<Vec<Migration>, RepoError> {
+    let mut conn = sqlite_connect(url).await?;
+    sqlite_ensure_table(&mut conn).await?;
+    let mut done = Vec::new();
+    for migration in SQLITE {
+        // BEGIN IMMEDIATE takes the write lock now, so two instances
+        // serialise here and the second sees the first's row.
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.map_err(super::sqlite::map_error)?;
+        let result = async {
+            let applied: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(migration.version)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .map_err(super::sqlite::map_error)?;
+            if applied.is_some() {
+                return Ok(false);
+            }
+            sqlx::raw_sql(migration.sql).execute(&mut conn).await.map_err(|e| {
+                RepoError::Other(format!("migration {} ({}) failed: {e}", migration.version, migration.name))
+            })?;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+                .bind(migration.version)
+                .bind(migration.name)
+                .bind(now)
+                .execute(&mut conn)
+                .await
+                .map_err(super::sqlite::map_error)?;
+            Ok::<_, RepoError>(true)
+        }
+        .await;
+        match result {
+            Ok(applied) => {
+                sqlx::query("COMMIT").execute(&mut conn).await.map_err(super::sqlite::map_error)?;
+                if applied {
+                    tracing::info!(version = migration.version, name = migration.name, "migration applied");
+                    done.push(*migration);
+                }
+            }
+            Err(error) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+                return Err(error);
+            }
+        }
+    }
+    Ok(done)
+}

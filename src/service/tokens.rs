@@ -1,0 +1,124 @@
+//! Access tokens: JWTs signed with the key set's signing key and checked
+//! against the whole set by `kid`, with the algorithm pinned, and `exp`,
+//! `nbf`, `iss` and `aud` required and checked.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::keys::KeySet;
+use crate::domain::{Role, UserId};
+
+/// Clock skew tolerated between servers when checking `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 5;
+
+/// Who a valid token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub user: UserId,
+    pub role: Role,
+}
+
+/// An issued token.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub access_token: String,
+    pub expires_in: Duration,
+}
+
+/// Why a token was refused. Deliberately coarse: clients learn "invalid" or
+/// "expired", logs get the detail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token expired")]
+    Expired,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    role: String,
+    iss: String,
+    aud: String,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+}
+
+/// Issues and checks tokens.
+pub struct TokenService {
+    keys: KeySet,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+    validation: Validation,
+}
+
+impl TokenService {
+    pub fn new(keys: KeySet, issuer: &str, audience: &str, ttl: Duration) -> Self {
+        // The algorithm is pinned: a token that names another one (including
+        // "none") is refused before any key is tried.
+        let mut validation = Validation::new(keys.algorithm);
+        validation.algorithms = vec![keys.algorithm];
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        Self { keys, issuer: issuer.to_owned(), audience: audience.to_owned(), ttl, validation }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.keys.algorithm
+    }
+
+    /// A token for `principal`, valid from now for the configured lifetime.
+    pub fn issue(&self, principal: Principal) -> Result<Token, TokenError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let claims = Claims {
+            sub: principal.user.to_string(),
+            role: principal.role.as_str().to_owned(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            iat: now,
+            nbf: now,
+            exp: now + self.ttl.as_secs(),
+        };
+        let mut header = Header::new(self.keys.algorithm);
+        header.kid = Some(self.keys.signing_kid.clone());
+        let access_token = jsonwebtoken::encode(&header, &claims, &self.keys.signing)
+            .map_err(|e| TokenError::Invalid(format!("signing failed: {e}")))?;
+        Ok(Token { access_token, expires_in: self.ttl })
+    }
+
+    /// Checks a token; the principal it names if it is valid now.
+    pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        if header.alg != self.keys.algorithm {
+            return Err(TokenError::Invalid(format!("algorithm {:?} is not accepted", header.alg)));
+        }
+        let kid = header.kid.ok_or_else(|| TokenError::Invalid("no kid".into()))?;
+        let key = self
+            .keys
+            .verifying
+            .get(&kid)
+            .ok_or_else(|| TokenError::Invalid(format!("unknown kid {kid:?}")))?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid(e.to_string()),
+            })?;
+        let user = data
+            .claims
+            .sub
+            .parse()
+            .map(UserId)
+            .map_err(|_| TokenError::Invalid("sub is not a user id".into()))?;
+        let role =
+            Role::parse(&data.claims.role).ok_or_else(|| TokenError::Invalid("unknown role".into()))?;
+        Ok(Principal { user, role })
+    }
+}
