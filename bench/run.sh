@@ -176,6 +176,23 @@ wait_http() { # url pid logfile: wait (bounded) until the server answers 200
     die "$1 did not answer after $WAIT_TRIES tries"
 }
 
+check_body() { # url expected-body: warn when a server answers something else
+    local got
+    got=$(curl -fsS --max-time 2 "$1" 2>&1) || got="(request failed: $got)"
+    [[ $got == "$2" ]] || log "warning: $1 answered '$got', expected '$2': the comparison is not like for like"
+}
+
+check_bodies() { # addr tests...
+    local addr=$1 test
+    shift
+    for test in "$@"; do
+        case $test in
+        json) check_body "http://$addr/bench/json" '{"message":"Hello, World!"}' ;;
+        plaintext) check_body "http://$addr/bench/plaintext" 'Hello, World!' ;;
+        esac
+    done
+}
+
 stop_server() { # name pid: SIGTERM the server, wait, report its exit status
     local name=$1 pid=$2 i rc=0 kids
     kids=$(proc_tree "$pid" | tail -n +2 | tr '\n' ' ')
@@ -291,6 +308,7 @@ bench_simple() { # name binary-or-command...: one process on SERVER_CPU, ARGS ha
     pid=$!
     STARTED+=("$pid")
     wait_http "http://$addr/bench/plaintext" "$pid" "$logf"
+    check_bodies "$addr" "${TESTS_ALL[@]}"
     local pids test
     mapfile -t pids < <(proc_tree "$pid")
     STARTED+=("${pids[@]:1}")
@@ -324,6 +342,7 @@ bench_drover() { # name cpu-or-empty wrk-cpu-or-empty threads conns [--workers N
     [[ -n $addr ]] || { server_log_tail "$logf"; die "$name wrote no usable ready file ($ready) after $WAIT_TRIES tries (SKIP_DROVER=1 skips drover)"; }
     addr=${addr/0.0.0.0/127.0.0.1}
     wait_http "http://$addr/bench/plaintext" "$pid" "$logf"
+    check_bodies "$addr" "${TESTS_ALL[@]}"
     local pids test
     mapfile -t pids < <(proc_tree "$pid") # supervisor, then its workers
     STARTED+=("${pids[@]:1}")
@@ -347,6 +366,7 @@ bench_nginx() {
     pid=$!
     STARTED+=("$pid")
     wait_http "http://$addr/bench/plaintext" "$pid" "$logf"
+    check_bodies "$addr" "${TESTS_PLAIN[@]}"
     local pids test
     mapfile -t pids < <(proc_tree "$pid") # master, then the worker
     STARTED+=("${pids[@]:1}")

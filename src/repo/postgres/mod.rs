@@ -58,7 +58,7 @@ pub(crate) struct SharedClient {
 /// A client to run a query on: a shared one, or a pool checkout.
 pub(crate) enum ClientRef {
     Shared(Rc<SharedClient>),
-    Pooled(deadpool_postgres::Object),
+    Pooled(Box<deadpool_postgres::Object>),
 }
 
 impl Deref for ClientRef {
@@ -136,7 +136,7 @@ impl PgDatabase {
     pub(crate) async fn client(&self) -> Result<ClientRef, RepoError> {
         if !self.pipelining {
             return match tokio::time::timeout(self.query_timeout, self.pool.get()).await {
-                Ok(Ok(object)) => Ok(ClientRef::Pooled(object)),
+                Ok(Ok(object)) => Ok(ClientRef::Pooled(Box::new(object))),
                 Ok(Err(e)) => Err(RepoError::Unavailable(format!("pool: {e}"))),
                 Err(_) => Err(RepoError::Unavailable("pool checkout timed out".into())),
             };
