@@ -4,6 +4,8 @@
 
 mod cluster;
 mod config;
+mod db;
 mod helpers;
 mod http2;
 mod limits;
+mod repo;

@@ -209,29 +209,35 @@ async fn maintain(index: usize, slot: Slot, config: tokio_postgres::Config, conn
         match config.connect(NoTls).await {
             Ok((client, connection)) => {
                 let shared = Rc::new(SharedClient { client, statements: RefCell::new(HashMap::new()) });
-                // Prepare the hot statements now, so the first requests
-                // after a (re)connect do not each pay a round trip.
-                if let Err(error) = users::prepare(&shared.client, &shared.statements).await {
-                    warn!(client = index, %error, "cannot prepare statements; reconnecting");
-                } else {
-                    if failures > 0 {
-                        info!(client = index, after_failures = failures, "reconnected to PostgreSQL");
-                    }
-                    failures = 0;
-                    delay = RECONNECT_MIN;
-                    *slot.borrow_mut() = Some(shared.clone());
-                    connected.notify_waiters();
-                }
-                // Drive the connection; it resolves when the socket closes.
-                // The maintenance task owns it while the slot is filled.
+                // The connection future does the socket I/O, so it must be
+                // driven while the statements are prepared.
                 let mut connection = std::pin::pin!(connection);
-                let result = connection.as_mut().await;
-                slot.borrow_mut().take();
-                drop(shared);
-                match result {
-                    Ok(()) => warn!(client = index, "PostgreSQL connection closed; reconnecting"),
+                let prepared = tokio::select! {
+                    result = users::prepare(&shared.client, &shared.statements) => result.map_err(|e| e.to_string()),
+                    ended = connection.as_mut() => Err(format!("connection closed while preparing: {ended:?}")),
+                };
+                match prepared {
+                    Ok(()) => {
+                        if failures > 0 {
+                            info!(client = index, after_failures = failures, "reconnected to PostgreSQL");
+                        }
+                        failures = 0;
+                        delay = RECONNECT_MIN;
+                        *slot.borrow_mut() = Some(shared.clone());
+                        connected.notify_waiters();
+                        // Drive the connection until the socket closes.
+                        let result = connection.as_mut().await;
+                        slot.borrow_mut().take();
+                        match result {
+                            Ok(()) => warn!(client = index, "PostgreSQL connection closed; reconnecting"),
+                            Err(error) => {
+                                warn!(client = index, %error, "PostgreSQL connection lost; reconnecting")
+                            }
+                        }
+                    }
                     Err(error) => {
-                        warn!(client = index, %error, "PostgreSQL connection lost; reconnecting")
+                        failures += 1;
+                        warn!(client = index, %error, "cannot prepare statements; reconnecting");
                     }
                 }
             }

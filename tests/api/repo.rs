@@ -1,0 +1,155 @@
+//! One repository test suite, run against SQLite and against the real
+//! PostgreSQL (a fresh database per test).
+
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use drover::domain::{NewUser, Role, UserEmail, UserField, UserFields, UserId, UserName, UserPatch};
+use drover::repo::{migrate, Database, DbSettings, RepoError, UserRepo};
+
+use crate::db::PgDatabase;
+use crate::helpers::TempDir;
+
+fn settings(url: String) -> DbSettings {
+    DbSettings {
+        url,
+        pg_clients: 2,
+        pg_pool_size: 2,
+        pg_pipelining: true,
+        sqlite_pool_size: 2,
+        connect_timeout: Duration::from_secs(5),
+        query_timeout: Duration::from_secs(10),
+    }
+}
+
+async fn with_database<F, Fut>(url: String, test: F)
+where
+    F: FnOnce(Rc<dyn UserRepo>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    migrate::run(&url).await.expect("migrations apply");
+    // Applying twice is a no-op.
+    assert!(migrate::run(&url).await.unwrap().is_empty());
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let db = Database::connect(&settings(url)).await.expect("database connects");
+            db.ping().await.expect("ping");
+            test(db.users.clone()).await;
+        })
+        .await;
+}
+
+pub async fn on_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Rc<dyn UserRepo>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = TempDir::new("sqlite");
+    with_database(format!("sqlite://{}", dir.path().join("t.db").display()), test).await;
+}
+
+pub async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Rc<dyn UserRepo>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(db) = PgDatabase::create().await else { return };
+    with_database(db.url.clone(), test).await;
+}
+
+/// Generates one test per backend for each suite function.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::on_sqlite(super::$name).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::on_postgres(super::$name).await })*
+        }
+    };
+}
+
+on_both_backends!(
+    created_users_read_back_whole_and_sparse,
+    duplicate_emails_conflict,
+    credentials_are_found_by_normalised_email,
+    updates_apply_and_conflict,
+    unknown_ids_are_none,
+);
+
+fn new_user(email: &str, name: &str) -> NewUser {
+    NewUser {
+        email: UserEmail::parse(email).unwrap(),
+        name: UserName::parse(name).unwrap(),
+        role: Role::User,
+        password_hash: format!("hash-of-{email}"),
+    }
+}
+
+async fn created_users_read_back_whole_and_sparse(repo: Rc<dyn UserRepo>) {
+    let user = repo.create(&new_user("ada@example.com", "Ada")).await.unwrap();
+    assert_eq!(user.email.as_str(), "ada@example.com");
+    assert_eq!(user.role, Role::User);
+    let whole = repo.find(user.id, UserFields::ALL).await.unwrap().unwrap();
+    assert_eq!(whole.id, Some(user.id));
+    assert_eq!(whole.name.as_ref().map(UserName::as_str), Some("Ada"));
+    let created = whole.created_at.unwrap();
+    let drift = created.duration_since(user.created_at).unwrap_or_else(|e| e.duration());
+    assert!(drift < Duration::from_millis(1), "timestamps round-trip: {drift:?}");
+
+    let sparse = UserFields::empty().with(UserField::Id).with(UserField::Name);
+    let view = repo.find(user.id, sparse).await.unwrap().unwrap();
+    assert_eq!(view.id, Some(user.id));
+    assert!(view.name.is_some());
+    assert!(view.email.is_none() && view.role.is_none() && view.created_at.is_none(), "{view:?}");
+
+    let second = repo.create(&new_user("bob@example.com", "Bob")).await.unwrap();
+    assert_ne!(second.id, user.id);
+}
+
+async fn duplicate_emails_conflict(repo: Rc<dyn UserRepo>) {
+    repo.create(&new_user("ada@example.com", "Ada")).await.unwrap();
+    match repo.create(&new_user("ADA@example.com", "Other Ada")).await {
+        Err(RepoError::Conflict(field)) => assert_eq!(field, "email"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+async fn credentials_are_found_by_normalised_email(repo: Rc<dyn UserRepo>) {
+    let mut admin = new_user("root@example.com", "Root");
+    admin.role = Role::Admin;
+    let user = repo.create(&admin).await.unwrap();
+    let credentials =
+        repo.credentials(&UserEmail::parse(" Root@Example.com ").unwrap()).await.unwrap().unwrap();
+    assert_eq!(credentials.id, user.id);
+    assert_eq!(credentials.role, Role::Admin);
+    assert_eq!(credentials.password_hash, "hash-of-root@example.com");
+    assert!(repo.credentials(&UserEmail::parse("nobody@example.com").unwrap()).await.unwrap().is_none());
+}
+
+async fn updates_apply_and_conflict(repo: Rc<dyn UserRepo>) {
+    let ada = repo.create(&new_user("ada@example.com", "Ada")).await.unwrap();
+    repo.create(&new_user("bob@example.com", "Bob")).await.unwrap();
+    let patch = UserPatch { name: Some(UserName::parse("Ada Lovelace").unwrap()), ..UserPatch::default() };
+    let updated = repo.update(ada.id, &patch).await.unwrap().unwrap();
+    assert_eq!(updated.name.as_str(), "Ada Lovelace");
+    assert_eq!(updated.email, ada.email, "unpatched fields are kept");
+    assert!(updated.updated_at >= ada.updated_at);
+
+    let patch = UserPatch { password_hash: Some("new-hash".into()), ..UserPatch::default() };
+    repo.update(ada.id, &patch).await.unwrap().unwrap();
+    let credentials = repo.credentials(&ada.email).await.unwrap().unwrap();
+    assert_eq!(credentials.password_hash, "new-hash");
+
+    let taken =
+        UserPatch { email: Some(UserEmail::parse("bob@example.com").unwrap()), ..UserPatch::default() };
+    assert!(matches!(repo.update(ada.id, &taken).await, Err(RepoError::Conflict("email"))));
+}
+
+async fn unknown_ids_are_none(repo: Rc<dyn UserRepo>) {
+    assert!(repo.find(UserId(987_654), UserFields::ALL).await.unwrap().is_none());
+    let patch = UserPatch { name: Some(UserName::parse("Nobody").unwrap()), ..UserPatch::default() };
+    assert!(repo.update(UserId(987_654), &patch).await.unwrap().is_none());
+}
