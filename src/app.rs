@@ -39,7 +39,7 @@ impl Services {
             &config.auth.audience,
             config.auth.token_ttl,
         ));
-        let passwords = Passwords::new(blocking).await?;
+        let passwords = Passwords::new(blocking);
         let users = UserService::new(db.users.clone(), passwords.clone());
         let auth = AuthService::new(db.users.clone(), passwords, tokens);
         Ok(Self { db, users, auth })

@@ -28,9 +28,19 @@ where
     let bytes = body(request, limit).await?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let issue = e.inner().to_string();
         let path = e.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
-        ApiError::Invalid { details: vec![ErrorDetail { field, issue: e.inner().to_string() }] }
+        // serde reports a missing field at its parent; name the field.
+        let missing =
+            issue.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(f, _)| f);
+        let field = match (missing, path.as_str()) {
+            // "." is the root; "?" means the syntax broke before any field.
+            (Some(field), "." | "?") => field.to_owned(),
+            (Some(field), parent) => format!("{parent}.{field}"),
+            (None, "." | "?") => "body".to_owned(),
+            (None, _) => path,
+        };
+        ApiError::Invalid { details: vec![ErrorDetail { field, issue }] }
     })?;
     value.validate().map_err(|report| ApiError::Invalid {
         details: report

@@ -2,10 +2,13 @@
 //! hash costs tens of milliseconds of CPU, which on the event loop would
 //! stall every other request of the worker.
 
-use argon2::password_hash::rand_core::OsRng;
+use std::rc::Rc;
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use drover_worker::BlockingPool;
+use tokio::sync::OnceCell;
 
 use super::ServiceError;
 use crate::domain::Password;
@@ -17,16 +20,27 @@ pub struct Passwords {
     /// A real hash of a random password, checked when the email is
     /// unknown, so that "no such user" costs the same time as "wrong
     /// password" and the answer time does not reveal which emails exist.
-    decoy: String,
+    /// Made at the first login, not at start-up: hashing allocates argon2's
+    /// 19 MiB, which would stay in an idle worker's RSS.
+    decoy: Rc<OnceCell<String>>,
 }
 
 impl Passwords {
-    pub async fn new(pool: BlockingPool) -> Result<Self, ServiceError> {
-        let decoy = pool
-            .run(|| hash(&format!("decoy-{:x}", std::process::id())))
-            .await
-            .map_err(|_| ServiceError::Busy)??;
-        Ok(Self { pool, decoy })
+    pub fn new(pool: BlockingPool) -> Self {
+        Self { pool, decoy: Rc::new(OnceCell::new()) }
+    }
+
+    async fn decoy(&self) -> Result<String, ServiceError> {
+        let decoy = self
+            .decoy
+            .get_or_try_init(|| async {
+                let mut random = [0u8; 16];
+                OsRng.fill_bytes(&mut random);
+                let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
+                self.pool.run(move || hash(&secret)).await.map_err(|_| ServiceError::Busy)?
+            })
+            .await?;
+        Ok(decoy.clone())
     }
 
     /// An argon2id PHC string for `password`.
@@ -39,7 +53,10 @@ impl Passwords {
     /// no stored hash (and then answers false).
     pub async fn verify(&self, password: &Password, stored: Option<String>) -> Result<bool, ServiceError> {
         let known = stored.is_some();
-        let stored = stored.unwrap_or_else(|| self.decoy.clone());
+        let stored = match stored {
+            Some(stored) => stored,
+            None => self.decoy().await?,
+        };
         let password = password.expose().to_owned();
         let matches = self
             .pool

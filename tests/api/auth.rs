@@ -1,0 +1,401 @@
+//! Users and authentication through the real binary: registration, login,
+//! every token check, visibility of other users, sparse fieldsets and the
+//! validation errors.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::db::PgDatabase;
+use crate::helpers::{Conn, Drover, Options, Response};
+
+/// Sends one request with optional bearer token and JSON body.
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Response {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: test\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("authorization: Bearer {token}\r\n"));
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    if !body.is_empty() {
+        head.push_str(&format!("content-type: application/json\r\ncontent-length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    let mut conn = Conn::connect(addr).await.unwrap();
+    conn.send(head.as_bytes()).await.unwrap();
+    conn.read_response().await.unwrap()
+}
+
+pub async fn register(addr: SocketAddr, email: &str, password: &str, name: &str) -> Response {
+    call(
+        addr,
+        "POST",
+        "/v1/auth/register",
+        None,
+        Some(&json!({"email": email, "password": password, "name": name})),
+    )
+    .await
+}
+
+pub async fn login(addr: SocketAddr, email: &str, password: &str) -> Response {
+    call(addr, "POST", "/v1/auth/login", None, Some(&json!({"email": email, "password": password}))).await
+}
+
+pub async fn token_for(addr: SocketAddr, email: &str, password: &str) -> String {
+    let response = login(addr, email, password).await;
+    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    response.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+fn assert_error(response: &Response, status: u16, code: &str) -> Value {
+    let body = response.json();
+    assert_eq!(response.status, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    body
+}
+
+/// The fields a 400 names.
+fn fields_named(response: &Response) -> Vec<String> {
+    assert_eq!(response.status, 400, "{}", String::from_utf8_lossy(&response.body));
+    response.json()["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Registration, login, reading and updating yourself: the same story on
+/// either backend.
+async fn user_story(addr: SocketAddr) {
+    let created = register(addr, "  Ada@Example.COM ", "correct horse", "Ada").await;
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    let user = created.json();
+    assert_eq!(user["email"], "ada@example.com");
+    assert_eq!(user["role"], "user");
+    assert!(user.get("password").is_none() && user.get("password_hash").is_none(), "{user}");
+    let id = user["id"].as_i64().unwrap();
+    assert_eq!(created.header("location"), Some(format!("/v1/users/{id}").as_str()));
+
+    let duplicate = register(addr, "ADA@example.com", "another horse", "Ada 2").await;
+    let body = assert_error(&duplicate, 409, "conflict");
+    assert_eq!(body["error"]["details"][0]["field"], "email");
+
+    let token_response = login(addr, "ada@example.com", "correct horse").await;
+    assert_eq!(token_response.status, 200);
+    let token = token_response.json();
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(token["expires_in"], 900);
+    let token = token["access_token"].as_str().unwrap().to_owned();
+
+    let me = call(addr, "GET", "/v1/users/me", Some(&token), None).await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.json()["id"], id);
+
+    let sparse = call(addr, "GET", &format!("/v1/users/{id}?fields=id,name"), Some(&token), None).await;
+    assert_eq!(sparse.json(), json!({"id": id, "name": "Ada"}));
+
+    let patched =
+        call(addr, "PATCH", "/v1/users/me", Some(&token), Some(&json!({"name": "Ada Lovelace"}))).await;
+    assert_eq!(patched.status, 200);
+    assert_eq!(patched.json()["name"], "Ada Lovelace");
+    let new_password =
+        call(addr, "PATCH", "/v1/users/me", Some(&token), Some(&json!({"password": "battery staple"}))).await;
+    assert_eq!(new_password.status, 200);
+    assert_error(&login(addr, "ada@example.com", "correct horse").await, 401, "invalid_credentials");
+    token_for(addr, "ada@example.com", "battery staple").await;
+
+    let ready = call(addr, "GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_story_on_sqlite() {
+    let drover = Drover::start(2);
+    user_story(drover.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_story_on_postgres() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let drover = Drover::start_with(Options {
+        workers: 2,
+        args: vec!["--database-url", &db.url],
+        ..Options::default()
+    });
+    user_story(drover.addr).await;
+    let migrated = drover.log();
+    assert!(migrated.contains("migration applied"), "the supervisor migrated the fresh database: {migrated}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_unknown_email_get_the_same_answer() {
+    let drover = Drover::start(1);
+    assert_eq!(register(drover.addr, "ada@example.com", "correct horse", "Ada").await.status, 201);
+    let wrong = login(drover.addr, "ada@example.com", "wrong horse").await;
+    let unknown = login(drover.addr, "nobody@example.com", "correct horse").await;
+    let malformed = login(drover.addr, "not an email", "x").await;
+    assert_error(&wrong, 401, "invalid_credentials");
+    assert_eq!(wrong.body, unknown.body);
+    assert_eq!(wrong.body, malformed.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_validation_error_names_its_field() {
+    let drover = Drover::start(1);
+    let addr = drover.addr;
+    let post = |body: Value| async move { call(addr, "POST", "/v1/auth/register", None, Some(&body)).await };
+
+    let all_bad = post(json!({"email": "not-an-email", "password": "short", "name": ""})).await;
+    let mut fields = fields_named(&all_bad);
+    fields.sort();
+    assert_eq!(fields, ["email", "name", "password"]);
+    assert_eq!(
+        fields_named(&post(json!({"email": "a@b.io", "password": "x".repeat(129), "name": "A"})).await),
+        ["password"]
+    );
+    assert_eq!(
+        fields_named(
+            &post(json!({"email": "a@b.io", "password": "long enough", "name": "A".repeat(101)})).await
+        ),
+        ["name"]
+    );
+    assert_eq!(fields_named(&post(json!({"email": "a@b.io", "password": "long enough"})).await), ["name"]);
+    assert_eq!(
+        fields_named(
+            &post(json!({"email": "a@b.io", "password": "long enough", "name": "A", "role": "admin"})).await
+        ),
+        ["role"],
+        "unknown fields (such as a self-granted role) are refused"
+    );
+    assert_eq!(
+        fields_named(&post(json!({"email": 5, "password": "long enough", "name": "A"})).await),
+        ["email"]
+    );
+
+    // Not JSON at all, or not declared as JSON.
+    let mut conn = Conn::connect(addr).await.unwrap();
+    conn.send(b"POST /v1/auth/register HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 5\r\n\r\n{nope")
+        .await
+        .unwrap();
+    assert_eq!(fields_named(&conn.read_response().await.unwrap()), ["body"]);
+    let mut conn = Conn::connect(addr).await.unwrap();
+    conn.send(b"POST /v1/auth/register HTTP/1.1\r\nhost: t\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    assert_error(&conn.read_response().await.unwrap(), 415, "unsupported_media_type");
+
+    // A chunked body past max_body_bytes (1 MiB) is cut off with 413.
+    let mut conn = Conn::connect(addr).await.unwrap();
+    conn.send(b"POST /v1/auth/register HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "a".repeat(64 * 1024));
+    for _ in 0..20 {
+        if conn.send(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    assert_error(&conn.read_response().await.unwrap(), 413, "body_too_large");
+
+    // Query and path parameters.
+    assert_eq!(register(addr, "ada@example.com", "correct horse", "Ada").await.status, 201);
+    let token = token_for(addr, "ada@example.com", "correct horse").await;
+    let unknown_field = call(addr, "GET", "/v1/users/me?fields=id,password_hash", Some(&token), None).await;
+    assert_eq!(fields_named(&unknown_field), ["fields"]);
+    assert!(unknown_field.json()["error"]["details"][0]["issue"].as_str().unwrap().contains("password_hash"));
+    assert_eq!(fields_named(&call(addr, "GET", "/v1/users/abc", Some(&token), None).await), ["id"]);
+    assert_eq!(
+        fields_named(&call(addr, "PATCH", "/v1/users/me", Some(&token), Some(&json!({}))).await),
+        ["body"]
+    );
+    assert_eq!(
+        fields_named(
+            &call(addr, "PATCH", "/v1/users/me", Some(&token), Some(&json!({"email": "nope"}))).await
+        ),
+        ["email"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_see_only_themselves_and_admins_see_everyone() {
+    let drover = Drover::start(2);
+    let addr = drover.addr;
+    let ada = register(addr, "ada@example.com", "correct horse", "Ada").await.json()["id"].as_i64().unwrap();
+    let bob = register(addr, "bob@example.com", "correct horse", "Bob").await.json()["id"].as_i64().unwrap();
+    let ada_token = token_for(addr, "ada@example.com", "correct horse").await;
+    assert_eq!(call(addr, "GET", &format!("/v1/users/{ada}"), Some(&ada_token), None).await.status, 200);
+    assert_error(
+        &call(addr, "GET", &format!("/v1/users/{bob}"), Some(&ada_token), None).await,
+        404,
+        "not_found",
+    );
+    assert_error(&call(addr, "GET", "/v1/users/999999", Some(&ada_token), None).await, 404, "not_found");
+
+    // The first admin comes from the CLI, through the same service.
+    let mut create = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args([
+            "user",
+            "create",
+            "--email",
+            "root@example.com",
+            "--name",
+            "Root",
+            "--admin",
+            "--password-stdin",
+        ])
+        .arg("--data-dir")
+        .arg(drover.dir.path().join("data"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    create.stdin.take().unwrap().write_all(b"root password\n").unwrap();
+    let output = create.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(created["role"], "admin");
+
+    let root_token = token_for(addr, "root@example.com", "root password").await;
+    let seen = call(addr, "GET", &format!("/v1/users/{bob}?fields=email"), Some(&root_token), None).await;
+    assert_eq!(seen.json(), json!({"email": "bob@example.com"}));
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    role: &'a str,
+    iss: &'a str,
+    aud: &'a str,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn claims(sub: &str) -> Claims<'_> {
+    Claims { sub, role: "user", iss: "drover", aud: "drover", iat: now(), nbf: now(), exp: now() + 600 }
+}
+
+fn hs256(kid: Option<&str>, secret: &[u8], claims: &Claims<'_>) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).unwrap()
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked_strictly_and_keys_rotate() {
+    let old_secret = b"an old secret that is long enough to sign with";
+    let new_secret = b"a new secret that is long enough to sign with!!";
+    let keys = crate::helpers::TempDir::new("keys");
+    let (old, new) = (keys.path().join("k1.secret"), keys.path().join("k2.secret"));
+    std::fs::write(&old, old_secret).unwrap();
+    std::fs::write(&new, new_secret).unwrap();
+    let key_files = format!("[\"{}\", \"{}\"]", new.display(), old.display());
+    let drover = Drover::start_with(Options {
+        workers: 1,
+        env: vec![("DROVER_AUTH__ALGORITHM", "HS256"), ("DROVER_AUTH__KEY_FILES", &key_files)],
+        ..Options::default()
+    });
+    let addr = drover.addr;
+    let id = register(addr, "ada@example.com", "correct horse", "Ada").await.json()["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let me = |token: String| async move { call(addr, "GET", "/v1/users/me", Some(&token), None).await };
+
+    // The server's own token names the newest key.
+    let issued = token_for(addr, "ada@example.com", "correct horse").await;
+    let header = jsonwebtoken::decode_header(&issued).unwrap();
+    assert_eq!(header.kid.as_deref(), Some("k2"));
+    assert_eq!(header.alg, Algorithm::HS256);
+    assert_eq!(me(issued).await.status, 200);
+
+    // A token signed by the previous key still works after rotation.
+    assert_eq!(me(hs256(Some("k1"), old_secret, &claims(&id))).await.status, 200);
+
+    let refused = |response: Response| {
+        assert_error(&response, 401, "invalid_token");
+        assert!(response.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")));
+    };
+    // Wrong signature: the right kid, another secret.
+    refused(me(hs256(Some("k2"), b"some other secret that is long enough....", &claims(&id))).await);
+    // Unknown or missing kid.
+    refused(me(hs256(Some("k9"), new_secret, &claims(&id))).await);
+    refused(me(hs256(None, new_secret, &claims(&id))).await);
+    // Expired, and not yet valid (beyond the few seconds of leeway).
+    let expired = Claims { exp: now() - 3600, iat: now() - 7200, nbf: now() - 7200, ..claims(&id) };
+    let response = me(hs256(Some("k2"), new_secret, &expired)).await;
+    refused(response.clone());
+    assert!(response.json()["error"]["message"].as_str().unwrap().contains("expired"));
+    refused(me(hs256(Some("k2"), new_secret, &Claims { nbf: now() + 3600, ..claims(&id) })).await);
+    // Wrong audience, wrong issuer.
+    refused(me(hs256(Some("k2"), new_secret, &Claims { aud: "someone-else", ..claims(&id) })).await);
+    refused(me(hs256(Some("k2"), new_secret, &Claims { iss: "someone-else", ..claims(&id) })).await);
+    // alg: none, unsigned.
+    let none_header = base64url(br#"{"alg":"none","typ":"JWT","kid":"k2"}"#);
+    let payload = base64url(serde_json::to_string(&claims(&id)).unwrap().as_bytes());
+    refused(me(format!("{none_header}.{payload}.")).await);
+    // Wrong algorithm: HS512 with the right secret is still refused (pinned).
+    let mut header = Header::new(Algorithm::HS512);
+    header.kid = Some("k2".into());
+    refused(
+        me(jsonwebtoken::encode(&header, &claims(&id), &EncodingKey::from_secret(new_secret)).unwrap()).await,
+    );
+    // Garbage, and no token at all.
+    refused(me("not.a.token".into()).await);
+    let missing = call(addr, "GET", "/v1/users/me", None, None).await;
+    assert_error(&missing, 401, "unauthenticated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eddsa_tokens_refuse_algorithm_confusion() {
+    // The default: EdDSA with a development key generated into the data dir.
+    let drover = Drover::start(1);
+    let addr = drover.addr;
+    let id = register(addr, "ada@example.com", "correct horse", "Ada").await.json()["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let token = token_for(addr, "ada@example.com", "correct horse").await;
+    assert_eq!(jsonwebtoken::decode_header(&token).unwrap().alg, Algorithm::EdDSA);
+    assert_eq!(call(addr, "GET", "/v1/users/me", Some(&token), None).await.status, 200);
+    let key_file = drover.dir.path().join("data").join("jwt-dev-eddsa.pem");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the development key is private");
+    assert!(drover.log().contains("development key"), "a warning says it is for development");
+
+    // HS256 "signed" with the key file's bytes as the HMAC secret: the
+    // classic confusion attack, refused because the algorithm is pinned.
+    let secret = std::fs::read(&key_file).unwrap();
+    let forged = hs256(Some("dev"), &secret, &claims(&id));
+    assert_error(&call(addr, "GET", "/v1/users/me", Some(&forged), None).await, 401, "invalid_token");
+}
