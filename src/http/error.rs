@@ -166,7 +166,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::BadCredentials => ApiError::BadCredentials,
             ServiceError::Busy => ApiError::Busy,
             ServiceError::Unavailable(why) => {
-                tracing::warn!(%why, "dependency unavailable; answering 503");
+                // Debug, not warn: during an outage every request lands here,
+                // and the outage itself is logged once where it is noticed.
+                tracing::debug!(%why, "dependency unavailable; answering 503");
                 ApiError::Unavailable
             }
             ServiceError::Internal(why) => ApiError::internal(why),

@@ -154,18 +154,23 @@ impl PrivateCluster {
             .spawn()
             .unwrap();
         self.server = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Callers are async tests; a runtime of our own must live (and be
+        // dropped) on a thread of its own.
         let url = self.url();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        loop {
-            let ok =
-                std::thread::scope(|s| s.spawn(|| runtime.block_on(connect(&url)).is_ok()).join().unwrap());
-            if ok {
-                return;
+        let up = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if runtime.block_on(connect(&url)).is_ok() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            assert!(Instant::now() < deadline, "private PostgreSQL did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            false
+        })
+        .join()
+        .unwrap();
+        assert!(up, "private PostgreSQL did not start");
     }
 
     /// Stops the server (fast shutdown: connections are closed) and waits.

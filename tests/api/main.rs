@@ -9,4 +9,5 @@ mod db;
 mod helpers;
 mod http2;
 mod limits;
+mod outage;
 mod repo;

@@ -205,6 +205,9 @@ impl PgDatabase {
 async fn maintain(index: usize, slot: Slot, config: tokio_postgres::Config, connected: Rc<Notify>) {
     let mut delay = RECONNECT_MIN;
     let mut failures = 0u32;
+    // Set once a connection has been up, so the next success is logged as
+    // the recovery it is.
+    let mut lost = false;
     loop {
         match config.connect(NoTls).await {
             Ok((client, connection)) => {
@@ -218,9 +221,10 @@ async fn maintain(index: usize, slot: Slot, config: tokio_postgres::Config, conn
                 };
                 match prepared {
                     Ok(()) => {
-                        if failures > 0 {
-                            info!(client = index, after_failures = failures, "reconnected to PostgreSQL");
+                        if lost || failures > 0 {
+                            info!(client = index, failed_attempts = failures, "reconnected to PostgreSQL");
                         }
+                        lost = true;
                         failures = 0;
                         delay = RECONNECT_MIN;
                         *slot.borrow_mut() = Some(shared.clone());
@@ -246,12 +250,20 @@ async fn maintain(index: usize, slot: Slot, config: tokio_postgres::Config, conn
                 // Once per streak at warn, then quietly: an outage must not
                 // flood the log.
                 if failures == 1 {
-                    warn!(client = index, %error, "cannot connect to PostgreSQL; retrying with backoff");
+                    warn!(client = index, error = %describe(&error), "cannot connect to PostgreSQL; retrying with backoff");
                 }
             }
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(RECONNECT_MAX);
+    }
+}
+
+/// The driver's message plus the server's, which its `Display` leaves out.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
     }
 }
 
