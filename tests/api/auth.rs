@@ -319,10 +319,17 @@ async fn tokens_are_checked_strictly_and_keys_rotate() {
     let (old, new) = (keys.path().join("k1.secret"), keys.path().join("k2.secret"));
     std::fs::write(&old, old_secret).unwrap();
     std::fs::write(&new, new_secret).unwrap();
-    let key_files = format!("[\"{}\", \"{}\"]", new.display(), old.display());
+    // The old key comes through systemd's credentials directory.
+    let key_files =
+        format!("[\"{}\", \"credential:{}\"]", new.display(), old.file_name().unwrap().to_str().unwrap());
+    let credentials = keys.path().to_str().unwrap().to_owned();
     let drover = Drover::start_with(Options {
         workers: 1,
-        env: vec![("DROVER_AUTH__ALGORITHM", "HS256"), ("DROVER_AUTH__KEY_FILES", &key_files)],
+        env: vec![
+            ("DROVER_AUTH__ALGORITHM", "HS256"),
+            ("DROVER_AUTH__KEY_FILES", &key_files),
+            ("CREDENTIALS_DIRECTORY", &credentials),
+        ],
         ..Options::default()
     });
     let addr = drover.addr;

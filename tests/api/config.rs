@@ -60,3 +60,59 @@ fn config_check_prints_the_effective_configuration() {
     assert_eq!(effective["server"]["workers"].as_integer(), Some(3));
     assert_eq!(effective["http"]["max_headers"].as_integer(), Some(50));
 }
+
+#[test]
+fn migrate_applies_then_reports_status() {
+    let dir = TempDir::new("migrate-cli");
+    let data = dir.path().to_str().unwrap();
+    let status = drover(&["migrate", "--status", "--data-dir", data], &[]);
+    assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("pending"));
+    let applied = drover(&["migrate", "--data-dir", data], &[]);
+    assert_eq!(applied.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&applied.stdout).contains("applied 1 (users)"));
+    let again = drover(&["migrate", "--data-dir", data], &[]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
+    let status = drover(&["migrate", "--status", "--data-dir", data], &[]);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(text.contains("users") && text.contains("applied 20"), "{text}");
+    // An unreachable PostgreSQL is reported with EX_UNAVAILABLE (69).
+    let down = drover(&["migrate", "--database-url", "postgres://root@127.0.0.1:1/none"], &[]);
+    assert_eq!(down.status.code(), Some(69), "{}", String::from_utf8_lossy(&down.stderr));
+}
+
+#[test]
+fn secrets_are_redacted_and_bad_keys_name_their_setting() {
+    let output = drover(
+        &["config", "check", "--database-url", "postgres://app:hunter2@db.internal/app"],
+        &[
+            ("DROVER_AUTH__KEY", "a-very-secret-value-that-is-long-enough!!"),
+            ("DROVER_AUTH__ALGORITHM", "HS256"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(!text.contains("hunter2") && !text.contains("a-very-secret"), "{text}");
+    assert!(text.contains("postgres://app:<redacted>@db.internal/app"), "{text}");
+
+    // A key file that does not exist, or too short a secret, stops `serve`
+    // with exit 64 naming the setting.
+    let dir = TempDir::new("keys-cli");
+    let data = dir.path().to_str().unwrap();
+    assert_usage_error(
+        &drover(&["serve", "--data-dir", data], &[("DROVER_AUTH__KEY_FILES", "[\"/nonexistent/k1.pem\"]")]),
+        "auth.key_files",
+    );
+    assert_usage_error(
+        &drover(
+            &["serve", "--data-dir", data],
+            &[("DROVER_AUTH__ALGORITHM", "HS256"), ("DROVER_AUTH__KEY", "short")],
+        ),
+        "auth.key",
+    );
+    assert_usage_error(
+        &drover(&["serve", "--data-dir", data], &[("DROVER_AUTH__ALGORITHM", "RS256")]),
+        "auth.algorithm",
+    );
+    assert_usage_error(&drover(&["serve", "--database-url", "mysql://x"], &[]), "database.url");
+}

@@ -153,3 +153,26 @@ async fn unknown_ids_are_none(repo: Rc<dyn UserRepo>) {
     let patch = UserPatch { name: Some(UserName::parse("Nobody").unwrap()), ..UserPatch::default() };
     assert!(repo.update(UserId(987_654), &patch).await.unwrap().is_none());
 }
+
+/// Four instances migrating one fresh database at once: all succeed, each
+/// migration is applied exactly once.
+async fn migrate_concurrently(url: String) {
+    let (a, b, c, d) =
+        tokio::join!(migrate::run(&url), migrate::run(&url), migrate::run(&url), migrate::run(&url));
+    let applied: usize = [a, b, c, d].into_iter().map(|r| r.expect("every instance succeeds").len()).sum();
+    assert_eq!(applied, 1, "the users migration is applied by exactly one instance");
+    let status = migrate::status(&url).await.unwrap();
+    assert!(status.iter().all(|s| s.applied_at.is_some()), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_do_not_race_on_sqlite() {
+    let dir = TempDir::new("migrate");
+    migrate_concurrently(format!("sqlite://{}", dir.path().join("m.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_do_not_race_on_postgres() {
+    let Some(db) = PgDatabase::create().await else { return };
+    migrate_concurrently(db.url.clone()).await;
+}
