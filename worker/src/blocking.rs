@@ -9,6 +9,24 @@ use std::rc::Rc;
 
 use tokio::sync::Semaphore;
 
+/// Nice value of blocking-pool threads. On Linux a thread's nice value is
+/// its own; at 10 a busy hashing thread gets about a tenth of the CPU share
+/// of the event loop when both want the same core, so a storm of expensive
+/// requests slows itself, not every other request of the worker.
+pub const BLOCKING_THREAD_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to
+/// [`BLOCKING_THREAD_NICE`]. Called as each blocking-pool thread starts.
+#[allow(unsafe_code)]
+pub(crate) fn lower_thread_priority() {
+    // SAFETY: setpriority(2) has no memory-safety preconditions. With
+    // PRIO_PROCESS and who = 0 Linux applies it to the calling thread only.
+    // Failure (for example a seccomp filter) just leaves the priority as is.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, BLOCKING_THREAD_NICE);
+    }
+}
+
 /// The pool was full: threads busy and queue at its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the blocking pool is busy")]
@@ -46,6 +64,27 @@ impl BlockingPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The nice value of the calling thread, from /proc.
+    fn thread_nice() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // Fields resume after the command name; nice is field 19 of stat(5).
+        let (_, rest) = stat.rsplit_once(") ").unwrap();
+        rest.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn blocking_threads_run_below_the_event_loop() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_start(lower_thread_priority)
+            .build()
+            .unwrap();
+        let loop_nice = thread_nice();
+        let pool_nice = runtime.block_on(async { tokio::task::spawn_blocking(thread_nice).await.unwrap() });
+        assert!(pool_nice >= i64::from(BLOCKING_THREAD_NICE), "pool thread nice {pool_nice}");
+        assert_eq!(thread_nice(), loop_nice, "the event loop keeps its priority");
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn jobs_run_off_the_loop_and_excess_is_refused() {

@@ -69,7 +69,7 @@ pub(crate) fn check<B>(request: &http::Request<B>, limits: &Limits) -> Option<Re
         ));
     }
     // The request line plus "name: value\r\n" for each field.
-    let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
+    let line = request.method().as_str().len() + uri_len(request.uri()) + 12;
     let head: usize = line + headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>();
     if head > limits.max_header_bytes {
         return Some(refuse(
@@ -90,6 +90,14 @@ pub(crate) fn check<B>(request: &http::Request<B>, limits: &Limits) -> Option<Re
         }
     }
     None
+}
+
+/// The length of the request target as sent, without allocating.
+fn uri_len(uri: &http::Uri) -> usize {
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
+    scheme + authority + target
 }
 
 /// A refusal that also closes the connection: the rest of the request (an

@@ -126,6 +126,9 @@ where
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(options.blocking_threads.max(1))
+        // On a current-thread runtime every thread the runtime starts is a
+        // blocking-pool thread; the event loop is this thread.
+        .on_thread_start(crate::blocking::lower_thread_priority)
         .build()
         .map_err(RunError::Runtime)?;
     LocalSet::new().block_on(&runtime, serve(options, inherited, make_app))

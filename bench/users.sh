@@ -1,0 +1,544 @@
+#!/usr/bin/env bash
+# drover users/auth benchmark: authenticated reads (GET /v1/users/{id} and
+# GET /v1/users/me with a bearer token) on PostgreSQL with shared pipelined
+# clients, on PostgreSQL with one pool checkout per request, and on SQLite;
+# then /v1/users/me again while a second wrk runs a login storm (argon2id
+# hashing on the worker's blocking pool). See bench/README.md.
+#
+#   bash bench/users.sh                 # full run (~2 min with the defaults)
+#   DURATION=3s WARMUP=1s bash bench/users.sh
+#   SKIP_PG=1 bash bench/users.sh       # SQLite only
+#
+# Knobs (environment variables, defaults in brackets):
+#   DURATION [10s]    length of each measured wrk run
+#   WARMUP [2s]       unmeasured wrk run before each read test (0 = none)
+#   CONNS [64]        wrk connections for the reads
+#   THREADS [1]       wrk threads for the reads
+#   STORM_CONNS [8]   wrk connections of the login storm
+#   STORM_LEAD [1]    seconds the storm runs before and after the measured read
+#   SERVER_CPU [0]    CPU drover (one worker) is pinned to
+#   LOAD_CPU [1]      CPU the read wrk is pinned to
+#   STORM_CPU [LOAD_CPU]  CPU the login-storm wrk is pinned to
+#   STORM_GOAL [2.0]  goal for p99 with storm / p99 without (at most)
+#   SKIP_PG, SKIP_SQLITE, SKIP_STORM, SKIP_BUILD [0]  set to 1 to skip
+#   PG_HOST [127.0.0.1], PG_PORT [5432], PG_USER [root], PG_ADMIN_DB [test]
+#                     PostgreSQL server (trust auth); the script creates one
+#                     database per server there and drops it at the end
+#   DROVER_BIN [TARGET_DIR/release/drover], DROVER_ARGS [] extra `serve` args
+#   TARGET_DIR [<repo>/target]
+#   CARGO_LOCK [/tmp/drover-cargo.lock]  the cargo build runs under flock on it
+#   WAIT_TRIES [100]  tries (0.1 s apart) for a server to come up
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+TARGET_DIR=${TARGET_DIR:-$ROOT/target}
+CARGO_LOCK=${CARGO_LOCK:-/tmp/drover-cargo.lock}
+
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-1}
+STORM_CONNS=${STORM_CONNS:-8}
+STORM_LEAD=${STORM_LEAD:-1}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+STORM_CPU=${STORM_CPU:-$LOAD_CPU}
+STORM_GOAL=${STORM_GOAL:-2.0}
+SKIP_PG=${SKIP_PG:-0}
+SKIP_SQLITE=${SKIP_SQLITE:-0}
+SKIP_STORM=${SKIP_STORM:-0}
+SKIP_BUILD=${SKIP_BUILD:-0}
+PG_HOST=${PG_HOST:-127.0.0.1}
+PG_PORT=${PG_PORT:-5432}
+PG_USER=${PG_USER:-root}
+PG_ADMIN_DB=${PG_ADMIN_DB:-test}
+DROVER_BIN=${DROVER_BIN:-$TARGET_DIR/release/drover}
+DROVER_ARGS=${DROVER_ARGS:-}
+WAIT_TRIES=${WAIT_TRIES:-100}
+STOP_TIMEOUT_TENTHS=100 # 10 s for a server to exit after SIGTERM
+
+# The bench user. Plain ASCII without quotes or backslashes: login.lua puts
+# them into a JSON body as they are.
+BENCH_EMAIL=bench-$$@example.com
+BENCH_PASSWORD="correct horse battery staple $$"
+BENCH_NAME="Bench User"
+
+CLK_TCK=$(getconf CLK_TCK)
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "users.sh: error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- cleanup --
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/drover-users-bench.XXXXXX")
+STARTED=()    # every PID this script started (servers, background wrk) or found under them
+DBS_CREATED=() # PostgreSQL databases this script created
+
+psql_admin() { # sql: run on the admin database, quietly
+    PGCONNECT_TIMEOUT=3 psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" \
+        -d "$PG_ADMIN_DB" -tA -c "$1"
+}
+
+drop_db() { # name: drop a database this script created, forget it
+    local db=$1 keep=() d
+    if psql_admin "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1; then
+        for d in "${DBS_CREATED[@]}"; do [[ $d == "$db" ]] || keep+=("$d"); done
+        DBS_CREATED=("${keep[@]}")
+    else
+        log "warning: could not drop database $db; drop it by hand"
+    fi
+}
+
+cleanup() {
+    local pid db
+    for pid in "${STARTED[@]}"; do
+        kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${STARTED[@]}"; do
+        local i=0
+        while kill -0 "$pid" 2>/dev/null && ((i < 30)); do sleep 0.1; i=$((i + 1)); done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    done
+    for db in "${DBS_CREATED[@]}"; do drop_db "$db"; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------ preflight --
+need_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() { # package: install a Debian package, printing the command
+    log "+ apt-get install -y $1"
+    if ! need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >&2; then
+        log "+ apt-get update && apt-get install -y $1"
+        need_root apt-get update >&2
+        need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >&2
+    fi
+}
+
+command -v wrk >/dev/null || apt_install wrk
+for tool in curl taskset pgrep awk sed; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+if [[ $SKIP_BUILD != 1 ]]; then
+    for tool in flock cargo; do command -v "$tool" >/dev/null || die "$tool is required"; done
+fi
+if (($(nproc) < 2)); then
+    log "warning: fewer than 2 CPUs: server and wrk share CPU $SERVER_CPU"
+    LOAD_CPU=$SERVER_CPU
+    STORM_CPU=$SERVER_CPU
+fi
+
+# PostgreSQL: skip those parts, loudly, when it cannot be reached.
+PG_STATUS=used
+if [[ $SKIP_PG == 1 ]]; then
+    PG_STATUS="skipped (SKIP_PG=1)"
+elif ! command -v psql >/dev/null; then
+    PG_STATUS="skipped (psql not installed)"
+elif ! psql_admin 'SELECT 1' >/dev/null 2>"$WORK/psql.err"; then
+    PG_STATUS="skipped (unreachable at $PG_USER@$PG_HOST:$PG_PORT/$PG_ADMIN_DB: $(head -n 1 "$WORK/psql.err"))"
+fi
+if [[ $PG_STATUS != used ]]; then
+    log "PostgreSQL $PG_STATUS: the pg-pipelined and pg-checkout parts are skipped"
+fi
+
+# ---------------------------------------------------------------- build --
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "+ flock $CARGO_LOCK cargo build --release (in $ROOT)"
+    (cd "$ROOT" && flock "$CARGO_LOCK" cargo build --release --target-dir "$TARGET_DIR") ||
+        die "drover did not build; SKIP_BUILD=1 uses the binary already built"
+fi
+[[ -x $DROVER_BIN ]] || die "no drover binary at $DROVER_BIN"
+
+# ------------------------------------------------------------- helpers --
+proc_tree() { # pid: the pid and all its descendants
+    local pid=$1 child
+    echo "$pid"
+    for child in $(pgrep -P "$pid" || true); do proc_tree "$child"; done
+}
+
+cpu_ticks() { # pids...: summed utime+stime (clock ticks) of those still alive
+    local sum=0 pid line f
+    for pid in "$@"; do
+        line=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        # Fields after "comm": state is field 3, so utime (14) and stime (15)
+        # are at indexes 11 and 12. A process's figures cover all its threads
+        # (the event loop and the blocking pool that hashes passwords).
+        read -ra f <<<"${line##*) }"
+        sum=$((sum + f[11] + f[12]))
+    done
+    echo "$sum"
+}
+
+now_s() { date +%s.%N; }
+
+to_secs() { # wrk duration "10s" / "2m" / "1h" / "10" -> whole seconds
+    awk -v v="$1" 'BEGIN {
+        if (!match(v, /^[0-9]+/)) { print 10; exit }
+        n = substr(v, 1, RLENGTH); u = substr(v, RLENGTH + 1)
+        f = (u == "" || u == "s") ? 1 : (u == "m") ? 60 : (u == "h") ? 3600 : 1
+        print n * f }'
+}
+
+to_ms() { # "326.00us" / "1.23ms" / "2.01s" -> milliseconds
+    awk -v v="$1" 'BEGIN {
+        if (!match(v, /^[0-9.]+/)) { print "n/a"; exit }
+        n = substr(v, 1, RLENGTH); u = substr(v, RLENGTH + 1)
+        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : (u == "h") ? 3600000 : -1
+        if (f < 0 || n + 0 == 0) print "n/a"; else printf "%.3f", n * f
+    }'
+}
+
+ratio() { # a b -> a/b, or n/a
+    awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {
+        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'
+}
+
+server_log_tail() { log "---- last lines of $1 ----"; tail -n 20 "$1" >&2 || true; }
+
+stop_server() { # name pid: SIGTERM drover, wait, report its exit status
+    local name=$1 pid=$2 i rc=0 kids
+    kids=$(proc_tree "$pid" | tail -n +2 | tr '\n' ' ')
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < STOP_TIMEOUT_TENTHS; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "warning: $name (pid $pid) ignored SIGTERM for 10 s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || rc=$?
+    ((rc == 0)) || log "warning: $name exited with status $rc after SIGTERM (expected 0)"
+    for i in $kids; do
+        if kill -0 "$i" 2>/dev/null; then
+            log "warning: $name child $i still alive after its parent exited; killing it"
+            kill -KILL "$i" 2>/dev/null || true
+        fi
+    done
+    local errors
+    errors=$(grep -c '"level":"ERROR"' "$WORK/$name.log" 2>/dev/null || true)
+    if [[ ${errors:-0} != 0 ]]; then
+        log "warning: $name logged $errors ERROR lines; the first ones:"
+        grep '"level":"ERROR"' "$WORK/$name.log" | head -n 3 >&2 || true
+    fi
+}
+
+# --------------------------------------------------------- the servers --
+SRV_PID="" SRV_ADDR="" SRV_PIDS=() TOKEN="" USER_ID=""
+
+# start_drover name database-url-or-empty [VAR=value...]: one worker on SERVER_CPU
+start_drover() {
+    local name=$1 url=$2
+    shift 2
+    local dir=$WORK/$name ready=$WORK/$name.ready logf=$WORK/$name.log pid addr="" i
+    mkdir -p "$dir"
+    rm -f "$ready"
+    local args=(serve --listen 127.0.0.1:0 --workers 1 --ready-file "$ready" --data-dir "$dir" --log-level warn)
+    [[ -n $url ]] && args+=(--database-url "$url")
+    # shellcheck disable=SC2086 # DROVER_ARGS is split on purpose
+    args+=($DROVER_ARGS)
+    log "== $name on CPU $SERVER_CPU: ${*:+$* }$DROVER_BIN ${args[*]}"
+    env "$@" taskset -c "$SERVER_CPU" "$DROVER_BIN" "${args[@]}" </dev/null >"$logf" 2>&1 &
+    pid=$!
+    STARTED+=("$pid")
+    for ((i = 0; i < WAIT_TRIES; i++)); do
+        kill -0 "$pid" 2>/dev/null || { server_log_tail "$logf"; die "$name exited before it was ready"; }
+        if [[ -s $ready ]]; then
+            addr=$(sed -n 's/.*"listen"[[:space:]]*:[[:space:]]*\[[[:space:]]*"\([^"]*\)".*/\1/p' "$ready")
+            [[ -n $addr ]] && break
+        fi
+        sleep 0.1
+    done
+    [[ -n $addr ]] || { server_log_tail "$logf"; die "$name wrote no usable ready file ($ready) after $WAIT_TRIES tries"; }
+    SRV_PID=$pid
+    SRV_ADDR=${addr/0.0.0.0/127.0.0.1}
+    mapfile -t SRV_PIDS < <(proc_tree "$pid") # supervisor, then its worker
+    STARTED+=("${SRV_PIDS[@]:1}")
+    log "   listening on $SRV_ADDR; supervisor $pid, workers: ${SRV_PIDS[*]:1}"
+}
+
+# http method path [body] [token]: prints "STATUS<TAB>BODY"
+http() {
+    local method=$1 path=$2 body=${3:-} token=${4:-} out args
+    args=(-sS --max-time 5 -X "$method" -w '\t%{http_code}' "http://$SRV_ADDR$path")
+    [[ -n $body ]] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
+    [[ -n $token ]] && args+=(-H "Authorization: Bearer $token")
+    out=$(curl "${args[@]}" 2>&1) || out="$out	000"
+    printf '%s\t%s\n' "${out##*	}" "${out%	*}"
+}
+
+# Register the bench user, log in with curl, keep the token; check that the
+# reads answer 200 with the user before any load.
+setup_user() {
+    local name=$1 res status body
+    res=$(http POST /v1/auth/register "{\"email\":\"$BENCH_EMAIL\",\"password\":\"$BENCH_PASSWORD\",\"name\":\"$BENCH_NAME\"}")
+    status=${res%%	*} body=${res#*	}
+    [[ $status == 201 ]] || { server_log_tail "$WORK/$name.log"; die "$name: register answered $status: $body"; }
+    USER_ID=$(sed -n 's/.*"id":\([0-9][0-9]*\).*/\1/p' <<<"$body")
+    [[ -n $USER_ID ]] || die "$name: no id in the register answer: $body"
+    res=$(http POST /v1/auth/login "{\"email\":\"$BENCH_EMAIL\",\"password\":\"$BENCH_PASSWORD\"}")
+    status=${res%%	*} body=${res#*	}
+    [[ $status == 200 ]] || { server_log_tail "$WORK/$name.log"; die "$name: login answered $status: $body"; }
+    TOKEN=$(sed -n 's/.*"access_token"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' <<<"$body")
+    [[ -n $TOKEN ]] || die "$name: no access_token in the login answer: $body"
+    local path
+    for path in "/v1/users/$USER_ID" /v1/users/me; do
+        res=$(http GET "$path" "" "$TOKEN")
+        status=${res%%	*} body=${res#*	}
+        [[ $status == 200 && $body == *"\"$BENCH_EMAIL\""* ]] ||
+            die "$name: GET $path with the token answered $status: $body"
+    done
+    res=$(http GET /v1/users/me)
+    [[ ${res%%	*} == 401 ]] || log "warning: $name: GET /v1/users/me without a token answered ${res%%	*}, expected 401"
+    log "   user $USER_ID registered, token of ${#TOKEN} bytes; reads checked"
+}
+
+# ------------------------------------------------------------- measure --
+declare -A RPS=() P50=() P99=() CPU_US=() PG_US=() ERRS=() REQS=() TICKS=() WALL=()
+CUR_DB="" # the PostgreSQL database of the server under test ("" for SQLite)
+
+pg_backends() { # the PIDs of the PostgreSQL backends serving CUR_DB
+    [[ -n $CUR_DB ]] || return 0
+    psql_admin "SELECT pid FROM pg_stat_activity WHERE datname = '$CUR_DB'" 2>/dev/null || true
+}
+ROWS=()
+RAW=$TARGET_DIR/bench/users-last-run
+mkdir -p "$RAW"
+rm -f "$RAW"/*.txt
+
+parse_wrk() { # key wrk-output: fill the arrays (not CPU)
+    local key=$1 out=$2 p50 p99
+    RPS[$key]=$(awk '$1 == "Requests/sec:" { print $2 }' <<<"$out")
+    REQS[$key]=$(awk '$2 == "requests" && $3 == "in" { print $1 }' <<<"$out")
+    p50=$(awk '/Latency Distribution/ { d = 1; next } d && $1 == "50%" { print $2; exit }' <<<"$out")
+    p99=$(awk '/Latency Distribution/ { d = 1; next } d && $1 == "99%" { print $2; exit }' <<<"$out")
+    P50[$key]=$(to_ms "${p50:-}")
+    P99[$key]=$(to_ms "${p99:-}")
+    # Socket errors (connect/read/write/timeout) plus non-2xx/3xx responses.
+    ERRS[$key]=$(awk '/Socket errors:/ { gsub(/,/, ""); s += $4 + $6 + $8 + $10 }
+                      /Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' <<<"$out")
+    RPS[$key]=${RPS[$key]:-n/a}
+    REQS[$key]=${REQS[$key]:-0}
+}
+
+# measure name test path [warmup]: wrk GET with the bearer token, pinned to LOAD_CPU
+measure() {
+    local name=$1 test=$2 path=$3 warm=${4:-$WARMUP} key="$1/$2"
+    local args=(-t "$THREADS" -c "$CONNS" --latency -H "Authorization: Bearer $TOKEN")
+    local url="http://$SRV_ADDR$path"
+    if [[ $warm != 0 && $warm != 0s ]]; then
+        taskset -c "$LOAD_CPU" wrk "${args[@]}" -d "$warm" "$url" >/dev/null 2>&1 || true
+    fi
+    log "  $name $test: wrk -t$THREADS -c$CONNS -d$DURATION GET $path"
+    local t0 t1 w0 w1 out rc=0 backends=() pg0=0 pg1=0
+    # PostgreSQL's backends for this database: their CPU is the other half of
+    # a query's cost. Taken after the warm-up, so the pool is already open.
+    mapfile -t backends < <(pg_backends)
+    ((${#backends[@]} == 0)) || pg0=$(cpu_ticks "${backends[@]}")
+    t0=$(cpu_ticks "${SRV_PIDS[@]}")
+    w0=$(now_s)
+    out=$(taskset -c "$LOAD_CPU" wrk "${args[@]}" -d "$DURATION" "$url" 2>&1) || rc=$?
+    w1=$(now_s)
+    t1=$(cpu_ticks "${SRV_PIDS[@]}")
+    ((${#backends[@]} == 0)) || pg1=$(cpu_ticks "${backends[@]}")
+    local raw=${test//\//-}
+    raw=$RAW/$name-${raw//[\{\}]/}.txt # users/{id} -> NAME-users-id.txt
+    printf '%s\n' "$out" >"$raw"
+    ((rc == 0)) || log "warning: wrk exited with status $rc (output in $raw)"
+    parse_wrk "$key" "$out"
+    TICKS[$key]=$((t1 - t0))
+    WALL[$key]=$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.3f", b - a }')
+    if [[ ${REQS[$key]} -gt 0 ]]; then
+        CPU_US[$key]=$(awk -v t="${TICKS[$key]}" -v hz="$CLK_TCK" -v n="${REQS[$key]}" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    else
+        CPU_US[$key]=n/a
+    fi
+    PG_US[$key]=-
+    if [[ -n $CUR_DB ]]; then
+        PG_US[$key]=n/a
+        if ((${#backends[@]} > 0)) && [[ ${REQS[$key]} -gt 0 ]]; then
+            PG_US[$key]=$(awk -v t=$((pg1 - pg0)) -v hz="$CLK_TCK" -v n="${REQS[$key]}" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+        fi
+    fi
+    ROWS+=("$key")
+    local pg_note=""
+    [[ -n $CUR_DB ]] && pg_note=" + ${PG_US[$key]} in ${#backends[@]} PostgreSQL backends"
+    log "    -> ${RPS[$key]} req/s, p50/p99 ${P50[$key]}/${P99[$key]} ms, ${CPU_US[$key]} us CPU/req$pg_note, ${ERRS[$key]} errors"
+}
+
+# storm name: GET /v1/users/me measured while a second wrk (its own process,
+# pinned to STORM_CPU) logs in over and over. The storm starts STORM_LEAD s
+# before the measured run and ends STORM_LEAD s after it.
+declare -A STORM_RPS=() STORM_REQS=() STORM_NON2XX=() STORM_SOCKERR=() STORM_P50=() STORM_P99=() STORM_CORE=() STORM_LOGIN_US=()
+storm() {
+    local name=$1 key="$1/users/me+storm"
+    local secs storm_secs spid sout=$WORK/$name-storm.out i
+    secs=$(to_secs "$DURATION")
+    storm_secs=$((secs + 2 * STORM_LEAD))
+    log "  $name login storm: wrk -t1 -c$STORM_CONNS -d${storm_secs}s POST /v1/auth/login (bench/login.lua), on CPU $STORM_CPU"
+    taskset -c "$STORM_CPU" wrk -t1 -c "$STORM_CONNS" -d "${storm_secs}s" --latency \
+        -s "$BENCH_DIR/login.lua" "http://$SRV_ADDR/v1/auth/login" -- "$BENCH_EMAIL" "$BENCH_PASSWORD" \
+        </dev/null >"$sout" 2>&1 &
+    spid=$!
+    STARTED+=("$spid")
+    sleep "$STORM_LEAD"
+    kill -0 "$spid" 2>/dev/null || { cat "$sout" >&2; die "the login storm wrk exited early"; }
+    measure "$name" users/me+storm /v1/users/me 0
+    # Bounded wait for the storm to end on its own (it has its own -d).
+    for ((i = 0; i < (STORM_LEAD + 10) * 10; i++)); do
+        kill -0 "$spid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$spid" 2>/dev/null; then
+        log "warning: the login storm wrk (pid $spid) did not end; killing it"
+        kill -KILL "$spid" 2>/dev/null || true
+    fi
+    wait "$spid" 2>/dev/null || log "warning: the login storm wrk exited with an error (output in $RAW/$name-login-storm.txt)"
+    cp "$sout" "$RAW/$name-login-storm.txt"
+    local out
+    out=$(cat "$sout")
+    parse_wrk "$name/storm" "$out"
+    STORM_RPS[$name]=${RPS[$name/storm]}
+    STORM_REQS[$name]=${REQS[$name/storm]}
+    STORM_P50[$name]=${P50[$name/storm]}
+    STORM_P99[$name]=${P99[$name/storm]}
+    STORM_NON2XX[$name]=$(awk '/Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' <<<"$out")
+    STORM_SOCKERR[$name]=$(awk '/Socket errors:/ { gsub(/,/, ""); s += $4 + $6 + $8 + $10 } END { print s + 0 }' <<<"$out")
+    # The CPU figure of the users/me+storm row also pays for the hashing, so it is
+    # not a per-read cost. Report how busy the server core was instead, and
+    # an estimate of the CPU per login: the window's CPU minus the reads at
+    # their no-storm cost, over the logins of the window (storm rate x time).
+    STORM_CORE[$name]=$(awk -v t="${TICKS[$key]}" -v hz="$CLK_TCK" -v w="${WALL[$key]}" \
+        'BEGIN { if (w > 0) printf "%.0f", t / hz / w * 100; else print "n/a" }')
+    STORM_LOGIN_US[$name]=$(awk -v t="${TICKS[$key]}" -v hz="$CLK_TCK" -v w="${WALL[$key]}" \
+        -v reads="${REQS[$key]}" -v per="${CPU_US[$name/users/me]:-}" -v lr="${STORM_RPS[$name]}" 'BEGIN {
+            if (per !~ /^[0-9.]+$/ || lr !~ /^[0-9.]+$/ || lr * w <= 0) { print "n/a"; exit }
+            v = (t / hz * 1e6 - reads * per) / (lr * w)
+            if (v <= 0) print "n/a"; else printf "%.0f", v }')
+    CPU_US[$key]="(${STORM_CORE[$name]}%)"
+    log "    storm: ${STORM_RPS[$name]} logins/s, p50/p99 ${STORM_P50[$name]}/${STORM_P99[$name]} ms," \
+        "${STORM_NON2XX[$name]} non-2xx, ${STORM_SOCKERR[$name]} socket errors; server core ${STORM_CORE[$name]}% busy"
+}
+
+# ----------------------------------------------------------------- run --
+log "drover users bench: DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS STORM_CONNS=$STORM_CONNS"
+log "drover --workers 1 on CPU $SERVER_CPU, read wrk on CPU $LOAD_CPU, storm wrk on CPU $STORM_CPU; raw wrk output in $RAW"
+SERVERS=()
+
+if [[ $PG_STATUS == used ]]; then
+    for mode in pipelined checkout; do
+        name=pg-$mode
+        db=drover_users_bench_$$_$mode
+        psql_admin "CREATE DATABASE \"$db\"" >/dev/null || die "could not create database $db"
+        DBS_CREATED+=("$db")
+        url="postgres://$PG_USER@$PG_HOST:$PG_PORT/$db"
+        CUR_DB=$db
+        if [[ $mode == pipelined ]]; then
+            start_drover "$name" "$url"
+        else
+            start_drover "$name" "$url" DROVER_DATABASE__PG_PIPELINING=false
+        fi
+        SERVERS+=("$name")
+        setup_user "$name"
+        measure "$name" "users/{id}" "/v1/users/$USER_ID"
+        if [[ $mode == pipelined && $SKIP_STORM != 1 ]]; then
+            measure "$name" users/me /v1/users/me
+            storm "$name"
+        fi
+        stop_server "$name" "$SRV_PID"
+        drop_db "$db"
+        CUR_DB=""
+    done
+fi
+
+if [[ $SKIP_SQLITE != 1 ]]; then
+    name=sqlite
+    start_drover "$name" ""
+    SERVERS+=("$name")
+    setup_user "$name"
+    measure "$name" "users/{id}" "/v1/users/$USER_ID"
+    if [[ $SKIP_STORM != 1 ]]; then
+        measure "$name" users/me /v1/users/me
+        storm "$name"
+    fi
+    stop_server "$name" "$SRV_PID"
+fi
+
+((${#SERVERS[@]} > 0)) || die "nothing was measured (PostgreSQL $PG_STATUS, SKIP_SQLITE=$SKIP_SQLITE)"
+
+# -------------------------------------------------------------- report --
+line() { # label value [goal] [verdict]
+    printf '  %-66s %7s' "$1" "$2"
+    [[ -n ${3:-} ]] && printf '   goal %-7s %s' "$3" "${4:-}"
+    printf '\n'
+}
+sum2() { # a b -> a+b, or n/a
+    awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {
+        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/) print "n/a"; else printf "%.2f", a + b }'
+}
+verdict_max() { # value max
+    awk -v v="$1" -v g="$2" 'BEGIN { if (v !~ /^[0-9.]+$/) print ""; else if (v + 0 <= g + 0) print "ok"; else print "ABOVE GOAL" }'
+}
+
+report() {
+    local key s t r
+    echo
+    echo "drover users bench  $(date -u '+%Y-%m-%d %H:%M:%SZ')  git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" \
+        " $(nproc) CPUs  load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "drover --workers 1 pinned to CPU $SERVER_CPU; reads: wrk -t $THREADS -c $CONNS -d $DURATION (warm-up $WARMUP) on CPU $LOAD_CPU;" \
+        "login storm: wrk -t 1 -c $STORM_CONNS on CPU $STORM_CPU"
+    echo "PostgreSQL: $PG_STATUS"
+    echo
+    printf '%-13s %-15s %10s %9s %9s %11s %11s %7s\n' server test "req/s" "p50 ms" "p99 ms" "CPU us/req" "pg us/req" errors
+    printf '%-13s %-15s %10s %9s %9s %11s %11s %7s\n' ------------- --------------- ---------- --------- --------- ----------- ----------- -------
+    for key in "${ROWS[@]}"; do
+        s=${key%%/*} t=${key#*/}
+        printf '%-13s %-15s %10s %9s %9s %11s %11s %7s\n' "$s" "$t" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
+            "${CPU_US[$key]}" "${PG_US[$key]}" "${ERRS[$key]}"
+    done
+    echo "CPU us/req: drover (supervisor + worker); pg us/req: the PostgreSQL backends of its database (not pinned)."
+    ((${#STORM_RPS[@]} == 0)) ||
+        echo "users/me+storm: the CPU column is how busy drover's core was, in %: it also pays for the hashing."
+    if ((${#STORM_RPS[@]} > 0)); then
+        echo
+        echo "login storms (POST /v1/auth/login, correct credentials, during the users/me+storm run):"
+        printf '  %-13s %9s %9s %9s %9s %11s %13s\n' server "logins/s" "logins" "p50 ms" "p99 ms" "non-2xx" "socket errs"
+        for s in "${SERVERS[@]}"; do
+            [[ -n ${STORM_RPS[$s]:-} ]] || continue
+            printf '  %-13s %9s %9s %9s %9s %11s %13s\n' "$s" "${STORM_RPS[$s]}" "${STORM_REQS[$s]}" \
+                "${STORM_P50[$s]}" "${STORM_P99[$s]}" "${STORM_NON2XX[$s]}" "${STORM_SOCKERR[$s]}"
+        done
+        for s in "${SERVERS[@]}"; do
+            [[ -n ${STORM_RPS[$s]:-} ]] || continue
+            echo "  $s: server core ${STORM_CORE[$s]}% busy during the storm; about ${STORM_LOGIN_US[$s]} us CPU per login (estimate)"
+        done
+    fi
+    echo
+    echo "ratios (same run; for pipelined vs checkout, higher means pipelining wins):"
+    if [[ $PG_STATUS == used ]]; then
+        r=$(ratio "${RPS[pg-pipelined/users/{id}]:-}" "${RPS[pg-checkout/users/{id}]:-}")
+        line "pg pipelined / pg checkout, users/{id} req/s" "$r"
+        r=$(ratio "${CPU_US[pg-checkout/users/{id}]:-}" "${CPU_US[pg-pipelined/users/{id}]:-}")
+        line "pg checkout / pg pipelined, users/{id} drover CPU us/req" "$r"
+        r=$(ratio "$(sum2 "${CPU_US[pg-checkout/users/{id}]:-}" "${PG_US[pg-checkout/users/{id}]:-}")" \
+            "$(sum2 "${CPU_US[pg-pipelined/users/{id}]:-}" "${PG_US[pg-pipelined/users/{id}]:-}")")
+        line "pg checkout / pg pipelined, users/{id} drover+pg CPU us/req" "$r"
+    fi
+    if [[ $PG_STATUS == used && $SKIP_SQLITE != 1 ]]; then
+        line "sqlite / pg pipelined, users/{id} req/s" "$(ratio "${RPS[sqlite/users/{id}]:-}" "${RPS[pg-pipelined/users/{id}]:-}")"
+        line "pg pipelined / sqlite, users/{id} drover CPU us/req" "$(ratio "${CPU_US[pg-pipelined/users/{id}]:-}" "${CPU_US[sqlite/users/{id}]:-}")"
+        line "pg pipelined / sqlite, users/{id} drover+pg CPU us/req" \
+            "$(ratio "$(sum2 "${CPU_US[pg-pipelined/users/{id}]:-}" "${PG_US[pg-pipelined/users/{id}]:-}")" "${CPU_US[sqlite/users/{id}]:-}")"
+    fi
+    for s in "${SERVERS[@]}"; do
+        [[ -n ${STORM_RPS[$s]:-} ]] || continue
+        r=$(ratio "${P99[$s/users/me+storm]:-}" "${P99[$s/users/me]:-}")
+        line "$s users/me p99, storm / none (${P99[$s/users/me+storm]} / ${P99[$s/users/me]} ms)" "$r" "<= $STORM_GOAL" "$(verdict_max "$r" "$STORM_GOAL")"
+        line "$s users/me req/s, storm / none" "$(ratio "${RPS[$s/users/me+storm]:-}" "${RPS[$s/users/me]:-}")"
+    done
+}
+
+report | tee "$RAW/report.txt"
