@@ -5,7 +5,7 @@
 # then /v1/users/me again while a second wrk runs a login storm (argon2id
 # hashing on the worker's blocking pool). See bench/README.md.
 #
-#   bash bench/users.sh                 # full run (~2 min with the defaults)
+#   bash bench/users.sh                 # full run (~1.5 min plus the build)
 #   DURATION=3s WARMUP=1s bash bench/users.sh
 #   SKIP_PG=1 bash bench/users.sh       # SQLite only
 #

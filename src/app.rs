@@ -4,7 +4,9 @@
 
 use std::rc::Rc;
 
-use drover_worker::{BlockingPool, WorkerContext};
+use drover_worker::{BlockingPool, Broadcast, WorkerContext};
+
+use crate::cache::Cache;
 
 use crate::config::Config;
 use crate::http::{Routes, State};
@@ -27,10 +29,15 @@ pub struct Services {
     pub db: Rc<Database>,
     pub users: UserService,
     pub auth: AuthService,
+    pub cache: Cache,
 }
 
 impl Services {
-    pub async fn build(config: &Config, blocking: BlockingPool) -> Result<Self, StartError> {
+    pub async fn build(
+        config: &Config,
+        blocking: BlockingPool,
+        broadcast: Broadcast,
+    ) -> Result<Self, StartError> {
         let db = Rc::new(Database::connect(&config.db_settings()).await?);
         let keys = KeySet::load(&config.auth, &config.data_dir())?;
         let tokens = Rc::new(TokenService::new(
@@ -40,20 +47,26 @@ impl Services {
             config.auth.token_ttl,
         ));
         let passwords = Passwords::new(blocking);
-        let users = UserService::new(db.users.clone(), passwords.clone());
+        let cache = if config.cache.enabled {
+            Cache::new(config.cache_settings(), broadcast)
+        } else {
+            Cache::disabled()
+        };
+        let users = UserService::new(db.users.clone(), passwords.clone(), cache.clone());
         let auth = AuthService::new(db.users.clone(), passwords, tokens);
-        Ok(Self { db, users, auth })
+        Ok(Self { db, users, auth, cache })
     }
 }
 
 /// The HTTP application of one worker.
 pub async fn build(config: &Config, context: WorkerContext) -> Result<Routes, StartError> {
-    let services = Services::build(config, context.blocking.clone()).await?;
+    let services = Services::build(config, context.blocking.clone(), context.broadcast.clone()).await?;
     Ok(Routes::new(State {
         worker: context.info,
         users: services.users,
         auth: services.auth,
         db: services.db,
+        cache: services.cache,
         max_body_bytes: config.http.max_body_bytes,
     }))
 }

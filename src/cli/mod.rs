@@ -87,6 +87,10 @@ pub struct ConfigArgs {
     /// Where state lives; default $STATE_DIRECTORY or ./data. [server.data_dir]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
+    /// redis://host:6379; without it only the in-process cache runs.
+    /// [cache.redis_url]
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
 }
 
 impl ConfigArgs {
@@ -112,6 +116,7 @@ impl ConfigArgs {
             ("log.format", "--log-format", &self.log_format),
             ("database.url", "--database-url", &self.database_url),
             ("server.data_dir", "--data-dir", &self.data_dir),
+            ("cache.redis_url", "--redis-url", &self.redis_url),
         ];
         for (key, flag, value) in text_flags {
             if let Some(value) = value {

@@ -5,7 +5,7 @@ use std::io::BufRead;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use drover_worker::BlockingPool;
+use drover_worker::{BlockingPool, Broadcast};
 use rand_core::{OsRng, RngCore};
 
 use super::{block_on_local, config_failure, ConfigArgs, EXIT_USAGE};
@@ -83,7 +83,9 @@ fn create(args: &CreateArgs) -> ExitCode {
         if config.database.migrate_on_start {
             migrate::run(&url).await.map_err(|e| e.to_string())?;
         }
-        let services = Services::build(&config, BlockingPool::new(2)).await.map_err(|e| e.to_string())?;
+        let services = Services::build(&config, BlockingPool::new(2), Broadcast::standalone())
+            .await
+            .map_err(|e| e.to_string())?;
         services.users.register(email, name, &password, role).await.map_err(|e| match e {
             ServiceError::Taken(field) => format!("that {field} is already taken"),
             other => other.to_string(),

@@ -214,10 +214,12 @@ fn describe(error: &serde_path_to_error::Error<toml::de::Error>) -> (String, Str
 }
 
 fn redacted(mut table: Table) -> Table {
-    // A database URL may carry a password; the rest of it is worth seeing.
-    if let Some(Value::Table(db)) = table.get_mut("database") {
-        if let Some(Value::String(url)) = db.get_mut("url") {
-            *url = crate::repo::redact_url(url);
+    // URLs may carry a password; the rest of them is worth seeing.
+    for (section, key) in [("database", "url"), ("cache", "redis_url")] {
+        if let Some(Value::Table(t)) = table.get_mut(section) {
+            if let Some(Value::String(url)) = t.get_mut(key) {
+                *url = crate::repo::redact_url(url);
+            }
         }
     }
     for key in SECRET_KEYS {

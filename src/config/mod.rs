@@ -21,6 +21,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
+    pub cache: CacheConfig,
     pub log: LogConfig,
 }
 
@@ -120,6 +121,26 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
+/// Caching.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    pub redis_url: String,
+    #[serde(deserialize_with = "values::duration")]
+    pub ttl: Duration,
+    /// Percent.
+    pub ttl_jitter: u32,
+    pub local_capacity: u64,
+    #[serde(deserialize_with = "values::duration")]
+    pub local_ttl: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub redis_timeout: Duration,
+    pub breaker_threshold: u32,
+    #[serde(deserialize_with = "values::duration")]
+    pub breaker_cooldown: Duration,
+}
+
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,6 +189,29 @@ impl Config {
         }
         if self.auth.token_ttl < Duration::from_secs(10) {
             return Err(("auth.token_ttl", "must be at least 10s".into()));
+        }
+        let redis_url = &self.cache.redis_url;
+        let redis_ok = redis_url.is_empty()
+            || redis_url.starts_with("redis://")
+            || redis_url.starts_with("redis+unix://");
+        if !redis_ok {
+            return Err(("cache.redis_url", "must start with redis:// or redis+unix://".into()));
+        }
+        if self.cache.ttl_jitter > 50 {
+            return Err(("cache.ttl_jitter", "a percentage from 0 to 50".into()));
+        }
+        for (key, value) in [
+            ("cache.ttl", self.cache.ttl),
+            ("cache.local_ttl", self.cache.local_ttl),
+            ("cache.redis_timeout", self.cache.redis_timeout),
+            ("cache.breaker_cooldown", self.cache.breaker_cooldown),
+        ] {
+            if value.is_zero() {
+                return Err((key, "must be greater than zero".into()));
+            }
+        }
+        if self.cache.breaker_threshold == 0 {
+            return Err(("cache.breaker_threshold", "must be at least 1".into()));
         }
         if self.server.listen.is_empty() {
             return Err(("server.listen", "needs at least one address".into()));
@@ -227,6 +271,22 @@ impl Config {
             sqlite_pool_size: db.sqlite_pool_size,
             connect_timeout: db.connect_timeout,
             query_timeout: db.query_timeout,
+        }
+    }
+
+    /// The cache settings a worker uses.
+    pub fn cache_settings(&self) -> crate::cache::CacheSettings {
+        let c = &self.cache;
+        crate::cache::CacheSettings {
+            enabled: c.enabled,
+            redis_url: (!c.redis_url.is_empty()).then(|| c.redis_url.clone()),
+            ttl: c.ttl,
+            ttl_jitter_percent: c.ttl_jitter,
+            local_capacity: c.local_capacity,
+            local_ttl: c.local_ttl,
+            redis_timeout: c.redis_timeout,
+            breaker_threshold: c.breaker_threshold,
+            breaker_cooldown: c.breaker_cooldown,
         }
     }
 

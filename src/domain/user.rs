@@ -127,6 +127,33 @@ impl From<User> for UserView {
     }
 }
 
+impl UserView {
+    /// Only `fields` of this view.
+    pub fn only(self, fields: UserFields) -> Self {
+        let keep = |field| fields.contains(field);
+        Self {
+            id: self.id.filter(|_| keep(UserField::Id)),
+            email: self.email.filter(|_| keep(UserField::Email)),
+            name: self.name.filter(|_| keep(UserField::Name)),
+            role: self.role.filter(|_| keep(UserField::Role)),
+            created_at: self.created_at.filter(|_| keep(UserField::CreatedAt)),
+            updated_at: self.updated_at.filter(|_| keep(UserField::UpdatedAt)),
+        }
+    }
+
+    /// The whole user, if every field is present.
+    pub fn into_user(self) -> Option<User> {
+        Some(User {
+            id: self.id?,
+            email: self.email?,
+            name: self.name?,
+            role: self.role?,
+            created_at: self.created_at?,
+            updated_at: self.updated_at?,
+        })
+    }
+}
+
 /// What the login check needs.
 #[derive(Debug, Clone)]
 pub struct Credentials {

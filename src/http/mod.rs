@@ -26,6 +26,8 @@ pub struct State {
     pub users: crate::service::UserService,
     pub auth: crate::service::AuthService,
     pub db: Rc<crate::repo::Database>,
+    /// For `/readyz` (Redis status) and `/healthz` (counters).
+    pub cache: crate::cache::Cache,
     /// `http.max_body_bytes`, for handlers that read bodies.
     pub max_body_bytes: u64,
 }

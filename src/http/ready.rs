@@ -1,6 +1,7 @@
 //! `GET /readyz`: 200 when this worker can reach its database, 503 (with
-//! the error shape and `Retry-After`) while it cannot. `/healthz` says the
-//! process is alive; this says it is useful.
+//! the error shape and `Retry-After`) while it cannot. Redis is reported but
+//! never makes the worker unready: without it requests are slower, not
+//! failed. `/healthz` says the process is alive; this says it is useful.
 
 use std::rc::Rc;
 
@@ -18,13 +19,19 @@ pub fn routes(table: &mut RouteTable) {
 struct Ready {
     status: &'static str,
     database: &'static str,
+    /// `up`, `degraded` (requests read the database directly; still ready)
+    /// or `not_configured`.
+    redis: &'static str,
 }
 
 fn readyz(state: &Rc<State>, _request: Request, _params: Params) -> Reply {
     let state = state.clone();
     Reply::later(async move {
         Ok(match state.db.ping().await {
-            Ok(()) => reply::json(StatusCode::OK, &Ready { status: "ready", database: "ok" }),
+            Ok(()) => reply::json(
+                StatusCode::OK,
+                &Ready { status: "ready", database: "ok", redis: state.cache.redis_status().as_str() },
+            ),
             Err(error) => {
                 tracing::debug!(%error, "readiness check failed");
                 let mut response = json_error(

@@ -39,17 +39,7 @@ pub(crate) fn view(row: &impl UserRow, fields: UserFields) -> Result<UserView, R
 
 /// A row with every user column.
 pub(crate) fn user(row: &impl UserRow) -> Result<User, RepoError> {
-    match view(row, UserFields::ALL)? {
-        UserView {
-            id: Some(id),
-            email: Some(email),
-            name: Some(name),
-            role: Some(role),
-            created_at: Some(created_at),
-            updated_at: Some(updated_at),
-        } => Ok(User { id, email, name, role, created_at, updated_at }),
-        _ => Err(RepoError::Other("incomplete user row".into())),
-    }
+    view(row, UserFields::ALL)?.into_user().ok_or_else(|| RepoError::Other("incomplete user row".into()))
 }
 
 /// A row of `id, role, password_hash`.

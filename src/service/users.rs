@@ -5,6 +5,7 @@ use std::rc::Rc;
 
 use super::tokens::Principal;
 use super::{Passwords, ServiceError};
+use crate::cache::Cache;
 use crate::domain::{
     NewUser, Password, Role, User, UserEmail, UserFields, UserId, UserName, UserPatch, UserView,
 };
@@ -22,11 +23,12 @@ pub struct UserChanges {
 pub struct UserService {
     repo: Rc<dyn UserRepo>,
     passwords: Passwords,
+    cache: Cache,
 }
 
 impl UserService {
-    pub fn new(repo: Rc<dyn UserRepo>, passwords: Passwords) -> Self {
-        Self { repo, passwords }
+    pub fn new(repo: Rc<dyn UserRepo>, passwords: Passwords, cache: Cache) -> Self {
+        Self { repo, passwords, cache }
     }
 
     /// Creates a user. [`ServiceError::Taken`] if the email is in use.
@@ -53,7 +55,23 @@ impl UserService {
         if viewer.user != id && viewer.role != Role::Admin {
             return Err(ServiceError::NotFound);
         }
-        self.repo.find(id, fields).await?.ok_or(ServiceError::NotFound)
+        // Whole users are cached. A sparse read uses a cached copy when
+        // there is one, and otherwise asks the repository for just its
+        // columns (without filling the cache).
+        if fields != UserFields::ALL {
+            if let Some(user) = self.cache.peek::<User>(id).await {
+                return Ok(UserView::from(user).only(fields));
+            }
+            return self.repo.find(id, fields).await?.ok_or(ServiceError::NotFound);
+        }
+        let user = self
+            .cache
+            .get_or_load(id, || async {
+                let view = self.repo.find(id, UserFields::ALL).await?;
+                Ok::<_, ServiceError>(view.and_then(UserView::into_user))
+            })
+            .await?;
+        user.map(UserView::from).ok_or(ServiceError::NotFound)
     }
 
     /// Applies changes to user `id`.
@@ -69,6 +87,10 @@ impl UserService {
                 "change at least one of email, name, password",
             )));
         }
-        self.repo.update(id, &patch).await?.ok_or(ServiceError::NotFound)
+        let updated = self.repo.update(id, &patch).await;
+        // Invalidate even if the update failed: it may have been applied
+        // before the error (a timeout), and a miss costs only a read.
+        self.cache.invalidate::<User>(id).await;
+        updated?.ok_or(ServiceError::NotFound)
     }
 }

@@ -17,6 +17,14 @@ pub enum WorkerMessage {
     Heartbeat(Counters),
     /// The worker is about to exit; `reason` is a short human sentence.
     Exiting { reason: String },
+    /// Relay `message` on `channel` to every other worker. The supervisor
+    /// answers [`SupervisorMessage::Published`] with the same `seq` once
+    /// every recipient has acknowledged it (or died, or a timeout passed).
+    /// The application uses it for cache invalidation, where the writer must
+    /// not answer its client before the other workers dropped their copy.
+    Publish { seq: u64, channel: String, message: String },
+    /// This worker has handled a [`SupervisorMessage::Deliver`].
+    Delivered { origin: u64, seq: u64 },
 }
 
 /// What the supervisor tells a worker.
@@ -26,6 +34,11 @@ pub enum SupervisorMessage {
     /// Stop accepting, finish in-flight requests, close keep-alive
     /// connections gracefully, then exit.
     Drain,
+    /// Another worker published this; acknowledge with
+    /// [`WorkerMessage::Delivered`] once it is handled.
+    Deliver { origin: u64, seq: u64, channel: String, message: String },
+    /// Every other worker has handled the publish with this `seq`.
+    Published { seq: u64 },
 }
 
 /// A worker's running totals, as of its last heartbeat.

@@ -3,7 +3,7 @@
 //! Everything runs on one current-thread task, so the state below needs no
 //! locks. Between fork and exec only fd set-up runs (see [`crate::spawn`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
@@ -30,6 +30,11 @@ const FATAL_EXIT_CODES: [i32; 2] = [64, 78];
 /// before it is killed: it enforces the drain timeout itself, and this slack
 /// only covers its exit.
 const DRAIN_KILL_SLACK: Duration = Duration::from_secs(1);
+
+/// How long a publish waits for slow recipients before the publisher is
+/// told it is done anyway. A healthy worker acknowledges in well under a
+/// millisecond; one that is stuck must not stall writes on the others.
+const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// A crash loop is this many crashes of one slot within [`CRASH_LOOP_WINDOW`].
 const CRASH_LOOP_COUNT: usize = 5;
@@ -138,6 +143,12 @@ struct ReloadStep {
     old_draining: bool,
 }
 
+/// A publish waiting for its recipients' acknowledgements.
+struct PendingPublish {
+    waiting: HashSet<WorkerId>,
+    deadline: Instant,
+}
+
 /// The process supervisor. Build it with [`Supervisor::bind`], then
 /// [`Supervisor::run`] it on a current-thread runtime.
 pub struct Supervisor {
@@ -153,6 +164,8 @@ pub struct Supervisor {
     events_rx: mpsc::UnboundedReceiver<Event>,
     /// Set when a worker failed to boot for good.
     fatal: Option<i32>,
+    /// Publishes relayed between workers, by (publisher, its sequence).
+    publishes: BTreeMap<(WorkerId, u64), PendingPublish>,
 }
 
 impl Supervisor {
@@ -174,6 +187,7 @@ impl Supervisor {
             events_tx,
             events_rx,
             fatal: None,
+            publishes: BTreeMap::new(),
         })
     }
 
@@ -310,6 +324,69 @@ impl Supervisor {
             }
             WorkerMessage::Heartbeat(counters) => worker.counters = counters,
             WorkerMessage::Exiting { reason } => worker.exit_reason = Some(reason),
+            WorkerMessage::Publish { seq, channel, message } => self.relay(id, seq, channel, message),
+            WorkerMessage::Delivered { origin, seq } => self.delivered(origin, seq, id),
+        }
+    }
+
+    /// Sends a publish to every other worker that is serving; answers the
+    /// publisher once they have all acknowledged it.
+    fn relay(&mut self, origin: WorkerId, seq: u64, channel: String, message: String) {
+        let mut waiting = HashSet::new();
+        for (&id, worker) in &self.workers {
+            // A booting worker has no state to keep in step yet.
+            if id == origin || worker.state == WorkerState::Booting {
+                continue;
+            }
+            let deliver = SupervisorMessage::Deliver {
+                origin,
+                seq,
+                channel: channel.clone(),
+                message: message.clone(),
+            };
+            if worker.commands.send(Command::Send(deliver)).is_ok() {
+                waiting.insert(id);
+            }
+        }
+        if waiting.is_empty() {
+            self.answer_publish(origin, seq);
+        } else {
+            self.publishes.insert(
+                (origin, seq),
+                PendingPublish { waiting, deadline: Instant::now() + PUBLISH_TIMEOUT },
+            );
+        }
+    }
+
+    fn delivered(&mut self, origin: WorkerId, seq: u64, by: WorkerId) {
+        let Some(pending) = self.publishes.get_mut(&(origin, seq)) else { return };
+        pending.waiting.remove(&by);
+        if pending.waiting.is_empty() {
+            self.publishes.remove(&(origin, seq));
+            self.answer_publish(origin, seq);
+        }
+    }
+
+    fn answer_publish(&self, origin: WorkerId, seq: u64) {
+        if let Some(worker) = self.workers.get(&origin) {
+            let _ = worker.commands.send(Command::Send(SupervisorMessage::Published { seq }));
+        }
+    }
+
+    /// A worker is gone: it will acknowledge nothing, and wants no answers.
+    fn forget_publishes_of(&mut self, gone: WorkerId) {
+        self.publishes.retain(|&(origin, _), _| origin != gone);
+        let done: Vec<(WorkerId, u64)> = self
+            .publishes
+            .iter_mut()
+            .filter_map(|(&key, pending)| {
+                pending.waiting.remove(&gone);
+                pending.waiting.is_empty().then_some(key)
+            })
+            .collect();
+        for (origin, seq) in done {
+            self.publishes.remove(&(origin, seq));
+            self.answer_publish(origin, seq);
         }
     }
 
@@ -335,6 +412,7 @@ impl Supervisor {
         let Some(worker) = self.workers.remove(&id) else {
             return;
         };
+        self.forget_publishes_of(id);
         let uptime = worker.started.elapsed();
         let status_text = match &status {
             Ok(status) => describe(status),
@@ -533,11 +611,26 @@ impl Supervisor {
     fn next_deadline(&self) -> Option<Instant> {
         let workers = self.workers.values().filter_map(|w| w.deadline);
         let slots = self.slots.iter().filter_map(|s| s.respawn_at);
-        workers.chain(slots).min()
+        let publishes = self.publishes.values().map(|p| p.deadline);
+        workers.chain(slots).chain(publishes).min()
     }
 
     fn on_timers(&mut self) {
         let now = Instant::now();
+        let late: Vec<(WorkerId, u64)> =
+            self.publishes.iter().filter(|(_, p)| p.deadline <= now).map(|(&key, _)| key).collect();
+        for (origin, seq) in late {
+            if let Some(pending) = self.publishes.remove(&(origin, seq)) {
+                let slow: Vec<u32> =
+                    pending.waiting.iter().filter_map(|id| self.workers.get(id)).map(|w| w.pid).collect();
+                warn!(
+                    ?slow,
+                    timeout_ms = PUBLISH_TIMEOUT.as_millis() as u64,
+                    "workers did not acknowledge a publish in time"
+                );
+                self.answer_publish(origin, seq);
+            }
+        }
         for worker in self.workers.values_mut() {
             let Some(deadline) = worker.deadline else {
                 continue;

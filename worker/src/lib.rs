@@ -16,6 +16,7 @@ mod server;
 mod stats;
 
 pub use blocking::BlockingPool;
+pub use control::Broadcast;
 pub use error::{json_error, ErrorDetail};
 pub use limits::Limits;
 pub use server::{run, ServeOptions, WorkerContext, WorkerInfo};

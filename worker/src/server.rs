@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::blocking::BlockingPool;
 use crate::conn;
-use crate::control::{self, ControlWriter, DrainCause};
+use crate::control::{self, Broadcast, ControlWriter, DrainCause};
 use crate::error::raw_http1_error;
 use crate::fds::Inherited;
 use crate::limits::Limits;
@@ -38,10 +38,12 @@ pub struct WorkerInfo {
 }
 
 /// What the application gets to build itself with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerContext {
     pub info: WorkerInfo,
     pub blocking: BlockingPool,
+    /// Messages to and from this host's other workers.
+    pub broadcast: Broadcast,
 }
 
 /// How the worker serves.
@@ -146,9 +148,21 @@ where
     E: Display,
 {
     let (writer, reader) = ControlWriter::new(inherited.control).map_err(RunError::Setup)?;
+    let writer = Rc::new(writer);
+    let broadcast = Broadcast::new(writer.clone());
+    // Read the supervisor's messages from the start, and for the whole
+    // life of the worker: deliveries must be acknowledged while draining too.
+    let (drain_cause_tx, drain_cause) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_local(control::read_commands(
+        reader,
+        broadcast.clone(),
+        writer.clone(),
+        drain_cause_tx,
+    ));
     let context = WorkerContext {
         info: options.info,
         blocking: BlockingPool::new(options.blocking_threads + options.blocking_queue),
+        broadcast,
     };
     let app = match make_app(context).await {
         Ok(app) => app,
@@ -180,7 +194,7 @@ where
     info!(listen = ?addrs, "worker ready");
 
     let cause = tokio::select! {
-        cause = control::read_commands(reader) => cause,
+        cause = drain_cause => cause.unwrap_or(DrainCause::SupervisorGone),
         () = signals.stop() => DrainCause::Signal,
         () = control::heartbeats(&writer, &shared.stats, options.heartbeat_interval) => unreachable!("heartbeats never end"),
     };
