@@ -50,6 +50,10 @@ pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
         backoff_min: config.worker.restart_backoff_min,
         backoff_max: config.worker.restart_backoff_max,
         ready_file: config.server.ready_file.clone(),
+        stall_timeout: config.worker.stall_timeout,
+        max_requests: config.worker.max_requests,
+        max_requests_jitter: config.worker.max_requests_jitter,
+        max_rss: config.worker.max_rss,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

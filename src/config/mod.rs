@@ -53,6 +53,11 @@ pub struct WorkerConfig {
     #[serde(deserialize_with = "values::duration")]
     pub heartbeat_interval: Duration,
     #[serde(deserialize_with = "values::duration")]
+    pub stall_timeout: Duration,
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    pub max_rss: u64,
+    #[serde(deserialize_with = "values::duration")]
     pub restart_backoff_min: Duration,
     #[serde(deserialize_with = "values::duration")]
     pub restart_backoff_max: Duration,
@@ -171,6 +176,9 @@ impl Config {
             if value.is_zero() {
                 return Err((key, "must be greater than zero".into()));
             }
+        }
+        if self.worker.stall_timeout < self.worker.heartbeat_interval * 2 {
+            return Err(("worker.stall_timeout", "must be at least twice worker.heartbeat_interval".into()));
         }
         if self.worker.restart_backoff_max < self.worker.restart_backoff_min {
             return Err((

@@ -56,6 +56,17 @@ pub struct Options {
     pub backoff_max: Duration,
     /// Where to write `{"pid":..,"listen":[..]}` once every worker is ready.
     pub ready_file: Option<PathBuf>,
+    /// A ready worker whose event loop has sent no heartbeat for this long
+    /// is stalled: it is killed and replaced.
+    pub stall_timeout: Duration,
+    /// Recycle a worker (start-before-stop) after this many requests, plus
+    /// a random share of `max_requests_jitter` so workers do not all recycle
+    /// at once. 0: never.
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    /// Recycle a worker whose resident memory exceeds this many bytes.
+    /// 0: never.
+    pub max_rss: u64,
 }
 
 /// The supervisor's phase, logged at every change.
@@ -114,6 +125,12 @@ struct WorkerHandle {
     counters: Counters,
     /// The reason the worker gave in its last message before exiting.
     exit_reason: Option<String>,
+    /// When its event loop last proved it is alive (ready or heartbeat).
+    last_heartbeat: Instant,
+    /// Served requests after which it is recycled (`u64::MAX`: never).
+    recycle_after: u64,
+    /// Already queued for recycling.
+    recycling: bool,
 }
 
 #[derive(Default)]
@@ -128,12 +145,21 @@ struct Slot {
 
 /// A rolling restart in progress.
 struct Reload {
+    /// A rolling restart of every slot (SIGHUP), or one slot being
+    /// recycled, and why.
+    kind: ReloadKind,
     /// Slots still to replace, in order.
     pending: VecDeque<usize>,
     /// The slot being replaced now: its new worker, then the old one draining.
     step: Option<ReloadStep>,
     /// Another SIGHUP arrived during this reload: run one more after it.
     again: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReloadKind {
+    Rolling,
+    Recycle(&'static str),
 }
 
 struct ReloadStep {
@@ -166,6 +192,8 @@ pub struct Supervisor {
     fatal: Option<i32>,
     /// Publishes relayed between workers, by (publisher, its sequence).
     publishes: BTreeMap<(WorkerId, u64), PendingPublish>,
+    /// Slots waiting to be recycled (max requests, max RSS), with why.
+    recycle_queue: VecDeque<(usize, &'static str)>,
 }
 
 impl Supervisor {
@@ -188,6 +216,7 @@ impl Supervisor {
             events_rx,
             fatal: None,
             publishes: BTreeMap::new(),
+            recycle_queue: VecDeque::new(),
         })
     }
 
@@ -277,6 +306,12 @@ impl Supervisor {
                 commands,
                 counters: Counters::default(),
                 exit_reason: None,
+                last_heartbeat: now,
+                recycle_after: match self.options.max_requests {
+                    0 => u64::MAX,
+                    max => max + jitter(self.options.max_requests_jitter),
+                },
+                recycling: false,
             },
         );
         info!(slot, pid, generation, "worker started");
@@ -301,6 +336,7 @@ impl Supervisor {
                 }
                 worker.state = WorkerState::Ready;
                 worker.deadline = None;
+                worker.last_heartbeat = Instant::now();
                 let (slot, pid, generation) = (worker.slot, worker.pid, worker.generation);
                 info!(slot, pid, generation, "worker ready");
                 if self.phase == Phase::Draining {
@@ -322,7 +358,11 @@ impl Supervisor {
                     }
                 }
             }
-            WorkerMessage::Heartbeat(counters) => worker.counters = counters,
+            WorkerMessage::Heartbeat(counters) => {
+                worker.last_heartbeat = Instant::now();
+                worker.counters = counters;
+                self.check_recycle(id);
+            }
             WorkerMessage::Exiting { reason } => worker.exit_reason = Some(reason),
             WorkerMessage::Publish { seq, channel, message } => self.relay(id, seq, channel, message),
             WorkerMessage::Delivered { origin, seq } => self.delivered(origin, seq, id),
@@ -517,7 +557,57 @@ impl Supervisor {
             Phase::Running => {}
         }
         self.generation += 1;
-        self.reload = Some(Reload { pending: (0..self.slots.len()).collect(), step: None, again: false });
+        // Every worker is about to be replaced; pending recycles are moot.
+        self.recycle_queue.clear();
+        self.reload = Some(Reload {
+            kind: ReloadKind::Rolling,
+            pending: (0..self.slots.len()).collect(),
+            step: None,
+            again: false,
+        });
+        self.set_phase(Phase::Reloading);
+        self.next_reload_step();
+    }
+
+    /// Queues the worker's slot for recycling if it passed a limit.
+    fn check_recycle(&mut self, id: WorkerId) {
+        let Some(worker) = self.workers.get_mut(&id) else { return };
+        if worker.state != WorkerState::Ready || worker.recycling {
+            return;
+        }
+        let reason = if worker.counters.requests >= worker.recycle_after {
+            "max_requests"
+        } else if self.options.max_rss > 0
+            && rss_bytes(worker.pid).is_some_and(|rss| rss > self.options.max_rss)
+        {
+            "max_rss"
+        } else {
+            return;
+        };
+        worker.recycling = true;
+        info!(
+            slot = worker.slot,
+            pid = worker.pid,
+            requests = worker.counters.requests,
+            reason,
+            "recycling worker"
+        );
+        self.recycle_queue.push_back((worker.slot, reason));
+        self.next_recycle();
+    }
+
+    /// Starts the next queued recycle, if nothing else is replacing workers.
+    fn next_recycle(&mut self) {
+        if self.phase != Phase::Running || self.reload.is_some() {
+            return;
+        }
+        let Some((slot, reason)) = self.recycle_queue.pop_front() else { return };
+        self.reload = Some(Reload {
+            kind: ReloadKind::Recycle(reason),
+            pending: VecDeque::from([slot]),
+            step: None,
+            again: false,
+        });
         self.set_phase(Phase::Reloading);
         self.next_reload_step();
     }
@@ -527,12 +617,17 @@ impl Supervisor {
             return;
         };
         let Some(slot) = reload.pending.pop_front() else {
-            let again = reload.again;
+            let (again, kind) = (reload.again, reload.kind);
             self.reload = None;
-            info!(generation = self.generation, "rolling restart complete");
+            match kind {
+                ReloadKind::Rolling => info!(generation = self.generation, "rolling restart complete"),
+                ReloadKind::Recycle(reason) => info!(reason, "worker recycled"),
+            }
             self.set_phase(Phase::Running);
             if again {
                 self.begin_reload();
+            } else {
+                self.next_recycle();
             }
             return;
         };
@@ -609,7 +704,13 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let workers = self.workers.values().filter_map(|w| w.deadline);
+        let stall = self.options.stall_timeout;
+        let stalls = self
+            .workers
+            .values()
+            .filter(|w| w.state != WorkerState::Booting)
+            .map(|w| w.last_heartbeat + stall);
+        let workers = self.workers.values().filter_map(|w| w.deadline).chain(stalls);
         let slots = self.slots.iter().filter_map(|s| s.respawn_at);
         let publishes = self.publishes.values().map(|p| p.deadline);
         workers.chain(slots).chain(publishes).min()
@@ -617,6 +718,24 @@ impl Supervisor {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
+        for worker in self.workers.values_mut() {
+            let silent = now.duration_since(worker.last_heartbeat);
+            if worker.state == WorkerState::Booting || silent < self.options.stall_timeout {
+                continue;
+            }
+            error!(
+                slot = worker.slot,
+                pid = worker.pid,
+                silent_ms = silent.as_millis() as u64,
+                in_flight = worker.counters.in_flight,
+                connections = worker.counters.connections,
+                requests = worker.counters.requests,
+                "worker event loop stalled (no heartbeat); killing it"
+            );
+            // Counted once: the kill is on its way, its exit restarts the slot.
+            worker.last_heartbeat = now + Duration::from_secs(3600);
+            let _ = worker.commands.send(Command::Kill);
+        }
         let late: Vec<(WorkerId, u64)> =
             self.publishes.iter().filter(|(_, p)| p.deadline <= now).map(|(&key, _)| key).collect();
         for (origin, seq) in late {
@@ -673,6 +792,25 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// A random number in `0..=max`, for recycling jitter.
+fn jitter(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let mixed = u64::from(nanos).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id());
+    mixed % (max + 1)
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// "exit code 3" or "killed by signal 9 (SIGKILL)".

@@ -191,3 +191,54 @@ async fn draining_worker_closes_keep_alive_connections_gracefully() {
     let third = get(drover.addr, "/healthz").await.unwrap();
     assert_ne!(third.json()["pid"].as_u64(), Some(old_pid));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_worker_is_killed_and_replaced() {
+    let drover = Drover::start_with(crate::helpers::Options {
+        workers: 2,
+        env: vec![("DROVER_WORKER__HEARTBEAT_INTERVAL", "200ms"), ("DROVER_WORKER__STALL_TIMEOUT", "1s")],
+        ..Default::default()
+    });
+    let before = drover.worker_pids();
+    let victim = *before.iter().next().unwrap();
+    // A stopped process is the purest stall: its event loop runs nothing.
+    crate::helpers::send(victim, libc::SIGSTOP);
+    let after =
+        drover.wait_workers(Duration::from_secs(15), |pids| pids.len() == 2 && !pids.contains(&victim));
+    assert_eq!(after.intersection(&before).count(), 1, "only the stalled worker was replaced");
+    let log = drover.log();
+    assert!(log.contains("worker event loop stalled"), "{log}");
+    // The slot serves again.
+    let mut seen = HashSet::new();
+    for _ in 0..400 {
+        seen.insert(get(drover.addr, "/healthz").await.unwrap().json()["pid"].as_u64().unwrap() as u32);
+        if seen == after {
+            break;
+        }
+    }
+    assert_eq!(seen, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_recycle_after_max_requests_without_failing_a_request() {
+    let drover = Drover::start_with(crate::helpers::Options {
+        workers: 2,
+        env: vec![
+            ("DROVER_WORKER__MAX_REQUESTS", "2000"),
+            ("DROVER_WORKER__MAX_REQUESTS_JITTER", "500"),
+            ("DROVER_WORKER__HEARTBEAT_INTERVAL", "100ms"),
+        ],
+        ..Default::default()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = Load { connections: 16, max_requests_per_connection: 1_500, ..Load::default() };
+    let report = run_load(drover.addr, load, stop).await;
+    assert!(
+        report.failures.is_empty(),
+        "{:?}\n{}",
+        &report.failures[..report.failures.len().min(10)],
+        drover.log()
+    );
+    assert!(report.pids.len() > 2, "workers were recycled: {:?}", report.pids);
+    assert!(drover.log().contains("worker recycled"));
+}
