@@ -6,6 +6,7 @@
 //! execs with inherited fds and talks to over a line protocol
 //! ([`protocol`]).
 
+mod notify;
 pub mod protocol;
 pub mod signal;
 pub mod socket;

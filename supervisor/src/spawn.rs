@@ -64,6 +64,13 @@ pub fn spawn(
         .arg(control_fd.to_string())
         .stdin(Stdio::null())
         .kill_on_drop(false);
+    // systemd's variables are for the main process: a worker must not
+    // notify, nor take the activation sockets.
+    for name in
+        ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"]
+    {
+        cmd.env_remove(name);
+    }
 
     // Allocated here, before the fork: the child must not allocate.
     let mut scratch: Vec<RawFd> = vec![-1; sources.len()];

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::notify::Notifier;
 use crate::protocol::{Counters, SupervisorMessage, WorkerMessage};
 use crate::signal::{Signal, Signals};
 use crate::socket::SlotSockets;
@@ -194,6 +195,12 @@ pub struct Supervisor {
     publishes: BTreeMap<(WorkerId, u64), PendingPublish>,
     /// Slots waiting to be recycled (max requests, max RSS), with why.
     recycle_queue: VecDeque<(usize, &'static str)>,
+    notifier: Notifier,
+    /// Requests served by workers that have exited, so the rate in
+    /// `STATUS=` does not dip when a worker is replaced.
+    retired_requests: u64,
+    /// Total requests at the last status tick, and when.
+    last_tick: (u64, Instant),
 }
 
 impl Supervisor {
@@ -217,6 +224,9 @@ impl Supervisor {
             fatal: None,
             publishes: BTreeMap::new(),
             recycle_queue: VecDeque::new(),
+            notifier: Notifier::from_env(),
+            retired_requests: 0,
+            last_tick: (0, Instant::now()),
         })
     }
 
@@ -234,6 +244,8 @@ impl Supervisor {
             self.start_worker(slot);
         }
         let mut stop_signals = 0;
+        let mut ticks = tokio::time::interval(self.notifier.tick());
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.phase == Phase::Draining && self.workers.is_empty() {
                 break;
@@ -258,6 +270,7 @@ impl Supervisor {
                     Signal::Reload => self.begin_reload(),
                 },
                 Some(event) = self.events_rx.recv() => self.on_event(event),
+                _ = ticks.tick() => self.on_tick(),
                 _ = sleep_until(deadline) => self.on_timers(),
             }
         }
@@ -436,8 +449,43 @@ impl Supervisor {
         })
     }
 
+    /// Periodic: the status line, and the watchdog keep-alive while every
+    /// serving worker's event loop is proven alive.
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let total = self.retired_requests + self.workers.values().map(|w| w.counters.requests).sum::<u64>();
+        let (last_total, last_at) = self.last_tick;
+        let elapsed = now.duration_since(last_at).as_secs_f64();
+        let rate = if elapsed > 0.0 { total.saturating_sub(last_total) as f64 / elapsed } else { 0.0 };
+        self.last_tick = (total, now);
+        if self.phase == Phase::Booting {
+            return;
+        }
+        let fresh_limit = self.options.stall_timeout;
+        let all_fresh = self
+            .workers
+            .values()
+            .filter(|w| w.state == WorkerState::Ready)
+            .all(|w| now.duration_since(w.last_heartbeat) < fresh_limit);
+        if all_fresh && self.phase != Phase::Draining {
+            self.notifier.watchdog();
+        }
+        self.notifier.status(&self.status_line(rate));
+    }
+
+    fn status_line(&self, rate: f64) -> String {
+        let ready = self.workers.values().filter(|w| w.state == WorkerState::Ready).count();
+        format!(
+            "{}: {ready}/{} workers ready, generation {}, {rate:.0} req/s",
+            self.phase.as_str(),
+            self.slots.len(),
+            self.generation
+        )
+    }
+
     fn on_first_ready(&mut self) {
         self.set_phase(Phase::Running);
+        self.notifier.ready(&self.status_line(0.0));
         let listen: Vec<String> = self.sockets.addrs().iter().map(ToString::to_string).collect();
         info!(?listen, workers = self.slots.len(), "drover is ready");
         if let Some(path) = &self.options.ready_file {
@@ -453,6 +501,7 @@ impl Supervisor {
             return;
         };
         self.forget_publishes_of(id);
+        self.retired_requests += worker.counters.requests;
         let uptime = worker.started.elapsed();
         let status_text = match &status {
             Ok(status) => describe(status),
@@ -487,8 +536,7 @@ impl Supervisor {
         if let Some(reload) = &mut self.reload {
             if reload.step.as_ref().is_some_and(|step| step.new == id) {
                 error!(slot, status = %status_text, "replacement worker failed to boot; rolling restart aborted, the old worker keeps serving");
-                self.reload = None;
-                self.set_phase(Phase::Running);
+                self.abort_reload();
                 return;
             }
         }
@@ -565,8 +613,19 @@ impl Supervisor {
             step: None,
             again: false,
         });
+        self.notifier.reloading();
         self.set_phase(Phase::Reloading);
         self.next_reload_step();
+    }
+
+    /// Ends a reload that cannot go on; the workers not yet replaced keep
+    /// serving. systemd, told `RELOADING=1`, is told `READY=1` again.
+    fn abort_reload(&mut self) {
+        let kind = self.reload.take().map(|r| r.kind);
+        self.set_phase(Phase::Running);
+        if kind == Some(ReloadKind::Rolling) {
+            self.notifier.ready(&self.status_line(0.0));
+        }
     }
 
     /// Queues the worker's slot for recycling if it passed a limit.
@@ -624,6 +683,9 @@ impl Supervisor {
                 ReloadKind::Recycle(reason) => info!(reason, "worker recycled"),
             }
             self.set_phase(Phase::Running);
+            if kind == ReloadKind::Rolling {
+                self.notifier.ready(&self.status_line(0.0));
+            }
             if again {
                 self.begin_reload();
             } else {
@@ -640,8 +702,7 @@ impl Supervisor {
             }
             None => {
                 error!(slot, "rolling restart aborted: cannot start a replacement worker");
-                self.reload = None;
-                self.set_phase(Phase::Running);
+                self.abort_reload();
             }
         }
     }
@@ -687,6 +748,7 @@ impl Supervisor {
 
     fn begin_drain(&mut self) {
         self.reload = None;
+        self.notifier.stopping();
         self.set_phase(Phase::Draining);
         for slot in &mut self.slots {
             slot.respawn_at = None;

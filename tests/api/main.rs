@@ -12,3 +12,4 @@ mod http2;
 mod limits;
 mod outage;
 mod repo;
+mod systemd;
