@@ -94,3 +94,22 @@ async fn the_supervisor_speaks_sd_notify_in_order() {
     let readies = notify.all().iter().filter(|m| m.contains("READY=1")).count();
     assert_eq!(readies, 2, "{:#?}", notify.all());
 }
+
+#[test]
+fn the_units_pass_systemd_analyze_verify() {
+    let Ok(output) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
+        assert!(std::env::var("CI").map_or(true, |ci| ci != "true"), "systemd-analyze is required in CI");
+        eprintln!("SKIPPED: systemd-analyze not installed (apt-get install systemd)");
+        return;
+    };
+    assert!(output.status.success());
+    // verify checks that ExecStart's binary exists: point it at this build.
+    let dir = TempDir::new("units");
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/drover.service")).unwrap();
+    let unit = unit.replace("/usr/local/bin/drover", env!("CARGO_BIN_EXE_drover"));
+    let path = dir.path().join("drover.service");
+    std::fs::write(&path, unit).unwrap();
+    let verify = std::process::Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
