@@ -1,6 +1,7 @@
 //! The command line: one file per command.
 
 mod config_check;
+mod ctl;
 mod migrate;
 mod serve;
 mod user;
@@ -44,6 +45,8 @@ enum Command {
     /// Manage users from the command line.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Talk to a running supervisor over its control socket.
+    Ctl(ctl::CtlArgs),
     /// Internal: one worker process, started by `drover serve`.
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -87,6 +90,10 @@ pub struct ConfigArgs {
     /// Where state lives; default $STATE_DIRECTORY or ./data. [server.data_dir]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
+    /// The control socket `drover ctl` uses; default $RUNTIME_DIRECTORY/drover.sock
+    /// or ./drover.sock. [server.control_socket]
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<String>,
     /// redis://host:6379; without it only the in-process cache runs.
     /// [cache.redis_url]
     #[arg(long, value_name = "URL")]
@@ -117,6 +124,7 @@ impl ConfigArgs {
             ("database.url", "--database-url", &self.database_url),
             ("server.data_dir", "--data-dir", &self.data_dir),
             ("cache.redis_url", "--redis-url", &self.redis_url),
+            ("server.control_socket", "--control-socket", &self.control_socket),
         ];
         for (key, flag, value) in text_flags {
             if let Some(value) = value {
@@ -143,6 +151,7 @@ pub fn main() -> ExitCode {
         Command::Worker(args) => worker::run(&args),
         Command::Migrate(args) => migrate::run(&args),
         Command::User(command) => user::run(command),
+        Command::Ctl(args) => ctl::run(&args),
     }
 }
 

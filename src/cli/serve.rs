@@ -54,6 +54,7 @@ pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
         max_requests: config.worker.max_requests,
         max_requests_jitter: config.worker.max_requests_jitter,
         max_rss: config.worker.max_rss,
+        control_socket: Some(config.control_socket()),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

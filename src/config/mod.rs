@@ -37,6 +37,9 @@ pub struct ServerConfig {
     /// Where the ready file goes; `None` for none.
     #[serde(deserialize_with = "values::optional_path")]
     pub ready_file: Option<PathBuf>,
+    /// `None` for the default (see [`Config::control_socket`]).
+    #[serde(deserialize_with = "values::optional_path")]
+    pub control_socket: Option<PathBuf>,
     /// Where state lives; `None` for the default (see [`Config::data_dir`]).
     #[serde(deserialize_with = "values::optional_path")]
     pub data_dir: Option<PathBuf>,
@@ -257,6 +260,20 @@ impl Config {
         match std::env::var("STATE_DIRECTORY") {
             Ok(dirs) if !dirs.is_empty() => PathBuf::from(dirs.split(':').next().unwrap_or(&dirs)),
             _ => PathBuf::from("data"),
+        }
+    }
+
+    /// The control socket: configured, else in systemd's
+    /// `$RUNTIME_DIRECTORY`, else `./drover.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        if let Some(path) = &self.server.control_socket {
+            return path.clone();
+        }
+        match std::env::var("RUNTIME_DIRECTORY") {
+            Ok(dirs) if !dirs.is_empty() => {
+                PathBuf::from(dirs.split(':').next().unwrap_or(&dirs)).join("drover.sock")
+            }
+            _ => PathBuf::from("drover.sock"),
         }
     }
 

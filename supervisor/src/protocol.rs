@@ -50,6 +50,10 @@ pub struct Counters {
     pub in_flight: u64,
     /// Open client connections.
     pub connections: u64,
+    /// How late the event loop ran this heartbeat, in microseconds: the
+    /// time it took to get back to a timer that was due.
+    #[serde(default)]
+    pub loop_lag_us: u64,
 }
 
 /// Encodes a message as one line, newline included.
@@ -74,7 +78,7 @@ mod tests {
     fn messages_round_trip_as_single_lines() {
         let messages = [
             WorkerMessage::Ready { pid: 7 },
-            WorkerMessage::Heartbeat(Counters { requests: 3, in_flight: 1, connections: 2 }),
+            WorkerMessage::Heartbeat(Counters { requests: 3, in_flight: 1, connections: 2, loop_lag_us: 5 }),
             WorkerMessage::Exiting { reason: "drained".into() },
         ];
         for message in messages {

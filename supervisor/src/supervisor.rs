@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::control::{ControlSocket, Request};
 use crate::notify::Notifier;
 use crate::protocol::{Counters, SupervisorMessage, WorkerMessage};
 use crate::signal::{Signal, Signals};
@@ -68,6 +69,8 @@ pub struct Options {
     /// Recycle a worker whose resident memory exceeds this many bytes.
     /// 0: never.
     pub max_rss: u64,
+    /// Where `drover ctl` reaches the supervisor; `None` for no socket.
+    pub control_socket: Option<PathBuf>,
 }
 
 /// The supervisor's phase, logged at every change.
@@ -238,6 +241,15 @@ impl Supervisor {
     /// Runs until every worker has drained after a stop signal.
     pub async fn run(mut self) -> io::Result<Outcome> {
         let mut signals = Signals::register()?;
+        let control = self.options.control_socket.as_deref().map(ControlSocket::bind).transpose()?;
+        let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+        let control_serving = async {
+            match &control {
+                Some(control) => control.serve(control_tx).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(control_serving);
         self.set_phase(Phase::Booting);
         info!(workers = self.options.workers, listen = ?self.sockets.addrs(), "starting workers");
         for slot in 0..self.slots.len() {
@@ -271,6 +283,11 @@ impl Supervisor {
                 },
                 Some(event) = self.events_rx.recv() => self.on_event(event),
                 _ = ticks.tick() => self.on_tick(),
+                () = &mut control_serving => {}
+                Some((request, reply)) = control_rx.recv() => {
+                    let answer = self.on_control(request);
+                    let _ = reply.send(answer);
+                }
                 _ = sleep_until(deadline) => self.on_timers(),
             }
         }
@@ -446,6 +463,67 @@ impl Supervisor {
     fn all_slots_ready(&self) -> bool {
         self.slots.iter().all(|slot| {
             slot.current.and_then(|id| self.workers.get(&id)).is_some_and(|w| w.state == WorkerState::Ready)
+        })
+    }
+
+    /// Answers `drover ctl`.
+    fn on_control(&mut self, request: Request) -> serde_json::Value {
+        match request {
+            Request::Status => self.status_json(),
+            Request::Reload => {
+                let before = self.phase;
+                self.begin_reload();
+                let message = match before {
+                    Phase::Running => "rolling restart started",
+                    Phase::Reloading => "a rolling restart is running; another will follow it",
+                    Phase::Booting => "still booting; reload ignored",
+                    Phase::Draining => "stopping; reload ignored",
+                };
+                serde_json::json!({ "ok": before == Phase::Running || before == Phase::Reloading, "message": message })
+            }
+            Request::Stop => {
+                if self.phase != Phase::Draining {
+                    info!("stop requested on the control socket: draining every worker");
+                    self.begin_drain();
+                }
+                serde_json::json!({ "ok": true, "message": "draining every worker, then exiting" })
+            }
+        }
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let now = Instant::now();
+        let workers: Vec<serde_json::Value> = self
+            .workers
+            .values()
+            .map(|w| {
+                serde_json::json!({
+                    "slot": w.slot,
+                    "pid": w.pid,
+                    "generation": w.generation,
+                    "state": match w.state {
+                        WorkerState::Booting => "booting",
+                        WorkerState::Ready => "ready",
+                        WorkerState::Draining => "draining",
+                    },
+                    "uptime_s": now.duration_since(w.started).as_secs_f64(),
+                    "requests": w.counters.requests,
+                    "in_flight": w.counters.in_flight,
+                    "connections": w.counters.connections,
+                    "rss_bytes": rss_bytes(w.pid),
+                    "loop_lag_us": w.counters.loop_lag_us,
+                    "last_heartbeat_ms": now.duration_since(w.last_heartbeat).as_millis() as u64,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "ok": true,
+            "pid": std::process::id(),
+            "phase": self.phase.as_str(),
+            "generation": self.generation,
+            "listen": self.sockets.addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "slots": self.slots.len(),
+            "workers": workers,
         })
     }
 

@@ -242,3 +242,59 @@ async fn workers_recycle_after_max_requests_without_failing_a_request() {
     assert!(report.pids.len() > 2, "workers were recycled: {:?}", report.pids);
     assert!(drover.log().contains("worker recycled"));
 }
+
+fn ctl(drover: &Drover, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .arg("ctl")
+        .args(args)
+        .arg("--control-socket")
+        .arg(drover.dir.path().join("drover.sock"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_shows_status_reloads_and_stops() {
+    let mut drover = Drover::start(2);
+    let socket = drover.dir.path().join("drover.sock");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "only the owner may control drover");
+    for _ in 0..20 {
+        get(drover.addr, "/healthz").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await; // a heartbeat carries the counts
+
+    let status = ctl(&drover, &["status"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let text = String::from_utf8(status.stdout).unwrap();
+    assert!(text.contains("running, generation 1, 2 slots"), "{text}");
+    assert!(text.contains("SLOT") && text.contains("HEARTBEAT"), "{text}");
+    assert_eq!(text.matches(" ready ").count(), 2, "{text}");
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&ctl(&drover, &["status", "--json"]).stdout).unwrap();
+    let workers = json["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    let served: u64 = workers.iter().map(|w| w["requests"].as_u64().unwrap()).sum();
+    assert!(served >= 20, "{json}");
+    for worker in workers {
+        assert!(worker["rss_bytes"].as_u64().unwrap() > 0);
+        assert!(worker["last_heartbeat_ms"].as_u64().unwrap() < 5_000);
+        assert!(worker["uptime_s"].as_f64().unwrap() > 0.0);
+    }
+
+    let before = drover.worker_pids();
+    let reload = ctl(&drover, &["reload"]);
+    assert!(reload.status.success());
+    assert!(String::from_utf8_lossy(&reload.stdout).contains("rolling restart started"));
+    drover.wait_workers(Duration::from_secs(20), |pids| pids.len() == 2 && pids.is_disjoint(&before));
+
+    let stop = ctl(&drover, &["stop"]);
+    assert!(stop.status.success());
+    assert_eq!(drover.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()), Some(0));
+    assert!(!socket.exists(), "the socket file is removed on exit");
+    let gone = ctl(&drover, &["status"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("is drover running?"));
+}

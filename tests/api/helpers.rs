@@ -79,6 +79,8 @@ impl Drover {
             .arg(&ready)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
+            .arg("--control-socket")
+            .arg(dir.path().join("drover.sock"))
             .args(&options.args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

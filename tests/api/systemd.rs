@@ -105,7 +105,8 @@ fn the_units_pass_systemd_analyze_verify() {
     assert!(output.status.success());
     // verify checks that ExecStart's binary exists: point it at this build.
     let dir = TempDir::new("units");
-    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/drover.service")).unwrap();
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/drover.service")).unwrap();
     let unit = unit.replace("/usr/local/bin/drover", env!("CARGO_BIN_EXE_drover"));
     let path = dir.path().join("drover.service");
     std::fs::write(&path, unit).unwrap();

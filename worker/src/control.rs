@@ -193,7 +193,9 @@ pub(crate) async fn heartbeats(writer: &ControlWriter, stats: &Stats, interval: 
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
-        writer.send(&WorkerMessage::Heartbeat(stats.snapshot()));
+        let due = ticks.tick().await;
+        let mut counters = stats.snapshot();
+        counters.loop_lag_us = due.elapsed().as_micros() as u64;
+        writer.send(&WorkerMessage::Heartbeat(counters));
     }
 }

@@ -18,6 +18,7 @@ impl Stats {
             requests: self.requests.get(),
             in_flight: self.in_flight.get(),
             connections: self.connections.get(),
+            loop_lag_us: 0,
         }
     }
 }

@@ -1,0 +1,108 @@
+//! The control socket: a Unix socket, mode 0600, on which `drover ctl` asks
+//! the supervisor for its status, a reload, or a stop. One JSON request per
+//! connection, one JSON answer.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// The longest request line accepted; requests are a few dozen bytes.
+const MAX_REQUEST: usize = 4096;
+
+/// What `drover ctl` can ask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Reload,
+    Stop,
+}
+
+/// A request and where its answer goes.
+pub(crate) type Pending = (Request, oneshot::Sender<serde_json::Value>);
+
+/// The bound socket; the file is removed when this is dropped.
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// Binds `path`, replacing a stale socket file but refusing one that a
+    /// running supervisor still answers on.
+    pub fn bind(path: &Path) -> io::Result<Self> {
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use: is another drover running?", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display())))?;
+        // Anyone who can connect can stop the server.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(Self { listener, path: path.to_owned() })
+    }
+
+    /// Accepts connections for ever, handing each request to the
+    /// supervisor's loop through `requests`.
+    pub(crate) async fn serve(&self, requests: mpsc::UnboundedSender<Pending>) {
+        loop {
+            let Ok((stream, _)) = self.listener.accept().await else { continue };
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                if let Err(error) = answer(stream, requests).await {
+                    tracing::debug!(%error, "control connection failed");
+                }
+            });
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn answer(stream: UnixStream, requests: mpsc::UnboundedSender<Pending>) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
+    reader.read_until(b'\n', &mut line).await?;
+    let response = match serde_json::from_slice::<Request>(&line) {
+        Ok(request) => {
+            let (reply, answer) = oneshot::channel();
+            let _ = requests.send((request, reply));
+            answer
+                .await
+                .unwrap_or_else(|_| serde_json::json!({"ok": false, "error": "supervisor is stopping"}))
+        }
+        Err(error) => serde_json::json!({"ok": false, "error": format!("bad request: {error}")}),
+    };
+    let mut bytes = serde_json::to_vec(&response)?;
+    bytes.push(b'\n');
+    write.write_all(&bytes).await
+}
+
+/// Sends one request to the supervisor at `path` and returns its answer.
+pub async fn request(path: &Path, request: &Request) -> io::Result<serde_json::Value> {
+    let stream = UnixStream::connect(path).await.map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot connect to {}: {e} (is drover running?)", path.display()))
+    })?;
+    let (read, mut write) = stream.into_split();
+    let mut bytes = serde_json::to_vec(request)?;
+    bytes.push(b'\n');
+    write.write_all(&bytes).await?;
+    let mut line = Vec::new();
+    BufReader::new(read).read_until(b'\n', &mut line).await?;
+    serde_json::from_slice(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
