@@ -15,9 +15,13 @@ use super::{block_on_local, config_failure, ConfigArgs};
 pub struct CtlArgs {
     /// status: every worker (slot, pid, generation, state, uptime, requests,
     /// in flight, connections, RSS, event-loop lag, last heartbeat);
-    /// reload: rolling restart (as SIGHUP); stop: drain and exit (as SIGTERM).
+    /// reload: rolling restart (as SIGHUP); scale N: run N workers (scaling
+    /// down drops no connection); stop: drain and exit (as SIGTERM).
     #[arg(value_enum)]
     command: CtlCommand,
+    /// With scale: the number of workers.
+    #[arg(value_name = "N")]
+    count: Option<usize>,
     /// With status: print the supervisor's JSON answer as it is.
     #[arg(long)]
     json: bool,
@@ -29,6 +33,7 @@ pub struct CtlArgs {
 enum CtlCommand {
     Status,
     Reload,
+    Scale,
     Stop,
 }
 
@@ -41,6 +46,13 @@ pub fn run(args: &CtlArgs) -> ExitCode {
     let request = match args.command {
         CtlCommand::Status => Request::Status,
         CtlCommand::Reload => Request::Reload,
+        CtlCommand::Scale => match args.count {
+            Some(workers) => Request::Scale { workers },
+            None => {
+                eprintln!("drover: scale needs the number of workers: drover ctl scale N");
+                return ExitCode::from(super::EXIT_USAGE);
+            }
+        },
         CtlCommand::Stop => Request::Stop,
     };
     let answer = match block_on_local(control::request(&path, &request)) {

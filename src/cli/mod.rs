@@ -178,3 +178,13 @@ pub fn block_on_local<F: std::future::Future>(future: F) -> F::Output {
         .expect("a current-thread runtime starts");
     tokio::task::LocalSet::new().block_on(&runtime, future)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -21,6 +21,10 @@ pub enum Request {
     Status,
     Reload,
     Stop,
+    /// Run this many workers.
+    Scale {
+        workers: usize,
+    },
 }
 
 /// A request and where its answer goes.

@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod signal;
 pub mod socket;
 pub mod spawn;
+pub mod steer;
 mod supervisor;
 mod watch;
 

@@ -34,6 +34,9 @@ pub enum SupervisorMessage {
     /// Stop accepting, finish in-flight requests, close keep-alive
     /// connections gracefully, then exit.
     Drain,
+    /// This worker's slot is being removed: no new connections will reach
+    /// its sockets. Accept what is already queued on them, then drain.
+    Retire,
     /// Another worker published this; acknowledge with
     /// [`WorkerMessage::Delivered`] once it is handled.
     Deliver { origin: u64, seq: u64, channel: String, message: String },

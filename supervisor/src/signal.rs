@@ -13,6 +13,10 @@ pub enum Signal {
     /// SIGHUP: rolling restart, one slot at a time, new worker before old
     /// drains; also deploys the binary now on disk.
     Reload,
+    /// SIGTTIN: one more worker (as nginx and Gunicorn do).
+    AddWorker,
+    /// SIGTTOU: one worker fewer, retired without dropping a connection.
+    RemoveWorker,
 }
 
 /// The supervisor's signal streams, registered once at start-up.
@@ -20,6 +24,8 @@ pub struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    ttin: tokio::signal::unix::Signal,
+    ttou: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -28,6 +34,8 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            ttin: signal(SignalKind::from_raw(libc::SIGTTIN))?,
+            ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
         })
     }
 
@@ -37,6 +45,8 @@ impl Signals {
             _ = self.term.recv() => Signal::Stop("SIGTERM"),
             _ = self.int.recv() => Signal::Stop("SIGINT"),
             _ = self.hup.recv() => Signal::Reload,
+            _ = self.ttin.recv() => Signal::AddWorker,
+            _ = self.ttou.recv() => Signal::RemoveWorker,
         }
     }
 }

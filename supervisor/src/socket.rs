@@ -54,6 +54,11 @@ impl SlotSockets {
         Ok(())
     }
 
+    /// Closes the sockets of every slot from `slots` on.
+    pub fn truncate(&mut self, slots: usize) {
+        self.slots.truncate(slots);
+    }
+
     /// The addresses actually bound, in the order they were requested.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs

@@ -38,6 +38,13 @@ const DRAIN_KILL_SLACK: Duration = Duration::from_secs(1);
 /// millisecond; one that is stuck must not stall writes on the others.
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// Most workers a supervisor runs (as `server.workers` allows).
+const MAX_WORKERS: usize = 1024;
+
+/// Extra time a retiring worker gets on top of the drain timeout: it first
+/// sweeps its accept queue (up to 5 s).
+const RETIRE_SLACK: Duration = Duration::from_secs(5);
+
 /// A crash loop is this many crashes of one slot within [`CRASH_LOOP_WINDOW`].
 const CRASH_LOOP_COUNT: usize = 5;
 const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(60);
@@ -145,6 +152,9 @@ struct Slot {
     respawn_at: Option<Instant>,
     backoff: Duration,
     recent_crashes: VecDeque<Instant>,
+    /// Being removed by a scale-down: its worker is retiring and it is
+    /// never restarted.
+    retiring: bool,
 }
 
 /// A rolling restart in progress.
@@ -204,6 +214,9 @@ pub struct Supervisor {
     retired_requests: u64,
     /// Total requests at the last status tick, and when.
     last_tick: (u64, Instant),
+    /// A steering program is attached to the reuseport groups (after a
+    /// scale-down); it must follow every change of the slot count.
+    steering: bool,
 }
 
 impl Supervisor {
@@ -230,6 +243,7 @@ impl Supervisor {
             notifier: Notifier::from_env(),
             retired_requests: 0,
             last_tick: (0, Instant::now()),
+            steering: false,
         })
     }
 
@@ -280,6 +294,8 @@ impl Supervisor {
                         self.begin_drain();
                     }
                     Signal::Reload => self.begin_reload(),
+                    Signal::AddWorker => self.scale_by_signal(1),
+                    Signal::RemoveWorker => self.scale_by_signal(-1),
                 },
                 Some(event) = self.events_rx.recv() => self.on_event(event),
                 _ = ticks.tick() => self.on_tick(),
@@ -385,6 +401,13 @@ impl Supervisor {
                     self.slots[slot].respawn_at = None;
                     if self.phase == Phase::Booting && self.all_slots_ready() {
                         self.on_first_ready();
+                    } else if self.steering && self.all_slots_ready() {
+                        // Scaled up after a scale-down: widen the steering
+                        // to every slot now that each has a worker.
+                        let slots = self.slots.len();
+                        if let Err(error) = self.steer(slots) {
+                            warn!(%error, "cannot widen connection steering to the new slots");
+                        }
                     }
                 }
             }
@@ -466,6 +489,91 @@ impl Supervisor {
         })
     }
 
+    fn scale_by_signal(&mut self, delta: isize) {
+        let target = self.slots.len().saturating_add_signed(delta);
+        match self.scale_to(target) {
+            Ok(message) => info!(target, "{message}"),
+            Err(error) => warn!(target, %error, "cannot scale"),
+        }
+    }
+
+    /// Runs `target` workers. Up: new slots, each with its sockets and a
+    /// worker. Down: the highest slots are retired: new connections are
+    /// steered away from their sockets first (see [`crate::steer`]), their
+    /// workers accept what was queued and drain, and then the sockets close.
+    fn scale_to(&mut self, target: usize) -> Result<String, String> {
+        if !(1..=MAX_WORKERS).contains(&target) {
+            return Err(format!("the number of workers must be 1 to {MAX_WORKERS}"));
+        }
+        if self.phase != Phase::Running || self.reload.is_some() {
+            return Err(format!("busy ({}); try again when it is done", self.phase.as_str()));
+        }
+        if self.slots.iter().any(|s| s.retiring) {
+            return Err("a scale-down is still draining; try again when it is done".into());
+        }
+        let current = self.slots.len();
+        if target > current {
+            for slot in current..target {
+                self.sockets.push_slot(crate::socket::DEFAULT_BACKLOG).map_err(|e| e.to_string())?;
+                self.slots.push(Slot { backoff: self.options.backoff_min, ..Slot::default() });
+                self.start_worker(slot);
+            }
+            info!(from = current, to = target, "scaling up");
+            return Ok(format!("scaling up from {current} to {target} workers"));
+        }
+        if target == current {
+            return Ok(format!("already running {current} workers"));
+        }
+        match self.steer(target) {
+            Ok(()) => {}
+            Err(error) => warn!(
+                %error,
+                "cannot steer connections away from retiring slots; connections queued on them as they close may be reset"
+            ),
+        }
+        let retiring: Vec<WorkerId> =
+            self.workers.iter().filter(|(_, w)| w.slot >= target).map(|(&id, _)| id).collect();
+        for slot in &mut self.slots[target..] {
+            slot.retiring = true;
+            slot.respawn_at = None;
+        }
+        for id in retiring {
+            self.retire_worker(id);
+        }
+        info!(from = current, to = target, "scaling down");
+        self.finish_scale_down();
+        Ok(format!("scaling down from {current} to {target} workers"))
+    }
+
+    /// Attaches the steering program to every address's reuseport group.
+    fn steer(&mut self, active: usize) -> io::Result<()> {
+        let active = u32::try_from(active).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        for socket in self.sockets.slot(0) {
+            crate::steer::steer_to_first(socket, active)?;
+        }
+        self.steering = true;
+        Ok(())
+    }
+
+    fn retire_worker(&mut self, id: WorkerId) {
+        let Some(worker) = self.workers.get_mut(&id) else { return };
+        worker.state = WorkerState::Draining;
+        worker.deadline = Some(Instant::now() + self.options.drain_timeout + DRAIN_KILL_SLACK + RETIRE_SLACK);
+        info!(slot = worker.slot, pid = worker.pid, "retiring worker");
+        let _ = worker.commands.send(Command::Send(SupervisorMessage::Retire));
+    }
+
+    /// Closes the retired slots once none of their workers is left.
+    fn finish_scale_down(&mut self) {
+        let Some(first) = self.slots.iter().position(|s| s.retiring) else { return };
+        if self.workers.values().any(|w| w.slot >= first) {
+            return;
+        }
+        self.sockets.truncate(first);
+        self.slots.truncate(first);
+        info!(workers = first, "scaled down; retired sockets closed");
+    }
+
     /// Answers `drover ctl`.
     fn on_control(&mut self, request: Request) -> serde_json::Value {
         match request {
@@ -481,6 +589,10 @@ impl Supervisor {
                 };
                 serde_json::json!({ "ok": before == Phase::Running || before == Phase::Reloading, "message": message })
             }
+            Request::Scale { workers } => match self.scale_to(workers) {
+                Ok(message) => serde_json::json!({ "ok": true, "message": message }),
+                Err(error) => serde_json::json!({ "ok": false, "error": error }),
+            },
             Request::Stop => {
                 if self.phase != Phase::Draining {
                     info!("stop requested on the control socket: draining every worker");
@@ -588,6 +700,14 @@ impl Supervisor {
         let reason = worker.exit_reason.as_deref().unwrap_or("none given");
         let slot = worker.slot;
 
+        if self.slots.get(slot).is_some_and(|s| s.retiring) {
+            info!(slot, pid = worker.pid, status = %status_text, reason, "retired worker exited");
+            if self.slots[slot].current == Some(id) {
+                self.slots[slot].current = None;
+            }
+            self.finish_scale_down();
+            return;
+        }
         if worker.state == WorkerState::Draining {
             info!(slot, pid = worker.pid, status = %status_text, reason, "worker exited after draining");
             if self.slots[slot].current == Some(id) {
@@ -681,6 +801,10 @@ impl Supervisor {
                 return;
             }
             Phase::Running => {}
+        }
+        if self.slots.iter().any(|s| s.retiring) {
+            info!("reload ignored: a scale-down is still draining");
+            return;
         }
         self.generation += 1;
         // Every worker is about to be replaced; pending recycles are moot.

@@ -298,3 +298,50 @@ async fn ctl_shows_status_reloads_and_stops() {
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("is drover running?"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_2_4_1_2_under_load_fails_no_request() {
+    let drover = Drover::start(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = Load { connections: 32, max_duration: Duration::from_secs(40), ..Load::default() };
+    let runner = tokio::spawn(run_load(drover.addr, load, stop.clone()));
+    for target in [4usize, 1, 2] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let scaled = ctl(&drover, &["scale", &target.to_string()]);
+        assert!(scaled.status.success(), "{}", String::from_utf8_lossy(&scaled.stderr));
+        drover.wait_workers(Duration::from_secs(20), |pids| pids.len() == target);
+        // Wait until the supervisor itself says every slot is ready.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status: serde_json::Value =
+                serde_json::from_slice(&ctl(&drover, &["status", "--json"]).stdout).unwrap();
+            let ready =
+                status["workers"].as_array().unwrap().iter().filter(|w| w["state"] == "ready").count();
+            if status["slots"] == target && ready == target {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never settled at {target}: {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let report = runner.await.unwrap();
+    assert!(
+        report.failures.is_empty(),
+        "{} failures: {:?}\n{}",
+        report.failures.len(),
+        &report.failures[..report.failures.len().min(10)],
+        drover.log()
+    );
+    assert!(report.ok > 1000, "{}", report.ok);
+    let log = drover.log();
+    assert!(log.contains("scaled down; retired sockets closed"), "{log}");
+    assert!(!log.contains("cannot steer"), "the kernel took the steering program");
+
+    // SIGTTIN and SIGTTOU add and remove one worker.
+    drover.signal(libc::SIGTTIN);
+    drover.wait_workers(Duration::from_secs(20), |pids| pids.len() == 3);
+    drover.signal(libc::SIGTTOU);
+    drover.wait_workers(Duration::from_secs(20), |pids| pids.len() == 2);
+}

@@ -24,6 +24,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DrainCause {
     Supervisor,
+    /// The slot is being removed: sweep the accept queue first.
+    Retire,
     SupervisorGone,
     Signal,
 }
@@ -32,6 +34,7 @@ impl DrainCause {
     pub fn describe(self) -> &'static str {
         match self {
             DrainCause::Supervisor => "drained on the supervisor's request",
+            DrainCause::Retire => "retired (scaled down)",
             DrainCause::SupervisorGone => "drained because the supervisor went away",
             DrainCause::Signal => "drained on a signal",
         }
@@ -168,6 +171,11 @@ pub(crate) async fn read_commands(
                 Ok(SupervisorMessage::Drain) => {
                     if let Some(drain) = drain.take() {
                         let _ = drain.send(DrainCause::Supervisor);
+                    }
+                }
+                Ok(SupervisorMessage::Retire) => {
+                    if let Some(drain) = drain.take() {
+                        let _ = drain.send(DrainCause::Retire);
                     }
                 }
                 Ok(SupervisorMessage::Deliver { origin, seq, channel, message }) => {

@@ -25,6 +25,13 @@ use crate::limits::Limits;
 use crate::stats::Stats;
 use crate::App;
 
+/// A retiring worker keeps accepting until its sockets have been quiet this
+/// long: connections steered elsewhere stop arriving at once, but ones whose
+/// handshake began just before may still land.
+const RETIRE_QUIET: Duration = Duration::from_millis(250);
+/// ...and at most this long, whatever keeps arriving.
+const RETIRE_SWEEP_MAX: Duration = Duration::from_secs(5);
+
 /// After an accept error such as EMFILE, wait this long before accepting
 /// again, rather than spinning on an error that will repeat.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -86,6 +93,9 @@ pub(crate) struct Shared<A> {
     pub drain: watch::Receiver<bool>,
     /// Notified when the last connection closes.
     all_closed: Notify,
+    /// When a connection was last accepted (a retiring worker sweeps its
+    /// queue until this is old enough).
+    last_accept: Cell<std::time::Instant>,
 }
 
 impl<A> Shared<A> {
@@ -183,6 +193,7 @@ where
         draining: Cell::new(false),
         drain: drain_rx,
         all_closed: Notify::new(),
+        last_accept: Cell::new(std::time::Instant::now()),
     });
     let mut addrs = Vec::new();
     for listener in inherited.listeners {
@@ -205,6 +216,13 @@ where
         "draining"
     );
     shared.draining.set(true);
+    if cause == DrainCause::Retire {
+        // New connections now go to other slots; take in what is queued.
+        let started = std::time::Instant::now();
+        while shared.last_accept.get().elapsed() < RETIRE_QUIET && started.elapsed() < RETIRE_SWEEP_MAX {
+            tokio::time::sleep(RETIRE_QUIET / 5).await;
+        }
+    }
     let _ = drain_tx.send(true);
 
     let drained = async {
@@ -267,6 +285,7 @@ async fn accept_loop<A: App>(listener: TcpListener, shared: Rc<Shared<A>>) {
         };
         match accepted {
             Ok((stream, _peer)) => {
+                shared.last_accept.set(std::time::Instant::now());
                 // Responses are written whole; Nagle would only delay them.
                 let _ = stream.set_nodelay(true);
                 if shared.stats.connections.get() >= shared.limits.max_connections as u64 {
