@@ -163,7 +163,10 @@ impl TokenService {
             .map_err(|_| TokenError::Invalid("sub is not a user id".into()))?;
         let role =
             Role::parse(&data.claims.role).ok_or_else(|| TokenError::Invalid("unknown role".into()))?;
-        Ok(Principal { user, role })
+        let principal = Principal { user, role };
+        let seen = Verified { principal, nbf: data.claims.nbf, exp: data.claims.exp };
+        self.verified.borrow_mut().insert(token.to_owned(), seen);
+        Ok(principal)
     }
 }
 
@@ -194,6 +197,7 @@ mod tests {
         let principal = Principal { user: UserId(7), role: Role::User };
         let token = tokens.issue(principal).unwrap().access_token;
         assert_eq!(tokens.verify(&token), Ok(principal));
+        assert!(tokens.verified.borrow_mut().contains_key(&token), "the verified token is remembered");
         assert_eq!(tokens.verify(&token), Ok(principal), "second check, from memory");
         // A tampered signature is a different string: checked in full.
         let at = token.rfind('.').unwrap() + 5;

@@ -10,10 +10,10 @@ use std::rc::Rc;
 use tokio::sync::Semaphore;
 
 /// Nice value of blocking-pool threads. On Linux a thread's nice value is
-/// its own; at 10 a busy hashing thread gets about a tenth of the CPU share
+/// its own; at 15 a busy hashing thread gets about a thirtieth of the CPU share
 /// of the event loop when both want the same core, so a storm of expensive
 /// requests slows itself, not every other request of the worker.
-pub const BLOCKING_THREAD_NICE: i32 = 10;
+pub const BLOCKING_THREAD_NICE: i32 = 15;
 
 /// Lowers the calling thread's scheduling priority to
 /// [`BLOCKING_THREAD_NICE`]. Called as each blocking-pool thread starts.
