@@ -28,6 +28,7 @@
 #   TARGET_DIR [<repo>/target]
 #   CARGO_LOCK [/tmp/drover-cargo.lock]  the cargo build runs under flock on it
 #   WAIT_TRIES [100]  tries (0.1 s apart) for a server to come up
+#   DROVER_CACHE__ENABLED [false]  drover's user cache; off so reads hit the database
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -56,6 +57,10 @@ PG_ADMIN_DB=${PG_ADMIN_DB:-test}
 DROVER_BIN=${DROVER_BIN:-$TARGET_DIR/release/drover}
 DROVER_ARGS=${DROVER_ARGS:-}
 WAIT_TRIES=${WAIT_TRIES:-100}
+# This script measures reads that go to the database: drover's user cache
+# (on by default) would answer them from memory after the first one.
+# bench/cache.sh measures the cache. DROVER_CACHE__ENABLED=true overrides.
+export DROVER_CACHE__ENABLED=${DROVER_CACHE__ENABLED:-false}
 STOP_TIMEOUT_TENTHS=100 # 10 s for a server to exit after SIGTERM
 
 # The bench user. Plain ASCII without quotes or backslashes: login.lua puts
@@ -241,7 +246,9 @@ start_drover() {
     # shellcheck disable=SC2086 # DROVER_ARGS is split on purpose
     args+=($DROVER_ARGS)
     log "== $name on CPU $SERVER_CPU: ${*:+$* }$DROVER_BIN ${args[*]}"
-    env "$@" taskset -c "$SERVER_CPU" "$DROVER_BIN" "${args[@]}" </dev/null >"$logf" 2>&1 &
+    # DROVER_BIN and DROVER_ARGS are this script's knobs: drover refuses unknown
+    # DROVER_* variables, so they are not passed on.
+    env -u DROVER_BIN -u DROVER_ARGS "$@" taskset -c "$SERVER_CPU" "$DROVER_BIN" "${args[@]}" </dev/null >"$logf" 2>&1 &
     pid=$!
     STARTED+=("$pid")
     for ((i = 0; i < WAIT_TRIES; i++)); do
@@ -490,7 +497,7 @@ report() {
         " $(nproc) CPUs  load avg $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "drover --workers 1 pinned to CPU $SERVER_CPU; reads: wrk -t $THREADS -c $CONNS -d $DURATION (warm-up $WARMUP) on CPU $LOAD_CPU;" \
         "login storm: wrk -t 1 -c $STORM_CONNS on CPU $STORM_CPU"
-    echo "PostgreSQL: $PG_STATUS"
+    echo "PostgreSQL: $PG_STATUS; drover cache.enabled=$DROVER_CACHE__ENABLED"
     echo
     printf '%-13s %-15s %10s %9s %9s %11s %11s %7s\n' server test "req/s" "p50 ms" "p99 ms" "CPU us/req" "pg us/req" errors
     printf '%-13s %-15s %10s %9s %9s %11s %11s %7s\n' ------------- --------------- ---------- --------- --------- ----------- ----------- -------
