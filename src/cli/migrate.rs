@@ -1,7 +1,6 @@
 //! `drover migrate [--status]`: applies pending migrations, or lists every
-//! migration and whether it is applied. `drover serve` runs this as a child
-//! process before starting workers (unless `database.migrate_on_start` is
-//! false), so the supervisor itself never loads a database driver.
+//! migration and whether it is applied. `drover serve` migrates through its
+//! preflight child (unless `database.migrate_on_start` is false).
 
 use std::process::ExitCode;
 
@@ -66,7 +65,7 @@ pub fn run(args: &MigrateArgs) -> ExitCode {
     }
 }
 
-fn failure(error: &RepoError) -> ExitCode {
+pub(super) fn failure(error: &RepoError) -> ExitCode {
     eprintln!("drover: migration failed: {error}");
     match error {
         RepoError::Unavailable(_) => ExitCode::from(EXIT_UNAVAILABLE),

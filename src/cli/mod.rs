@@ -3,6 +3,7 @@
 mod config_check;
 mod ctl;
 mod migrate;
+mod preflight;
 mod serve;
 mod user;
 mod worker;
@@ -50,6 +51,10 @@ enum Command {
     /// Internal: one worker process, started by `drover serve`.
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
+    /// Internal: the checks `drover serve` runs in a child before starting
+    /// workers (keys, migrations).
+    #[command(hide = true)]
+    Preflight(ConfigArgs),
 }
 
 #[derive(Subcommand)]
@@ -149,6 +154,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args, serve_args_for_workers()),
         Command::Config(ConfigCommand::Check(args)) => config_check::run(&args),
         Command::Worker(args) => worker::run(&args),
+        Command::Preflight(args) => preflight::run(&args),
         Command::Migrate(args) => migrate::run(&args),
         Command::User(command) => user::run(command),
         Command::Ctl(args) => ctl::run(&args),

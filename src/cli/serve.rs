@@ -4,10 +4,9 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use drover_supervisor::{Options, Outcome, Supervisor, WorkerCommand};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-use super::{config_failure, ConfigArgs, EXIT_USAGE};
-use crate::service::{KeySet, KeySource};
+use super::{config_failure, ConfigArgs};
 use crate::telemetry::{self, Role};
 
 pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
@@ -23,24 +22,10 @@ pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Check the keys once here: a bad key file is a configuration error
-    // (exit 64 naming the key), and the development-key warning is logged
-    // once rather than by every worker.
-    match KeySet::load(&config.auth, &config.data_dir()) {
-        Ok(keys) => {
-            if let KeySource::Development(path) = keys.source {
-                warn!(path = %path.display(), "signing tokens with a generated development key; configure auth.key_files for production");
-            }
-        }
-        Err(error) => {
-            eprintln!("drover: invalid configuration: {error}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    }
-    if config.database.migrate_on_start {
-        if let Some(code) = migrate_in_child(&program, &worker_args) {
-            return code;
-        }
+    // Keys and migrations are checked by a child process, so that their
+    // code never becomes part of the long-lived supervisor's memory.
+    if let Some(code) = preflight_in_child(&program, &worker_args) {
+        return code;
     }
     let options = Options {
         command: WorkerCommand { program, args: worker_args },
@@ -81,23 +66,23 @@ pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
     }
 }
 
-/// Runs `drover migrate` with the same flags as a child process and waits
-/// for it; the supervisor stays free of database drivers. `None` when it
-/// succeeded, else the exit code to stop with.
-fn migrate_in_child(program: &std::path::Path, worker_args: &[OsString]) -> Option<ExitCode> {
+/// Runs `drover preflight` with the same flags as a child process and
+/// waits for it (see `cli/preflight.rs`). `None` when it succeeded, else the
+/// exit code to stop with (64 for a bad key, 69 for an unreachable database).
+fn preflight_in_child(program: &std::path::Path, worker_args: &[OsString]) -> Option<ExitCode> {
     let mut args: Vec<OsString> = worker_args.to_vec();
     if let Some(first) = args.first_mut() {
-        *first = "migrate".into();
+        *first = "preflight".into();
     }
-    info!("applying database migrations");
+    info!("checking keys and applying database migrations");
     match std::process::Command::new(program).args(&args).stdout(std::process::Stdio::null()).status() {
         Ok(status) if status.success() => None,
         Ok(status) => {
-            error!(%status, "migrations failed; not starting workers");
+            error!(%status, "preflight failed; not starting workers");
             Some(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)))
         }
         Err(error) => {
-            error!(%error, "cannot run the migrations");
+            error!(%error, "cannot run the preflight checks");
             Some(ExitCode::FAILURE)
         }
     }
