@@ -100,14 +100,7 @@ async fn reload_under_load(load: Load) {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::Relaxed);
     let report = runner.await.unwrap();
-    assert!(
-        report.failures.is_empty(),
-        "{} failures: {:?}\n{}",
-        report.failures.len(),
-        &report.failures[..report.failures.len().min(10)],
-        drover.log()
-    );
-    assert!(report.ok > 100, "too little load to mean anything: {}", report.ok);
+    report.assert_clean(&drover, 100);
     let new_pids: HashSet<u64> = after.iter().map(|&p| u64::from(p)).collect();
     assert!(report.pids.is_superset(&new_pids), "new workers answered: {:?} vs {:?}", report.pids, new_pids);
     assert!(drover.log().contains("rolling restart complete"));
@@ -233,12 +226,7 @@ async fn workers_recycle_after_max_requests_without_failing_a_request() {
     let stop = Arc::new(AtomicBool::new(false));
     let load = Load { connections: 16, max_requests_per_connection: 1_500, ..Load::default() };
     let report = run_load(drover.addr, load, stop).await;
-    assert!(
-        report.failures.is_empty(),
-        "{:?}\n{}",
-        &report.failures[..report.failures.len().min(10)],
-        drover.log()
-    );
+    report.assert_clean(&drover, 1000);
     assert!(report.pids.len() > 2, "workers were recycled: {:?}", report.pids);
     assert!(drover.log().contains("worker recycled"));
 }
@@ -327,14 +315,7 @@ async fn scaling_2_4_1_2_under_load_fails_no_request() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let report = runner.await.unwrap();
-    assert!(
-        report.failures.is_empty(),
-        "{} failures: {:?}\n{}",
-        report.failures.len(),
-        &report.failures[..report.failures.len().min(10)],
-        drover.log()
-    );
-    assert!(report.ok > 1000, "{}", report.ok);
+    report.assert_clean(&drover, 1000);
     let log = drover.log();
     assert!(log.contains("scaled down; retired sockets closed"), "{log}");
     assert!(!log.contains("cannot steer"), "the kernel took the steering program");

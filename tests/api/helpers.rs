@@ -337,6 +337,21 @@ pub struct Report {
     pub pids: HashSet<u64>,
 }
 
+impl Report {
+    /// Fails the test unless every request succeeded and at least `min_ok`
+    /// did (less load would prove nothing); shows the log on failure.
+    pub fn assert_clean(&self, drover: &Drover, min_ok: u64) {
+        assert!(
+            self.failures.is_empty(),
+            "{} failures: {:?}\n{}",
+            self.failures.len(),
+            &self.failures[..self.failures.len().min(10)],
+            drover.log()
+        );
+        assert!(self.ok >= min_ok, "too little load to mean anything: {} requests", self.ok);
+    }
+}
+
 /// How a load run behaves.
 #[derive(Clone)]
 pub struct Load {
