@@ -73,6 +73,90 @@ CLK_TCK=$(getconf CLK_TCK)
 log() { printf '%s\n' "$*" >&2; }
 die() { log "cache.sh: error: $*"; exit 1; }
 
+# ------------------------------------------------- instructions (perf) --
+# `perf stat -e PERF_EVENT -x, -p PIDS` counts the server's instructions (all
+# processes and threads) over exactly the measured wrk run: it starts just
+# before wrk and gets SIGINT right after. Where perf is missing or cannot
+# count the event (a VM without a PMU reads "<not supported>"), or cannot
+# attach, the instr/req column says n/a and the run goes on.
+PERF=${PERF:-perf}
+PERF_EVENT=${PERF_EVENT:-instructions}
+PERF_OK=0 PERF_NOTE="" PERF_PID="" PERF_OUT="" PERF_COUNT=n/a PERF_SEQ=0
+
+perf_value() { # perf stat -x, output on stdin -> the PERF_EVENT count, or nothing
+    awk -F, -v e="$PERF_EVENT" '!/^#/ && index($3, e) == 1 { if ($1 ~ /^[0-9.]+$/) print $1; exit }'
+}
+
+proc_alive() { # pid: running, not a zombie
+    local line
+    line=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    line=${line##*) }
+    [[ ${line:0:1} != Z ]]
+}
+
+perf_probe() { # once: can perf count PERF_EVENT on this machine?
+    local out
+    if ! command -v "$PERF" >/dev/null; then
+        PERF_NOTE="n/a: $PERF not found"
+        return 0
+    fi
+    out=$("$PERF" stat -x, -e "$PERF_EVENT" true 2>&1 >/dev/null) || true
+    if [[ -n $(perf_value <<<"$out") ]]; then
+        PERF_OK=1
+        PERF_NOTE="perf stat -e $PERF_EVENT over the measured run, divided by wrk's request count"
+    else
+        PERF_NOTE="n/a: perf cannot count $PERF_EVENT here ($(grep -v '^#' <<<"$out" | grep -m1 . || echo 'no output'))"
+        [[ $out != *"<not supported>"* ]] || PERF_NOTE="n/a: perf stat says $PERF_EVENT is <not supported> here (no hardware PMU, as in most VMs)"
+    fi
+}
+
+perf_start() { # pids...: count PERF_EVENT on those still alive until perf_stop
+    PERF_PID="" PERF_COUNT=n/a
+    ((PERF_OK)) || return 0
+    local pid live=() i
+    for pid in "$@"; do proc_alive "$pid" && live+=("$pid"); done
+    ((${#live[@]} > 0)) || return 0
+    PERF_SEQ=$((PERF_SEQ + 1))
+    PERF_OUT=$WORK/perf-stat-$PERF_SEQ.txt
+    "$PERF" stat -x, -e "$PERF_EVENT" -o "$PERF_OUT" -p "$(IFS=,; echo "${live[*]}")" \
+        </dev/null >/dev/null 2>"$PERF_OUT.err" &
+    PERF_PID=$!
+    STARTED+=("$PERF_PID")
+    # Bounded wait until perf has its counters open, so the run is counted
+    # from its first request.
+    for ((i = 0; i < 100; i++)); do
+        proc_alive "$PERF_PID" || break
+        ls -l "/proc/$PERF_PID/fd" 2>/dev/null | grep -q perf_event && break
+        sleep 0.02
+    done
+    sleep 0.05
+}
+
+perf_stop() { # sets PERF_COUNT: the count since perf_start, or n/a
+    PERF_COUNT=n/a
+    [[ -n $PERF_PID ]] || return 0
+    local i v
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        proc_alive "$PERF_PID" || break
+        sleep 0.1
+    done
+    proc_alive "$PERF_PID" && kill -KILL "$PERF_PID" 2>/dev/null
+    wait "$PERF_PID" 2>/dev/null || true
+    v=$(perf_value <"$PERF_OUT" 2>/dev/null) || true
+    if [[ -n $v ]]; then
+        PERF_COUNT=$v
+    else
+        log "warning: perf stat counted no $PERF_EVENT: $(cat "$PERF_OUT.err" "$PERF_OUT" 2>/dev/null | grep -v '^#' | grep -m1 . || echo 'no output')"
+    fi
+    PERF_PID=""
+}
+
+per_req_instr() { # count requests -> count per request (whole number), or n/a
+    awk -v c="${1:-}" -v n="${2:-0}" 'BEGIN {
+        if (c !~ /^[0-9.]+$/ || n + 0 <= 0) print "n/a"; else printf "%.0f", c / n }'
+}
+
 # ---------------------------------------------------------------- cleanup --
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/drover-cache-bench.XXXXXX")
 STARTED=()     # every PID this script started (servers, redis-server) or found under them
@@ -145,6 +229,8 @@ if (($(nproc) < 2)); then
     log "warning: fewer than 2 CPUs: server and wrk share CPU $SERVER_CPU"
     LOAD_CPU=$SERVER_CPU
 fi
+perf_probe
+log "instr/req: $PERF_NOTE"
 # This benchmark is about the database read the cache saves: no PostgreSQL,
 # no benchmark.
 psql_admin 'SELECT 1' >/dev/null 2>"$WORK/psql.err" ||
@@ -401,7 +487,7 @@ counters() {
 
 # ------------------------------------------------------------- measure --
 declare -A RPS=() P50=() P99=() CPU_US=() PG_US=() REDIS_US=() ERRS=() REQS=() NPG=() \
-    C_LH=() C_LM=() C_RH=() C_RM=() C_RE=() C_LOADS=() C_INV=() REDIS_STATUS=() NOTE=()
+    C_LH=() C_LM=() C_RH=() C_RM=() C_RE=() C_LOADS=() C_INV=() REDIS_STATUS=() NOTE=() INSTR=()
 CUR_DB=""
 ROWS=()
 RAW=$TARGET_DIR/bench/cache-last-run
@@ -453,9 +539,11 @@ measure() {
     read -ra c0 <<<"$cs"
     ((${#backends[@]} == 0)) || pg0=$(cpu_ticks "${backends[@]}")
     [[ -z $REDIS_PID ]] || r0=$(cpu_ticks "$REDIS_PID")
+    perf_start "${SRV_PIDS[@]}"
     t0=$(cpu_ticks "${SRV_PIDS[@]}")
     out=$(taskset -c "$LOAD_CPU" wrk "${args[@]}" -d "$DURATION" "$url" "${tail[@]}" 2>&1) || rc=$?
     t1=$(cpu_ticks "${SRV_PIDS[@]}")
+    perf_stop
     [[ -z $REDIS_PID ]] || r1=$(cpu_ticks "$REDIS_PID")
     ((${#backends[@]} == 0)) || pg1=$(cpu_ticks "${backends[@]}")
     cs=$(counters) || exit 1
@@ -464,6 +552,7 @@ measure() {
     ((rc == 0)) || log "warning: wrk exited with status $rc (output in $RAW/$name-users-id.txt)"
     parse_wrk "$key" "$out"
     CPU_US[$key]=$(per_req $((t1 - t0)) "${REQS[$key]}")
+    INSTR[$key]=$(per_req_instr "$PERF_COUNT" "${REQS[$key]}")
     PG_US[$key]=n/a
     ((${#backends[@]} == 0)) || PG_US[$key]=$(per_req $((pg1 - pg0)) "${REQS[$key]}")
     REDIS_US[$key]=-
@@ -476,7 +565,7 @@ measure() {
     C_RH[$key]=$((c1[4] - c0[4])) C_RM[$key]=$((c1[5] - c0[5])) C_RE[$key]=$((c1[6] - c0[6]))
     C_LOADS[$key]=$((c1[7] - c0[7])) C_INV[$key]=$((c1[8] - c0[8]))
     ROWS+=("$key")
-    log "    -> ${RPS[$key]} req/s, p50/p99 ${P50[$key]}/${P99[$key]} ms, ${CPU_US[$key]} us CPU/req" \
+    log "    -> ${RPS[$key]} req/s, p50/p99 ${P50[$key]}/${P99[$key]} ms, ${CPU_US[$key]} us CPU/req, ${INSTR[$key]} instr/req" \
         "+ ${PG_US[$key]} in ${#backends[@]} PostgreSQL backends + ${REDIS_US[$key]} in redis, ${ERRS[$key]} errors;" \
         "cache: local ${C_LH[$key]}/${C_LM[$key]} hit/miss, redis ${C_RH[$key]}/${C_RM[$key]}/${C_RE[$key]} hit/miss/error, ${C_LOADS[$key]} loads"
 }
@@ -567,15 +656,16 @@ report() {
         "CPU ${REDIS_CPU:-not pinned}; redis-tier and redis-spread: cache.local_ttl=$SHORT_TTL"
     ! has pg-redis-spread || echo "redis-spread: an admin reads $SPREAD_KEYS users, a random id per request (bench/spread.lua); the others read one id"
     echo
-    printf '%-15s %10s %9s %9s %11s %11s %11s %11s %7s\n' server "req/s" "p50 ms" "p99 ms" "CPU us/req" "pg us/req" "redis us/req" "total us/req" errors
-    printf '%-15s %10s %9s %9s %11s %11s %11s %11s %7s\n' --------------- ---------- --------- --------- ----------- ----------- ----------- ----------- -------
+    printf '%-15s %10s %9s %9s %11s %11s %11s %11s %11s %7s\n' server "req/s" "p50 ms" "p99 ms" "CPU us/req" "instr/req" "pg us/req" "redis us/req" "total us/req" errors
+    printf '%-15s %10s %9s %9s %11s %11s %11s %11s %11s %7s\n' --------------- ---------- --------- --------- ----------- ----------- ----------- ----------- ----------- -------
     for key in "${ROWS[@]}"; do
         total=$(sum_us "${CPU_US[$key]}" "${PG_US[$key]}" "${REDIS_US[$key]}")
-        printf '%-15s %10s %9s %9s %11s %11s %11s %11s %7s\n' "$key" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
-            "${CPU_US[$key]}" "${PG_US[$key]}" "${REDIS_US[$key]}" "$total" "${ERRS[$key]}"
+        printf '%-15s %10s %9s %9s %11s %11s %11s %11s %11s %7s\n' "$key" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
+            "${CPU_US[$key]}" "${INSTR[$key]}" "${PG_US[$key]}" "${REDIS_US[$key]}" "$total" "${ERRS[$key]}"
     done
-    echo "CPU us/req: drover (supervisor + worker); pg: the PostgreSQL backends of the bench database (not pinned);"
+    echo "CPU us/req and instr/req: drover (supervisor + worker); pg: the PostgreSQL backends of the bench database (not pinned);"
     echo "redis: the private redis-server (it runs for the whole script, so it is counted for every server); total: the three."
+    echo "instr/req: $PERF_NOTE"
     echo
     echo "cache counters over the measured run (deltas of GET /healthz; requests: wrk's count):"
     printf '  %-15s %9s %9s %9s %8s %9s %9s %6s %8s %8s %9s %9s\n' server requests "local hit" "local miss" "local %" \
@@ -604,6 +694,7 @@ report() {
         line "cached / uncached p99 (${P99[pg-redis]} / ${P99[pg-nocache]} ms)" "$r" "<= $P99_GOAL" "$(verdict_max "$r" "$P99_GOAL")"
         line "cached / uncached p50 (${P50[pg-redis]} / ${P50[pg-nocache]} ms)" "$(ratio "${P50[pg-redis]}" "${P50[pg-nocache]}")"
         line "cached / uncached drover CPU us/req" "$(ratio "${CPU_US[pg-redis]}" "${CPU_US[pg-nocache]}")"
+        line "cached / uncached drover instr/req" "$(ratio "${INSTR[pg-redis]}" "${INSTR[pg-nocache]}")"
         line "cached / uncached drover+pg+redis CPU us/req" \
             "$(ratio "$(sum_us "${CPU_US[pg-redis]}" "${PG_US[pg-redis]}" "${REDIS_US[pg-redis]}")" \
                 "$(sum_us "${CPU_US[pg-nocache]}" "${PG_US[pg-nocache]}" "${REDIS_US[pg-nocache]}")")"
@@ -611,6 +702,7 @@ report() {
     if has pg-local && has pg-nocache; then
         line "in-process only (pg-local) / uncached req/s" "$(ratio "${RPS[pg-local]}" "${RPS[pg-nocache]}")"
         line "in-process only / uncached drover CPU us/req" "$(ratio "${CPU_US[pg-local]}" "${CPU_US[pg-nocache]}")"
+        line "in-process only / uncached drover instr/req" "$(ratio "${INSTR[pg-local]}" "${INSTR[pg-nocache]}")"
     fi
     if has pg-local && has pg-redis; then
         line "pg-redis / pg-local req/s (cost of having Redis configured)" "$(ratio "${RPS[pg-redis]}" "${RPS[pg-local]}")"
@@ -618,11 +710,13 @@ report() {
     if has pg-redis-tier && has pg-nocache; then
         line "Redis tier (pg-redis-tier) / uncached req/s" "$(ratio "${RPS[pg-redis-tier]}" "${RPS[pg-nocache]}")"
         line "Redis tier / uncached drover CPU us/req" "$(ratio "${CPU_US[pg-redis-tier]}" "${CPU_US[pg-nocache]}")"
+        line "Redis tier / uncached drover instr/req" "$(ratio "${INSTR[pg-redis-tier]}" "${INSTR[pg-nocache]}")"
         line "Redis tier / uncached p99 (${P99[pg-redis-tier]} / ${P99[pg-nocache]} ms)" "$(ratio "${P99[pg-redis-tier]}" "${P99[pg-nocache]}")"
     fi
     if has pg-redis-spread && has pg-nocache; then
         line "Redis per read (pg-redis-spread) / uncached req/s" "$(ratio "${RPS[pg-redis-spread]}" "${RPS[pg-nocache]}")"
         line "Redis per read / uncached drover CPU us/req" "$(ratio "${CPU_US[pg-redis-spread]}" "${CPU_US[pg-nocache]}")"
+        line "Redis per read / uncached drover instr/req" "$(ratio "${INSTR[pg-redis-spread]}" "${INSTR[pg-nocache]}")"
         line "Redis per read / uncached drover+pg+redis CPU us/req" \
             "$(ratio "$(sum_us "${CPU_US[pg-redis-spread]}" "${PG_US[pg-redis-spread]}" "${REDIS_US[pg-redis-spread]}")" \
                 "$(sum_us "${CPU_US[pg-nocache]}" "${PG_US[pg-nocache]}" "${REDIS_US[pg-nocache]}")")"

@@ -60,6 +60,90 @@ CLK_TCK=$(getconf CLK_TCK)
 log() { printf '%s\n' "$*" >&2; }
 die() { log "run.sh: error: $*"; exit 1; }
 
+# ------------------------------------------------- instructions (perf) --
+# `perf stat -e PERF_EVENT -x, -p PIDS` counts the server's instructions (all
+# processes and threads) over exactly the measured wrk run: it starts just
+# before wrk and gets SIGINT right after. Where perf is missing or cannot
+# count the event (a VM without a PMU reads "<not supported>"), or cannot
+# attach, the instr/req column says n/a and the run goes on.
+PERF=${PERF:-perf}
+PERF_EVENT=${PERF_EVENT:-instructions}
+PERF_OK=0 PERF_NOTE="" PERF_PID="" PERF_OUT="" PERF_COUNT=n/a PERF_SEQ=0
+
+perf_value() { # perf stat -x, output on stdin -> the PERF_EVENT count, or nothing
+    awk -F, -v e="$PERF_EVENT" '!/^#/ && index($3, e) == 1 { if ($1 ~ /^[0-9.]+$/) print $1; exit }'
+}
+
+proc_alive() { # pid: running, not a zombie
+    local line
+    line=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    line=${line##*) }
+    [[ ${line:0:1} != Z ]]
+}
+
+perf_probe() { # once: can perf count PERF_EVENT on this machine?
+    local out
+    if ! command -v "$PERF" >/dev/null; then
+        PERF_NOTE="n/a: $PERF not found"
+        return 0
+    fi
+    out=$("$PERF" stat -x, -e "$PERF_EVENT" true 2>&1 >/dev/null) || true
+    if [[ -n $(perf_value <<<"$out") ]]; then
+        PERF_OK=1
+        PERF_NOTE="perf stat -e $PERF_EVENT over the measured run, divided by wrk's request count"
+    else
+        PERF_NOTE="n/a: perf cannot count $PERF_EVENT here ($(grep -v '^#' <<<"$out" | grep -m1 . || echo 'no output'))"
+        [[ $out != *"<not supported>"* ]] || PERF_NOTE="n/a: perf stat says $PERF_EVENT is <not supported> here (no hardware PMU, as in most VMs)"
+    fi
+}
+
+perf_start() { # pids...: count PERF_EVENT on those still alive until perf_stop
+    PERF_PID="" PERF_COUNT=n/a
+    ((PERF_OK)) || return 0
+    local pid live=() i
+    for pid in "$@"; do proc_alive "$pid" && live+=("$pid"); done
+    ((${#live[@]} > 0)) || return 0
+    PERF_SEQ=$((PERF_SEQ + 1))
+    PERF_OUT=$WORK/perf-stat-$PERF_SEQ.txt
+    "$PERF" stat -x, -e "$PERF_EVENT" -o "$PERF_OUT" -p "$(IFS=,; echo "${live[*]}")" \
+        </dev/null >/dev/null 2>"$PERF_OUT.err" &
+    PERF_PID=$!
+    STARTED+=("$PERF_PID")
+    # Bounded wait until perf has its counters open, so the run is counted
+    # from its first request.
+    for ((i = 0; i < 100; i++)); do
+        proc_alive "$PERF_PID" || break
+        ls -l "/proc/$PERF_PID/fd" 2>/dev/null | grep -q perf_event && break
+        sleep 0.02
+    done
+    sleep 0.05
+}
+
+perf_stop() { # sets PERF_COUNT: the count since perf_start, or n/a
+    PERF_COUNT=n/a
+    [[ -n $PERF_PID ]] || return 0
+    local i v
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        proc_alive "$PERF_PID" || break
+        sleep 0.1
+    done
+    proc_alive "$PERF_PID" && kill -KILL "$PERF_PID" 2>/dev/null
+    wait "$PERF_PID" 2>/dev/null || true
+    v=$(perf_value <"$PERF_OUT" 2>/dev/null) || true
+    if [[ -n $v ]]; then
+        PERF_COUNT=$v
+    else
+        log "warning: perf stat counted no $PERF_EVENT: $(cat "$PERF_OUT.err" "$PERF_OUT" 2>/dev/null | grep -v '^#' | grep -m1 . || echo 'no output')"
+    fi
+    PERF_PID=""
+}
+
+per_req_instr() { # count requests -> count per request (whole number), or n/a
+    awk -v c="${1:-}" -v n="${2:-0}" 'BEGIN {
+        if (c !~ /^[0-9.]+$/ || n + 0 <= 0) print "n/a"; else printf "%.0f", c / n }'
+}
+
 # ---------------------------------------------------------------- cleanup --
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/drover-bench.XXXXXX")
 STARTED=() # every PID this script started (servers) or found under them
@@ -106,6 +190,8 @@ if (($(nproc) < 2)); then
     log "warning: fewer than 2 CPUs: server and wrk share CPU $SERVER_CPU"
     LOAD_CPU=$SERVER_CPU
 fi
+perf_probe
+log "instr/req: $PERF_NOTE"
 
 # ---------------------------------------------------------------- build --
 cargo_build() { # manifest target-dir
@@ -230,7 +316,7 @@ to_ms() { # "326.00us" / "1.23ms" / "2.01s" -> milliseconds
 }
 
 # ------------------------------------------------------------- measure --
-declare -A RPS CPU_US
+declare -A RPS CPU_US INSTR
 ROWS=()
 RAW=$BENCH_TARGET_DIR/last-run
 mkdir -p "$RAW"
@@ -253,13 +339,15 @@ measure() {
     fi
     log "  $name $test: wrk -t$threads -c$conns -d$DURATION $url${script[*]:+ ${script[*]}}"
     local t0 t1 out rc=0
+    perf_start "${pids[@]}"
     t0=$(cpu_ticks "${pids[@]}")
     out=$("${pre[@]}" wrk "${args[@]}" -d "$DURATION" "$url" "${script[@]}" 2>&1) || rc=$?
     t1=$(cpu_ticks "${pids[@]}")
+    perf_stop
     printf '%s\n' "$out" >"$RAW/$name-$test.txt"
     ((rc == 0)) || log "warning: wrk exited with status $rc (output in $RAW/$name-$test.txt)"
 
-    local rps reqs p50 p99 errs cpu
+    local rps reqs p50 p99 errs cpu instr
     rps=$(awk '$1 == "Requests/sec:" { print $2 }' <<<"$out")
     reqs=$(awk '$2 == "requests" && $3 == "in" { print $1 }' <<<"$out")
     p50=$(awk '/Latency Distribution/ { d = 1; next } d && $1 == "50%" { print $2; exit }' <<<"$out")
@@ -275,10 +363,12 @@ measure() {
     else
         cpu=n/a
     fi
+    instr=$(per_req_instr "$PERF_COUNT" "${reqs:-0}")
     RPS[$name/$test]=$rps
     CPU_US[$name/$test]=$cpu
-    ROWS+=("$name	$test	$rps	$p50	$p99	$cpu	$errs")
-    log "    -> $rps req/s, p50/p99 $p50/$p99 ms, $cpu us CPU/req, $errs errors"
+    INSTR[$name/$test]=$instr
+    ROWS+=("$name	$test	$rps	$p50	$p99	$cpu	$instr	$errs")
+    log "    -> $rps req/s, p50/p99 $p50/$p99 ms, $cpu us CPU/req, $instr instr/req, $errs errors"
 }
 
 RSS_LINES=()
@@ -328,7 +418,9 @@ bench_drover() { # name cpu-or-empty wrk-cpu-or-empty threads conns [--workers N
     # shellcheck disable=SC2086 # DROVER_ARGS is split on purpose
     set -- "$DROVER_BIN" serve --listen 127.0.0.1:0 "$@" --ready-file "$ready" --log-level warn $DROVER_ARGS
     log "== $name${cpu:+ on CPU $cpu}: ${*}"
-    "${pre[@]}" "$@" </dev/null >"$logf" 2>&1 &
+    # DROVER_BIN and DROVER_ARGS are this script's knobs: drover refuses unknown
+    # DROVER_* variables (exit 64), so they are not passed on.
+    env -u DROVER_BIN -u DROVER_ARGS "${pre[@]}" "$@" </dev/null >"$logf" 2>&1 &
     pid=$!
     STARTED+=("$pid")
     for ((i = 0; i < WAIT_TRIES; i++)); do
@@ -412,13 +504,14 @@ report() {
     echo "wrk: -d $DURATION (warm-up $WARMUP), one-core runs -t $THREADS -c $CONNS, all-workers run -t $ALL_THREADS -c $ALL_CONNS; pipelined = depth $PIPELINE"
     echo "servers drover/floor/axum/nginx: pinned to CPU $SERVER_CPU, wrk on CPU $LOAD_CPU; drover-all: unpinned, all workers"
     echo
-    printf '%-11s %-10s %12s %9s %9s %12s %7s\n' server test "req/s" "p50 ms" "p99 ms" "CPU us/req" errors
-    printf '%-11s %-10s %12s %9s %9s %12s %7s\n' ----------- ---------- ------------ --------- --------- ------------ -------
+    printf '%-11s %-10s %12s %9s %9s %12s %11s %7s\n' server test "req/s" "p50 ms" "p99 ms" "CPU us/req" "instr/req" errors
+    printf '%-11s %-10s %12s %9s %9s %12s %11s %7s\n' ----------- ---------- ------------ --------- --------- ------------ ----------- -------
     local row
     for row in "${ROWS[@]}"; do
-        IFS=$'\t' read -r s t r a b c e <<<"$row"
-        printf '%-11s %-10s %12s %9s %9s %12s %7s\n' "$s" "$t" "$r" "$a" "$b" "$c" "$e"
+        IFS=$'\t' read -r s t r a b c i e <<<"$row"
+        printf '%-11s %-10s %12s %9s %9s %12s %11s %7s\n' "$s" "$t" "$r" "$a" "$b" "$c" "$i" "$e"
     done
+    echo "instr/req: $PERF_NOTE"
     echo
     echo "idle RSS after startup, before load:"
     printf '  %s\n' "${RSS_LINES[@]}"
@@ -434,6 +527,11 @@ report() {
     ratio_line "axum json CPU/req / drover json CPU/req" "$(ratio "${CPU_US[axum/json]:-}" "${CPU_US[drover/json]:-}")" 1.15
     ratio_line "nginx pipelined CPU/req / drover pipelined CPU/req" "$(ratio "${CPU_US[nginx/pipelined]:-}" "${CPU_US[drover/pipelined]:-}")" 3.0
     ratio_line "floor plaintext CPU/req / drover plaintext CPU/req" "$(ratio "${CPU_US[floor/plaintext]:-}" "${CPU_US[drover/plaintext]:-}")" ""
+    echo "ratios on instructions per request (other's instr/req over drover's: higher is better for drover):"
+    ratio_line "floor json instr/req / drover json instr/req" "$(ratio "${INSTR[floor/json]:-}" "${INSTR[drover/json]:-}")" 0.90
+    ratio_line "axum json instr/req / drover json instr/req" "$(ratio "${INSTR[axum/json]:-}" "${INSTR[drover/json]:-}")" 1.15
+    ratio_line "nginx pipelined / drover pipelined instr/req" "$(ratio "${INSTR[nginx/pipelined]:-}" "${INSTR[drover/pipelined]:-}")" 3.0
+    ratio_line "floor plaintext / drover plaintext instr/req" "$(ratio "${INSTR[floor/plaintext]:-}" "${INSTR[drover/plaintext]:-}")" ""
     if [[ $SKIP_DROVER != 1 && $SKIP_ALL != 1 ]]; then
         echo "scaling (drover-all over drover with one worker):"
         ratio_line "json req/s" "$(ratio "${RPS[drover-all/json]:-}" "${RPS[drover/json]:-}")" ""

@@ -74,6 +74,90 @@ CLK_TCK=$(getconf CLK_TCK)
 log() { printf '%s\n' "$*" >&2; }
 die() { log "users.sh: error: $*"; exit 1; }
 
+# ------------------------------------------------- instructions (perf) --
+# `perf stat -e PERF_EVENT -x, -p PIDS` counts the server's instructions (all
+# processes and threads) over exactly the measured wrk run: it starts just
+# before wrk and gets SIGINT right after. Where perf is missing or cannot
+# count the event (a VM without a PMU reads "<not supported>"), or cannot
+# attach, the instr/req column says n/a and the run goes on.
+PERF=${PERF:-perf}
+PERF_EVENT=${PERF_EVENT:-instructions}
+PERF_OK=0 PERF_NOTE="" PERF_PID="" PERF_OUT="" PERF_COUNT=n/a PERF_SEQ=0
+
+perf_value() { # perf stat -x, output on stdin -> the PERF_EVENT count, or nothing
+    awk -F, -v e="$PERF_EVENT" '!/^#/ && index($3, e) == 1 { if ($1 ~ /^[0-9.]+$/) print $1; exit }'
+}
+
+proc_alive() { # pid: running, not a zombie
+    local line
+    line=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    line=${line##*) }
+    [[ ${line:0:1} != Z ]]
+}
+
+perf_probe() { # once: can perf count PERF_EVENT on this machine?
+    local out
+    if ! command -v "$PERF" >/dev/null; then
+        PERF_NOTE="n/a: $PERF not found"
+        return 0
+    fi
+    out=$("$PERF" stat -x, -e "$PERF_EVENT" true 2>&1 >/dev/null) || true
+    if [[ -n $(perf_value <<<"$out") ]]; then
+        PERF_OK=1
+        PERF_NOTE="perf stat -e $PERF_EVENT over the measured run, divided by wrk's request count"
+    else
+        PERF_NOTE="n/a: perf cannot count $PERF_EVENT here ($(grep -v '^#' <<<"$out" | grep -m1 . || echo 'no output'))"
+        [[ $out != *"<not supported>"* ]] || PERF_NOTE="n/a: perf stat says $PERF_EVENT is <not supported> here (no hardware PMU, as in most VMs)"
+    fi
+}
+
+perf_start() { # pids...: count PERF_EVENT on those still alive until perf_stop
+    PERF_PID="" PERF_COUNT=n/a
+    ((PERF_OK)) || return 0
+    local pid live=() i
+    for pid in "$@"; do proc_alive "$pid" && live+=("$pid"); done
+    ((${#live[@]} > 0)) || return 0
+    PERF_SEQ=$((PERF_SEQ + 1))
+    PERF_OUT=$WORK/perf-stat-$PERF_SEQ.txt
+    "$PERF" stat -x, -e "$PERF_EVENT" -o "$PERF_OUT" -p "$(IFS=,; echo "${live[*]}")" \
+        </dev/null >/dev/null 2>"$PERF_OUT.err" &
+    PERF_PID=$!
+    STARTED+=("$PERF_PID")
+    # Bounded wait until perf has its counters open, so the run is counted
+    # from its first request.
+    for ((i = 0; i < 100; i++)); do
+        proc_alive "$PERF_PID" || break
+        ls -l "/proc/$PERF_PID/fd" 2>/dev/null | grep -q perf_event && break
+        sleep 0.02
+    done
+    sleep 0.05
+}
+
+perf_stop() { # sets PERF_COUNT: the count since perf_start, or n/a
+    PERF_COUNT=n/a
+    [[ -n $PERF_PID ]] || return 0
+    local i v
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        proc_alive "$PERF_PID" || break
+        sleep 0.1
+    done
+    proc_alive "$PERF_PID" && kill -KILL "$PERF_PID" 2>/dev/null
+    wait "$PERF_PID" 2>/dev/null || true
+    v=$(perf_value <"$PERF_OUT" 2>/dev/null) || true
+    if [[ -n $v ]]; then
+        PERF_COUNT=$v
+    else
+        log "warning: perf stat counted no $PERF_EVENT: $(cat "$PERF_OUT.err" "$PERF_OUT" 2>/dev/null | grep -v '^#' | grep -m1 . || echo 'no output')"
+    fi
+    PERF_PID=""
+}
+
+per_req_instr() { # count requests -> count per request (whole number), or n/a
+    awk -v c="${1:-}" -v n="${2:-0}" 'BEGIN {
+        if (c !~ /^[0-9.]+$/ || n + 0 <= 0) print "n/a"; else printf "%.0f", c / n }'
+}
+
 # ---------------------------------------------------------------- cleanup --
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/drover-users-bench.XXXXXX")
 STARTED=()    # every PID this script started (servers, background wrk) or found under them
@@ -135,6 +219,8 @@ if (($(nproc) < 2)); then
     LOAD_CPU=$SERVER_CPU
     STORM_CPU=$SERVER_CPU
 fi
+perf_probe
+log "instr/req: $PERF_NOTE"
 
 # PostgreSQL: skip those parts, loudly, when it cannot be reached.
 PG_STATUS=used
@@ -304,7 +390,7 @@ setup_user() {
 }
 
 # ------------------------------------------------------------- measure --
-declare -A RPS=() P50=() P99=() CPU_US=() PG_US=() ERRS=() REQS=() TICKS=() WALL=()
+declare -A RPS=() P50=() P99=() CPU_US=() PG_US=() ERRS=() REQS=() TICKS=() WALL=() INSTR=() ICOUNT=()
 CUR_DB="" # the PostgreSQL database of the server under test ("" for SQLite)
 
 pg_backends() { # the PIDs of the PostgreSQL backends serving CUR_DB
@@ -345,11 +431,13 @@ measure() {
     # a query's cost. Taken after the warm-up, so the pool is already open.
     mapfile -t backends < <(pg_backends)
     ((${#backends[@]} == 0)) || pg0=$(cpu_ticks "${backends[@]}")
+    perf_start "${SRV_PIDS[@]}"
     t0=$(cpu_ticks "${SRV_PIDS[@]}")
     w0=$(now_s)
     out=$(taskset -c "$LOAD_CPU" wrk "${args[@]}" -d "$DURATION" "$url" 2>&1) || rc=$?
     w1=$(now_s)
     t1=$(cpu_ticks "${SRV_PIDS[@]}")
+    perf_stop
     ((${#backends[@]} == 0)) || pg1=$(cpu_ticks "${backends[@]}")
     local raw=${test//\//-}
     raw=$RAW/$name-${raw//[\{\}]/}.txt # users/{id} -> NAME-users-id.txt
@@ -357,6 +445,8 @@ measure() {
     ((rc == 0)) || log "warning: wrk exited with status $rc (output in $raw)"
     parse_wrk "$key" "$out"
     TICKS[$key]=$((t1 - t0))
+    ICOUNT[$key]=$PERF_COUNT
+    INSTR[$key]=$(per_req_instr "$PERF_COUNT" "${REQS[$key]}")
     WALL[$key]=$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.3f", b - a }')
     if [[ ${REQS[$key]} -gt 0 ]]; then
         CPU_US[$key]=$(awk -v t="${TICKS[$key]}" -v hz="$CLK_TCK" -v n="${REQS[$key]}" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
@@ -373,13 +463,13 @@ measure() {
     ROWS+=("$key")
     local pg_note=""
     [[ -n $CUR_DB ]] && pg_note=" + ${PG_US[$key]} in ${#backends[@]} PostgreSQL backends"
-    log "    -> ${RPS[$key]} req/s, p50/p99 ${P50[$key]}/${P99[$key]} ms, ${CPU_US[$key]} us CPU/req$pg_note, ${ERRS[$key]} errors"
+    log "    -> ${RPS[$key]} req/s, p50/p99 ${P50[$key]}/${P99[$key]} ms, ${CPU_US[$key]} us CPU/req, ${INSTR[$key]} instr/req$pg_note, ${ERRS[$key]} errors"
 }
 
 # storm name: GET /v1/users/me measured while a second wrk (its own process,
 # pinned to STORM_CPU) logs in over and over. The storm starts STORM_LEAD s
 # before the measured run and ends STORM_LEAD s after it.
-declare -A STORM_RPS=() STORM_REQS=() STORM_NON2XX=() STORM_SOCKERR=() STORM_P50=() STORM_P99=() STORM_CORE=() STORM_LOGIN_US=()
+declare -A STORM_RPS=() STORM_REQS=() STORM_NON2XX=() STORM_SOCKERR=() STORM_P50=() STORM_P99=() STORM_CORE=() STORM_LOGIN_US=() STORM_LOGIN_INSTR=()
 storm() {
     local name=$1 key="$1/users/me+storm"
     local secs storm_secs spid sout=$WORK/$name-storm.out i
@@ -425,7 +515,14 @@ storm() {
             if (per !~ /^[0-9.]+$/ || lr !~ /^[0-9.]+$/ || lr * w <= 0) { print "n/a"; exit }
             v = (t / hz * 1e6 - reads * per) / (lr * w)
             if (v <= 0) print "n/a"; else printf "%.0f", v }')
+    # The same estimate on instructions.
+    STORM_LOGIN_INSTR[$name]=$(awk -v c="${ICOUNT[$key]}" -v w="${WALL[$key]}" -v reads="${REQS[$key]}" \
+        -v per="${INSTR[$name/users/me]:-}" -v lr="${STORM_RPS[$name]}" 'BEGIN {
+            if (c !~ /^[0-9.]+$/ || per !~ /^[0-9.]+$/ || lr !~ /^[0-9.]+$/ || lr * w <= 0) { print "n/a"; exit }
+            v = (c - reads * per) / (lr * w)
+            if (v <= 0) print "n/a"; else printf "%.0f", v }')
     CPU_US[$key]="(${STORM_CORE[$name]}%)"
+    [[ ${INSTR[$key]} == n/a ]] || INSTR[$key]="(${INSTR[$key]})"
     log "    storm: ${STORM_RPS[$name]} logins/s, p50/p99 ${STORM_P50[$name]}/${STORM_P99[$name]} ms," \
         "${STORM_NON2XX[$name]} non-2xx, ${STORM_SOCKERR[$name]} socket errors; server core ${STORM_CORE[$name]}% busy"
 }
@@ -499,16 +596,17 @@ report() {
         "login storm: wrk -t 1 -c $STORM_CONNS on CPU $STORM_CPU"
     echo "PostgreSQL: $PG_STATUS; drover cache.enabled=$DROVER_CACHE__ENABLED"
     echo
-    printf '%-13s %-15s %10s %9s %9s %11s %11s %7s\n' server test "req/s" "p50 ms" "p99 ms" "CPU us/req" "pg us/req" errors
-    printf '%-13s %-15s %10s %9s %9s %11s %11s %7s\n' ------------- --------------- ---------- --------- --------- ----------- ----------- -------
+    printf '%-13s %-15s %10s %9s %9s %11s %11s %11s %7s\n' server test "req/s" "p50 ms" "p99 ms" "CPU us/req" "instr/req" "pg us/req" errors
+    printf '%-13s %-15s %10s %9s %9s %11s %11s %11s %7s\n' ------------- --------------- ---------- --------- --------- ----------- ----------- ----------- -------
     for key in "${ROWS[@]}"; do
         s=${key%%/*} t=${key#*/}
-        printf '%-13s %-15s %10s %9s %9s %11s %11s %7s\n' "$s" "$t" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
-            "${CPU_US[$key]}" "${PG_US[$key]}" "${ERRS[$key]}"
+        printf '%-13s %-15s %10s %9s %9s %11s %11s %11s %7s\n' "$s" "$t" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
+            "${CPU_US[$key]}" "${INSTR[$key]}" "${PG_US[$key]}" "${ERRS[$key]}"
     done
-    echo "CPU us/req: drover (supervisor + worker); pg us/req: the PostgreSQL backends of its database (not pinned)."
+    echo "CPU us/req and instr/req: drover (supervisor + worker); pg us/req: the PostgreSQL backends of its database (not pinned)."
+    echo "instr/req: $PERF_NOTE"
     ((${#STORM_RPS[@]} == 0)) ||
-        echo "users/me+storm: the CPU column is how busy drover's core was, in %: it also pays for the hashing."
+        echo "users/me+storm: the CPU column is how busy drover's core was, in %, and instr/req (in parentheses) includes the hashing."
     if ((${#STORM_RPS[@]} > 0)); then
         echo
         echo "login storms (POST /v1/auth/login, correct credentials, during the users/me+storm run):"
@@ -520,7 +618,7 @@ report() {
         done
         for s in "${SERVERS[@]}"; do
             [[ -n ${STORM_RPS[$s]:-} ]] || continue
-            echo "  $s: server core ${STORM_CORE[$s]}% busy during the storm; about ${STORM_LOGIN_US[$s]} us CPU per login (estimate)"
+            echo "  $s: server core ${STORM_CORE[$s]}% busy during the storm; about ${STORM_LOGIN_US[$s]} us CPU and ${STORM_LOGIN_INSTR[$s]} instructions per login (estimates)"
         done
     fi
     echo
@@ -533,10 +631,13 @@ report() {
         r=$(ratio "$(sum2 "${CPU_US[pg-checkout/users/{id}]:-}" "${PG_US[pg-checkout/users/{id}]:-}")" \
             "$(sum2 "${CPU_US[pg-pipelined/users/{id}]:-}" "${PG_US[pg-pipelined/users/{id}]:-}")")
         line "pg checkout / pg pipelined, users/{id} drover+pg CPU us/req" "$r"
+        r=$(ratio "${INSTR[pg-checkout/users/{id}]:-}" "${INSTR[pg-pipelined/users/{id}]:-}")
+        line "pg checkout / pg pipelined, users/{id} drover instr/req" "$r"
     fi
     if [[ $PG_STATUS == used && $SKIP_SQLITE != 1 ]]; then
         line "sqlite / pg pipelined, users/{id} req/s" "$(ratio "${RPS[sqlite/users/{id}]:-}" "${RPS[pg-pipelined/users/{id}]:-}")"
         line "pg pipelined / sqlite, users/{id} drover CPU us/req" "$(ratio "${CPU_US[pg-pipelined/users/{id}]:-}" "${CPU_US[sqlite/users/{id}]:-}")"
+        line "pg pipelined / sqlite, users/{id} drover instr/req" "$(ratio "${INSTR[pg-pipelined/users/{id}]:-}" "${INSTR[sqlite/users/{id}]:-}")"
         line "pg pipelined / sqlite, users/{id} drover+pg CPU us/req" \
             "$(ratio "$(sum2 "${CPU_US[pg-pipelined/users/{id}]:-}" "${PG_US[pg-pipelined/users/{id}]:-}")" "${CPU_US[sqlite/users/{id}]:-}")"
     fi

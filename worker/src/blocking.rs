@@ -9,21 +9,24 @@ use std::rc::Rc;
 
 use tokio::sync::Semaphore;
 
-/// Nice value of blocking-pool threads. On Linux a thread's nice value is
-/// its own; at 15 a busy hashing thread gets about a thirtieth of the CPU share
-/// of the event loop when both want the same core, so a storm of expensive
-/// requests slows itself, not every other request of the worker.
-pub const BLOCKING_THREAD_NICE: i32 = 15;
-
-/// Lowers the calling thread's scheduling priority to
-/// [`BLOCKING_THREAD_NICE`]. Called as each blocking-pool thread starts.
+/// Puts the calling thread in the `SCHED_IDLE` scheduling class. Called as
+/// each blocking-pool thread starts.
+///
+/// A hashing thread then runs only when the event loop has nothing to do,
+/// and the loop takes the CPU back the moment it wakes: Linux preempts an
+/// idle-class task at once for a normal one, where a merely niced task
+/// would keep the CPU until its slice ends (milliseconds of added latency
+/// for every request on the loop). Under full load the expensive work waits,
+/// bounded by the pool's queue (new jobs then get `Busy`), instead of
+/// slowing every other request.
 #[allow(unsafe_code)]
 pub(crate) fn lower_thread_priority() {
-    // SAFETY: setpriority(2) has no memory-safety preconditions. With
-    // PRIO_PROCESS and who = 0 Linux applies it to the calling thread only.
-    // Failure (for example a seccomp filter) just leaves the priority as is.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler(2) reads `param`, which lives for the
+    // call. With pid 0 Linux applies it to the calling thread only. Failure
+    // (a seccomp filter, say) leaves the thread in the normal class.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, BLOCKING_THREAD_NICE);
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
 }
 
@@ -65,12 +68,12 @@ impl BlockingPool {
 mod tests {
     use super::*;
 
-    /// The nice value of the calling thread, from /proc.
-    fn thread_nice() -> i64 {
+    /// The scheduling policy of the calling thread, from /proc.
+    fn thread_policy() -> i64 {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        // Fields resume after the command name; nice is field 19 of stat(5).
+        // Fields resume after the command name; policy is field 41 of stat(5).
         let (_, rest) = stat.rsplit_once(") ").unwrap();
-        rest.split(' ').nth(16).unwrap().parse().unwrap()
+        rest.split(' ').nth(38).unwrap().parse().unwrap()
     }
 
     #[test]
@@ -80,10 +83,10 @@ mod tests {
             .on_thread_start(lower_thread_priority)
             .build()
             .unwrap();
-        let loop_nice = thread_nice();
-        let pool_nice = runtime.block_on(async { tokio::task::spawn_blocking(thread_nice).await.unwrap() });
-        assert!(pool_nice >= i64::from(BLOCKING_THREAD_NICE), "pool thread nice {pool_nice}");
-        assert_eq!(thread_nice(), loop_nice, "the event loop keeps its priority");
+        let loop_policy = thread_policy();
+        let pool_policy = runtime.block_on(async { tokio::task::spawn_blocking(thread_policy).await.unwrap() });
+        assert_eq!(pool_policy, i64::from(libc::SCHED_IDLE), "pool threads run in the idle class");
+        assert_eq!(thread_policy(), loop_policy, "the event loop keeps its policy");
     }
 
     #[tokio::test(flavor = "current_thread")]
