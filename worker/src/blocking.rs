@@ -84,7 +84,8 @@ mod tests {
             .build()
             .unwrap();
         let loop_policy = thread_policy();
-        let pool_policy = runtime.block_on(async { tokio::task::spawn_blocking(thread_policy).await.unwrap() });
+        let pool_policy =
+            runtime.block_on(async { tokio::task::spawn_blocking(thread_policy).await.unwrap() });
         assert_eq!(pool_policy, i64::from(libc::SCHED_IDLE), "pool threads run in the idle class");
         assert_eq!(thread_policy(), loop_policy, "the event loop keeps its policy");
     }
