@@ -194,3 +194,33 @@ fn request_id() -> String {
     });
     format!("{:x}-{n:x}", std::process::id())
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_500_carries_only_an_id_never_the_cause() {
+        let response =
+            ApiError::internal("password authentication failed for user \"app\" at 10.0.0.5").into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let id = response.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains(&id), "{text}");
+        assert!(!text.contains("password") && !text.contains("10.0.0.5"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["error"]["code"], "internal");
+    }
+
+    #[test]
+    fn unavailable_and_busy_say_when_to_retry() {
+        for error in [ApiError::Unavailable, ApiError::Busy] {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        }
+    }
+}

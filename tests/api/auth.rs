@@ -406,3 +406,27 @@ async fn eddsa_tokens_refuse_algorithm_confusion() {
     let forged = hs256(Some("dev"), &secret, &claims(&id));
     assert_error(&call(addr, "GET", "/v1/users/me", Some(&forged), None).await, 401, "invalid_token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_from_the_environment_signs_tokens() {
+    let secret = "a secret given in the environment, long enough";
+    let drover = Drover::start_with(Options {
+        workers: 1,
+        env: vec![
+            ("DROVER_AUTH__ALGORITHM", "HS256"),
+            ("DROVER_AUTH__KEY", secret),
+            ("DROVER_AUTH__KEY_ID", "env-1"),
+        ],
+        ..Options::default()
+    });
+    assert_eq!(register(drover.addr, "ada@example.com", "correct horse", "Ada").await.status, 201);
+    let token = token_for(drover.addr, "ada@example.com", "correct horse").await;
+    assert_eq!(jsonwebtoken::decode_header(&token).unwrap().kid.as_deref(), Some("env-1"));
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+    validation.set_audience(&["drover"]);
+    let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
+    let claims =
+        jsonwebtoken::decode::<Value>(&token, &key, &validation).expect("signed with the given key").claims;
+    assert_eq!(claims["iss"], "drover");
+    assert!(!drover.log().contains(secret), "the key never reaches the log");
+}
