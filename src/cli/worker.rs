@@ -9,6 +9,7 @@ use drover_worker::{fds, Limits, ServeOptions, WorkerInfo};
 use tracing::error;
 
 use super::{config_failure, ConfigArgs};
+use crate::config::CpuAffinity;
 use crate::telemetry::{self, Role};
 
 #[derive(Args, Debug)]
@@ -35,6 +36,12 @@ pub fn run(args: &WorkerArgs) -> ExitCode {
         Err(error) => return config_failure(&error),
     };
     telemetry::init(&config.log, Role::Worker { slot: args.slot, generation: args.generation });
+    if config.worker.cpu_affinity == CpuAffinity::Auto {
+        match drover_worker::affinity::pin_for_slot(args.slot) {
+            Ok(cpu) => tracing::info!(cpu, "pinned to a CPU"),
+            Err(error) => tracing::warn!(%error, "cannot pin this worker to a CPU; running unpinned"),
+        }
+    }
     let inherited = match fds::inherit(&args.listen_fds, args.control_fd) {
         Ok(inherited) => inherited,
         Err(error) => {

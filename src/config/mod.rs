@@ -60,6 +60,7 @@ pub struct WorkerConfig {
     pub max_requests: u64,
     pub max_requests_jitter: u64,
     pub max_rss: u64,
+    pub cpu_affinity: CpuAffinity,
     #[serde(deserialize_with = "values::duration")]
     pub restart_backoff_min: Duration,
     #[serde(deserialize_with = "values::duration")]
@@ -156,6 +157,14 @@ pub struct LogConfig {
     /// A tracing filter such as `info` or `warn,drover=debug`.
     pub level: String,
     pub format: LogFormat,
+}
+
+/// Whether workers are pinned to CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuAffinity {
+    None,
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

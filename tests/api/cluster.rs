@@ -326,3 +326,21 @@ async fn scaling_2_4_1_2_under_load_fails_no_request() {
     drover.signal(libc::SIGTTOU);
     drover.wait_workers(Duration::from_secs(20), |pids| pids.len() == 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_affinity_auto_pins_each_worker_to_its_own_cpu() {
+    let drover = Drover::start_with(crate::helpers::Options {
+        workers: 2,
+        env: vec![("DROVER_WORKER__CPU_AFFINITY", "auto")],
+        ..Default::default()
+    });
+    let allowed = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_owned()
+    };
+    let cpus: HashSet<String> = drover.worker_pids().into_iter().map(allowed).collect();
+    let available = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(cpus.iter().all(|c| !c.contains(',') && !c.contains('-')), "one CPU each: {cpus:?}");
+    assert_eq!(cpus.len(), available.min(2), "{cpus:?}");
+    assert!(allowed(drover.pid).contains('-') || available == 1, "the supervisor stays unpinned");
+}

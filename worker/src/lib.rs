@@ -6,6 +6,7 @@
 //! It knows nothing of the domain: the application plugs in as an [`App`],
 //! which turns a request into a response.
 
+pub mod affinity;
 pub mod blocking;
 mod conn;
 mod control;
