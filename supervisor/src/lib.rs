@@ -6,6 +6,7 @@
 //! execs with inherited fds and talks to over a line protocol
 //! ([`protocol`]).
 
+pub mod activation;
 pub mod control;
 mod notify;
 pub mod protocol;

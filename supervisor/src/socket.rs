@@ -43,6 +43,49 @@ impl SlotSockets {
         Ok(Self { slots: by_slot, addrs: resolved })
     }
 
+    /// Uses sockets passed by the service manager: for each distinct address
+    /// (in order of first appearance) its passed sockets serve the first
+    /// slots, and drover binds the rest on the same address.
+    pub fn adopt(passed: Vec<TcpListener>, slots: usize, backlog: i32) -> io::Result<Self> {
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        let mut by_addr: Vec<Vec<TcpListener>> = Vec::new();
+        for listener in passed {
+            let addr = listener.local_addr()?;
+            match addrs.iter().position(|a| *a == addr) {
+                Some(i) => by_addr[i].push(listener),
+                None => {
+                    addrs.push(addr);
+                    by_addr.push(vec![listener]);
+                }
+            }
+        }
+        let mut by_slot: Vec<Vec<TcpListener>> = (0..slots).map(|_| Vec::new()).collect();
+        for (addr, passed) in addrs.iter().zip(by_addr) {
+            let mut passed = passed.into_iter();
+            for sockets in &mut by_slot {
+                let socket = match passed.next() {
+                    Some(socket) => socket,
+                    None => bind_one(*addr, backlog).map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!(
+                                "cannot add a socket for {addr} to the ones systemd passed ({e}); \
+                                 list one ListenStream= per worker in drover.socket"
+                            ),
+                        )
+                    })?,
+                };
+                sockets.push(socket);
+            }
+            // Passed sockets beyond the slot count stay open, unused: closing
+            // one would reset connections queued on it.
+            for extra in passed {
+                std::mem::forget(extra);
+            }
+        }
+        Ok(Self { slots: by_slot, addrs })
+    }
+
     /// Adds one more slot's sockets (the addresses are already resolved).
     pub fn push_slot(&mut self, backlog: i32) -> io::Result<()> {
         let sockets = self

@@ -221,8 +221,19 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Binds every slot's sockets. Nothing is started yet.
+    /// Uses the sockets systemd passed, if any (socket activation), else
+    /// binds `listen`.
     pub fn bind(options: Options, listen: &[SocketAddr]) -> io::Result<Self> {
-        let sockets = SlotSockets::bind(listen, options.workers, crate::socket::DEFAULT_BACKLOG)?;
+        let passed = crate::activation::inherited_listeners()?;
+        let sockets = if passed.is_empty() {
+            SlotSockets::bind(listen, options.workers, crate::socket::DEFAULT_BACKLOG)?
+        } else {
+            info!(
+                sockets = passed.len(),
+                "using the listening sockets passed by systemd; server.listen is ignored"
+            );
+            SlotSockets::adopt(passed, options.workers, crate::socket::DEFAULT_BACKLOG)?
+        };
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let slots =
             (0..options.workers).map(|_| Slot { backoff: options.backoff_min, ..Slot::default() }).collect();

@@ -96,7 +96,7 @@ async fn the_supervisor_speaks_sd_notify_in_order() {
 }
 
 #[test]
-fn the_units_pass_systemd_analyze_verify() {
+fn both_units_pass_systemd_analyze_verify() {
     let Ok(output) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
         assert!(std::env::var("CI").map_or(true, |ci| ci != "true"), "systemd-analyze is required in CI");
         eprintln!("SKIPPED: systemd-analyze not installed (apt-get install systemd)");
@@ -110,7 +110,120 @@ fn the_units_pass_systemd_analyze_verify() {
     let unit = unit.replace("/usr/local/bin/drover", env!("CARGO_BIN_EXE_drover"));
     let path = dir.path().join("drover.service");
     std::fs::write(&path, unit).unwrap();
-    let verify = std::process::Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let socket =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/drover.socket")).unwrap();
+    let socket_path = dir.path().join("drover.socket");
+    std::fs::write(&socket_path, socket).unwrap();
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .arg(&socket_path)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&verify.stderr);
     assert!(verify.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
+
+/// Starts `drover serve` the way systemd does for a socket unit: the
+/// listening sockets as fds 3.., `LISTEN_FDS`, `LISTEN_FDNAMES`, and
+/// `LISTEN_PID` naming drover itself (set by the shell that then execs it).
+#[allow(unsafe_code)]
+fn spawn_activated(sockets: &[std::net::TcpListener], dir: &TempDir, workers: usize) -> std::process::Child {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let sources: Vec<i32> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_drover"))
+        .args(["serve", "--workers", &workers.to_string(), "--listen", "127.0.0.1:1"])
+        .arg("--ready-file")
+        .arg(dir.path().join("ready.json"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--control-socket")
+        .arg(dir.path().join("drover.sock"))
+        .env("LISTEN_FDS", sockets.len().to_string())
+        .env("LISTEN_FDNAMES", vec!["http"; sockets.len()].join(":"))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("drover.log")).unwrap());
+    let mut scratch = vec![-1; sources.len()];
+    // SAFETY: between fork and exec only fcntl and dup2, which are
+    // async-signal-safe, on fds this test owns, into a buffer allocated
+    // before the fork. Each source is first copied above the target range,
+    // so a source sitting on a target number is not clobbered.
+    unsafe {
+        command.pre_exec(move || {
+            let above = 3 + sources.len() as i32;
+            for (tmp, &fd) in scratch.iter_mut().zip(&sources) {
+                *tmp = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above);
+                if *tmp < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, &tmp) in scratch.iter().enumerate() {
+                if libc::dup2(tmp, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    command.spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_activation_uses_the_passed_sockets_one_per_slot() {
+    // The test is the socket passer: two reuseport sockets on one port, as
+    // a .socket unit with two ListenStream= lines and ReusePort=yes makes.
+    let first = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    first.set_reuse_port(true).unwrap();
+    first.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    first.listen(128).unwrap();
+    let addr = first.local_addr().unwrap().as_socket().unwrap();
+    let second = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    second.set_reuse_port(true).unwrap();
+    second.bind(&addr.into()).unwrap();
+    second.listen(128).unwrap();
+    let sockets: Vec<std::net::TcpListener> = vec![first.into(), second.into()];
+
+    let dir = TempDir::new("activated");
+    let mut child = spawn_activated(&sockets, &dir, 3);
+    let pid = child.id();
+    let ready = dir.path().join("ready.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            crate::helpers::send(pid, libc::SIGKILL);
+            panic!(
+                "not ready: {}",
+                std::fs::read_to_string(dir.path().join("drover.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    assert_eq!(json["listen"][0], addr.to_string(), "the passed address, not --listen");
+    // Our own copies close; drover's keep the port open and serving.
+    drop(sockets);
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..600 {
+        let response = crate::helpers::get(addr, "/healthz").await.unwrap();
+        pids.insert(response.json()["pid"].as_u64().unwrap());
+        if pids.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 3, "all three slots serve: two passed sockets and one of drover's");
+    let workers = crate::helpers::children_of(pid);
+    crate::helpers::send(pid, libc::SIGTERM);
+    let status = child.wait().unwrap();
+    for worker in workers {
+        crate::helpers::send(worker, libc::SIGKILL);
+    }
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(dir.path().join("drover.log")).unwrap();
+    assert!(log.contains("using the listening sockets passed by systemd"), "{log}");
 }

@@ -1,0 +1,49 @@
+//! Socket activation: listening sockets passed by systemd (`LISTEN_FDS`,
+//! `LISTEN_PID`, `LISTEN_FDNAMES`) instead of sockets drover binds itself.
+//!
+//! Every worker slot still gets its own `SO_REUSEPORT` socket. The passed
+//! sockets of one address serve the first slots, in order; slots beyond them
+//! get sockets drover binds on the same address. The kernel lets a socket
+//! join a reuseport group only for the user that created the group, so under
+//! `DynamicUser=` (where systemd, as root, made the passed sockets) the
+//! `.socket` unit must list one `ListenStream=` per worker slot.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::FromRawFd;
+
+use socket2::SockRef;
+
+/// The listening sockets systemd passed to this process, in order, or an
+/// empty list when it passed none. Each must be a listening TCP socket with
+/// `SO_REUSEPORT` set (`ReusePort=yes` in the `.socket` unit).
+pub fn inherited_listeners() -> io::Result<Vec<TcpListener>> {
+    // listen_fds checks LISTEN_PID against our pid and sets close-on-exec.
+    let fds = sd_notify::listen_fds_with_names()?;
+    let mut listeners = Vec::with_capacity(fds.len());
+    for (fd, name) in fds {
+        // SAFETY: systemd passed this fd to this process (LISTEN_PID is ours)
+        // and nothing else in the process has taken it.
+        let listener = unsafe { TcpListener::from_raw_fd(fd) };
+        let addr = listener.local_addr().map_err(|e| {
+            io::Error::new(e.kind(), format!("passed fd {fd} ({name}) is not a TCP socket: {e}"))
+        })?;
+        let socket = SockRef::from(&listener);
+        if !socket.is_listener()? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("passed socket {addr} is not listening"),
+            ));
+        }
+        if !socket.reuse_port()? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("passed socket {addr} lacks SO_REUSEPORT: set ReusePort=yes in drover.socket"),
+            ));
+        }
+        listener.set_nonblocking(true)?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
