@@ -20,7 +20,15 @@ use socket2::SockRef;
 /// `SO_REUSEPORT` set (`ReusePort=yes` in the `.socket` unit).
 pub fn inherited_listeners() -> io::Result<Vec<TcpListener>> {
     // listen_fds checks LISTEN_PID against our pid and sets close-on-exec.
-    let fds = sd_notify::listen_fds_with_names()?;
+    let mut fds: Vec<(i32, String)> = sd_notify::listen_fds_with_names()?.collect();
+    // Sockets drover stored itself come back named by slot; give each back to
+    // the slot it served (its index in the reuseport group, which the
+    // steering program relies on). Others keep the order systemd gave.
+    let slot_of =
+        |name: &str| name.strip_prefix(crate::notify::FD_NAME_PREFIX).and_then(|n| n.parse::<usize>().ok());
+    if fds.iter().all(|(_, name)| slot_of(name).is_some()) {
+        fds.sort_by_key(|(_, name)| slot_of(name));
+    }
     let mut listeners = Vec::with_capacity(fds.len());
     for (fd, name) in fds {
         // SAFETY: systemd passed this fd to this process (LISTEN_PID is ours)

@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
+/// Stored sockets are named `drover-slot-N`, so that a restarted
+/// supervisor gives each back to the slot it served.
+pub(crate) const FD_NAME_PREFIX: &str = "drover-slot-";
+
 pub(crate) struct Notifier {
     enabled: bool,
     /// `$WATCHDOG_USEC`, when systemd expects keep-alives from us.
@@ -54,6 +58,29 @@ impl Notifier {
 
     pub fn status(&self, status: &str) {
         self.send(&[NotifyState::Status(status)]);
+    }
+
+    /// Hands a slot's listening sockets to systemd's file descriptor store
+    /// (`FDSTORE=1`), so they outlive this process: after
+    /// `systemctl restart` systemd passes them back (`LISTEN_FDS`), and
+    /// connections that arrive in between wait in their queues.
+    pub fn store_sockets(&self, slot: usize, sockets: &[std::net::TcpListener]) {
+        if !self.enabled {
+            return;
+        }
+        let name = format!("{FD_NAME_PREFIX}{slot}");
+        let fds: Vec<std::os::fd::BorrowedFd<'_>> = sockets.iter().map(std::os::fd::AsFd::as_fd).collect();
+        if let Err(error) =
+            sd_notify::notify_with_fds(&[NotifyState::FdStore, NotifyState::FdName(&name)], &fds)
+        {
+            tracing::warn!(%error, slot, "cannot store the listening sockets with systemd");
+        }
+    }
+
+    /// Takes a retired slot's sockets out of systemd's store.
+    pub fn remove_stored_sockets(&self, slot: usize) {
+        let name = format!("{FD_NAME_PREFIX}{slot}");
+        self.send(&[NotifyState::FdStoreRemove, NotifyState::FdName(&name)]);
     }
 
     /// A keep-alive, if systemd asked for them.

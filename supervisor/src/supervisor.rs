@@ -217,6 +217,9 @@ pub struct Supervisor {
     /// A steering program is attached to the reuseport groups (after a
     /// scale-down); it must follow every change of the slot count.
     steering: bool,
+    /// The sockets are drover's own (not passed by systemd): keep them in
+    /// systemd's fd store, in step with the slots.
+    store_sockets: bool,
 }
 
 impl Supervisor {
@@ -225,6 +228,7 @@ impl Supervisor {
     /// binds `listen`.
     pub fn bind(options: Options, listen: &[SocketAddr]) -> io::Result<Self> {
         let passed = crate::activation::inherited_listeners()?;
+        let store_sockets = passed.is_empty();
         let sockets = if passed.is_empty() {
             SlotSockets::bind(listen, options.workers, crate::socket::DEFAULT_BACKLOG)?
         } else {
@@ -252,6 +256,7 @@ impl Supervisor {
             publishes: BTreeMap::new(),
             recycle_queue: VecDeque::new(),
             notifier: Notifier::from_env(),
+            store_sockets,
             retired_requests: 0,
             last_tick: (0, Instant::now()),
             steering: false,
@@ -276,6 +281,11 @@ impl Supervisor {
         };
         tokio::pin!(control_serving);
         self.set_phase(Phase::Booting);
+        if self.store_sockets {
+            for slot in 0..self.slots.len() {
+                self.notifier.store_sockets(slot, self.sockets.slot(slot));
+            }
+        }
         info!(workers = self.options.workers, listen = ?self.sockets.addrs(), "starting workers");
         for slot in 0..self.slots.len() {
             self.start_worker(slot);
@@ -526,6 +536,9 @@ impl Supervisor {
         if target > current {
             for slot in current..target {
                 self.sockets.push_slot(crate::socket::DEFAULT_BACKLOG).map_err(|e| e.to_string())?;
+                if self.store_sockets {
+                    self.notifier.store_sockets(slot, self.sockets.slot(slot));
+                }
                 self.slots.push(Slot { backoff: self.options.backoff_min, ..Slot::default() });
                 self.start_worker(slot);
             }
@@ -579,6 +592,11 @@ impl Supervisor {
         let Some(first) = self.slots.iter().position(|s| s.retiring) else { return };
         if self.workers.values().any(|w| w.slot >= first) {
             return;
+        }
+        if self.store_sockets {
+            for slot in first..self.slots.len() {
+                self.notifier.remove_stored_sockets(slot);
+            }
         }
         self.sockets.truncate(first);
         self.slots.truncate(first);

@@ -7,13 +7,16 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::{Drover, Options, TempDir};
 
-/// Collects every datagram sent to a socket of the test's own.
+/// Collects every datagram sent to a socket of the test's own, and the
+/// file descriptors that come with them (`FDSTORE=1`).
 struct NotifySocket {
     path: std::path::PathBuf,
     messages: Arc<Mutex<Vec<String>>>,
+    stored: Arc<Mutex<Vec<(String, std::os::fd::OwnedFd)>>>,
     _dir: TempDir,
 }
 
+#[allow(unsafe_code)]
 impl NotifySocket {
     fn bind() -> Self {
         let dir = TempDir::new("notify");
@@ -21,19 +24,30 @@ impl NotifySocket {
         let socket = UnixDatagram::bind(&path).unwrap();
         socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
-        let sink = messages.clone();
-        // Ends when the directory (and so the socket path) is gone and
-        // nothing arrives; bounded by the test's own lifetime either way.
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let (sink, fd_sink) = (messages.clone(), stored.clone());
+        // Bounded by time; the socket goes with the directory.
         std::thread::spawn(move || {
+            use sendfd::RecvWithFd;
             let mut buf = [0u8; 4096];
+            let mut fds = [0; 16];
             let started = Instant::now();
             while started.elapsed() < Duration::from_secs(120) {
-                if let Ok(n) = socket.recv(&mut buf) {
-                    sink.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                if let Ok((n, nfds)) = socket.recv_with_fd(&mut buf, &mut fds) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let name = text.lines().find_map(|l| l.strip_prefix("FDNAME=")).unwrap_or("").to_owned();
+                    for &fd in &fds[..nfds] {
+                        // SAFETY: the kernel just installed this fd in our
+                        // process for this message; nothing else owns it.
+                        let owned =
+                            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                        fd_sink.lock().unwrap().push((name.clone(), owned));
+                    }
+                    sink.lock().unwrap().push(text);
                 }
             }
         });
-        Self { path, messages, _dir: dir }
+        Self { path, messages, stored, _dir: dir }
     }
 
     fn all(&self) -> Vec<String> {
@@ -128,7 +142,12 @@ fn both_units_pass_systemd_analyze_verify() {
 /// listening sockets as fds 3.., `LISTEN_FDS`, `LISTEN_FDNAMES`, and
 /// `LISTEN_PID` naming drover itself (set by the shell that then execs it).
 #[allow(unsafe_code)]
-fn spawn_activated(sockets: &[std::net::TcpListener], dir: &TempDir, workers: usize) -> std::process::Child {
+fn spawn_activated(
+    sockets: &[std::net::TcpListener],
+    names: &[&str],
+    dir: &TempDir,
+    workers: usize,
+) -> std::process::Child {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let sources: Vec<i32> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
@@ -145,7 +164,7 @@ fn spawn_activated(sockets: &[std::net::TcpListener], dir: &TempDir, workers: us
         .arg("--control-socket")
         .arg(dir.path().join("drover.sock"))
         .env("LISTEN_FDS", sockets.len().to_string())
-        .env("LISTEN_FDNAMES", vec!["http"; sockets.len()].join(":"))
+        .env("LISTEN_FDNAMES", names.join(":"))
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("drover.log")).unwrap());
@@ -190,7 +209,7 @@ async fn socket_activation_uses_the_passed_sockets_one_per_slot() {
     let sockets: Vec<std::net::TcpListener> = vec![first.into(), second.into()];
 
     let dir = TempDir::new("activated");
-    let mut child = spawn_activated(&sockets, &dir, 3);
+    let mut child = spawn_activated(&sockets, &["http", "http"], &dir, 3);
     let pid = child.id();
     let ready = dir.path().join("ready.json");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -226,4 +245,66 @@ async fn socket_activation_uses_the_passed_sockets_one_per_slot() {
     assert_eq!(status.code(), Some(0));
     let log = std::fs::read_to_string(dir.path().join("drover.log")).unwrap();
     assert!(log.contains("using the listening sockets passed by systemd"), "{log}");
+}
+
+/// Waits for `drover.log` in `dir` to say it is ready (the ready file).
+fn wait_ready(dir: &TempDir, child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.path().join("ready.json").exists() {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            crate::helpers::send(child.id(), libc::SIGKILL);
+            panic!(
+                "not ready: {}",
+                std::fs::read_to_string(dir.path().join("drover.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_kept_in_the_fd_store_survive_a_restart() {
+    let notify = NotifySocket::bind();
+    let socket = notify.path.to_str().unwrap().to_owned();
+    let drover = Drover::start_with(Options {
+        workers: 2,
+        env: vec![("NOTIFY_SOCKET", &socket)],
+        ..Options::default()
+    });
+    let addr = drover.addr;
+    notify.wait_for("FDSTORE=1", 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while notify.stored.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "both slots' sockets are stored: {:#?}", notify.all());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The service dies (a crash, or the stop half of a restart). Only the
+    // store's copies keep the port open.
+    drop(drover);
+    let waiting = tokio::spawn(async move { crate::helpers::get(addr, "/healthz").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the connection waits in the queue instead of being refused");
+
+    // systemd starts the service again and passes the stored sockets back,
+    // in whatever order; the names say which slot each served.
+    let mut stored: Vec<(String, std::net::TcpListener)> =
+        std::mem::take(&mut *notify.stored.lock().unwrap())
+            .into_iter()
+            .map(|(name, fd)| (name, std::net::TcpListener::from(fd)))
+            .collect();
+    stored.reverse();
+    let names: Vec<&str> = stored.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(names.iter().all(|n| n.starts_with("drover-slot-")), "{names:?}");
+    let sockets: Vec<std::net::TcpListener> = stored.iter().map(|(_, l)| l.try_clone().unwrap()).collect();
+    let dir = TempDir::new("restarted");
+    let mut child = spawn_activated(&sockets, &names, &dir, 2);
+    wait_ready(&dir, &mut child);
+    let answered = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap().unwrap();
+    assert_eq!(answered.status, 200, "the queued connection is served by the restarted drover");
+    let workers = crate::helpers::children_of(child.id());
+    crate::helpers::send(child.id(), libc::SIGTERM);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    for worker in workers {
+        crate::helpers::send(worker, libc::SIGKILL);
+    }
 }
