@@ -3,6 +3,7 @@
 //! process model lives in `drover-supervisor` and `drover-worker`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod cli;

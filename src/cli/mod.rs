@@ -95,6 +95,10 @@ pub struct ConfigArgs {
     /// Where state lives; default $STATE_DIRECTORY or ./data. [server.data_dir]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
+    /// The admin listener (Prometheus /metrics); "" for none.
+    /// [server.admin_listen]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
     /// The control socket `drover ctl` uses; default $RUNTIME_DIRECTORY/drover.sock
     /// or ./drover.sock. [server.control_socket]
     #[arg(long, value_name = "PATH")]
@@ -130,6 +134,7 @@ impl ConfigArgs {
             ("server.data_dir", "--data-dir", &self.data_dir),
             ("cache.redis_url", "--redis-url", &self.redis_url),
             ("server.control_socket", "--control-socket", &self.control_socket),
+            ("server.admin_listen", "--admin-listen", &self.admin_listen),
         ];
         for (key, flag, value) in text_flags {
             if let Some(value) = value {

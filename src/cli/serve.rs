@@ -40,6 +40,7 @@ pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
         max_requests_jitter: config.worker.max_requests_jitter,
         max_rss: config.worker.max_rss,
         control_socket: Some(config.control_socket()),
+        ready_extra: Vec::new(),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -51,7 +52,22 @@ pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
     // Bind inside the runtime: tokio registers the sockets lazily, but the
     // signal handlers must exist before the first worker is forked.
     let outcome = runtime.block_on(async {
+        let mut options = options;
+        let admin = match config.server.admin_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("admin listener {addr}: {e}")))?;
+                options.ready_extra.push(("admin".into(), listener.local_addr()?.to_string()));
+                Some(listener)
+            }
+            None => None,
+        };
         let supervisor = Supervisor::bind(options, &config.server.listen)?;
+        if let Some(listener) = admin {
+            info!(admin = %listener.local_addr()?, "serving /metrics");
+            tokio::spawn(crate::admin::serve(listener, supervisor.metrics_client()));
+        }
         supervisor.run().await
     });
     match outcome {

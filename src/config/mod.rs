@@ -37,6 +37,9 @@ pub struct ServerConfig {
     /// Where the ready file goes; `None` for none.
     #[serde(deserialize_with = "values::optional_path")]
     pub ready_file: Option<PathBuf>,
+    /// The admin listener's address; `None` for none.
+    #[serde(deserialize_with = "values::optional_addr")]
+    pub admin_listen: Option<SocketAddr>,
     /// `None` for the default (see [`Config::control_socket`]).
     #[serde(deserialize_with = "values::optional_path")]
     pub control_socket: Option<PathBuf>,

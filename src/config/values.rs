@@ -44,3 +44,13 @@ pub fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>,
     let text = String::deserialize(d)?;
     Ok((!text.is_empty()).then(|| PathBuf::from(text)))
 }
+
+pub fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim().parse().map(Some).map_err(|_| {
+        D::Error::custom(format!("{text:?} is not an address such as \"127.0.0.1:9090\" (or \"\" for none)"))
+    })
+}

@@ -41,6 +41,8 @@ pub type Handler = fn(&Rc<State>, Request, Params) -> Reply;
 
 /// One path and the handlers of its methods.
 struct Resource {
+    /// The pattern, which labels the metrics of requests to it.
+    path: &'static str,
     methods: Vec<(Method, Handler)>,
 }
 
@@ -59,7 +61,7 @@ impl RouteTable {
     pub fn add(&mut self, path: &'static str, method: Method, handler: Handler) {
         match self.resources.iter_mut().find(|(p, _)| *p == path) {
             Some((_, resource)) => resource.methods.push((method, handler)),
-            None => self.resources.push((path, Resource { methods: vec![(method, handler)] })),
+            None => self.resources.push((path, Resource { path, methods: vec![(method, handler)] })),
         }
     }
 }
@@ -86,17 +88,35 @@ impl Routes {
 impl App for Routes {
     type Future = Reply;
 
-    fn call(&self, request: Request) -> Reply {
+    fn call(&self, request: Request) -> (&'static str, Reply) {
         let matched = match self.router.at(request.uri().path()) {
             Ok(matched) => matched,
-            Err(_) => return ApiError::NoRoute.into(),
+            // One label for every unknown path, so scanners cannot blow up
+            // the metrics' cardinality.
+            Err(_) => return ("unmatched", ApiError::NoRoute.into()),
         };
         let resource = matched.value;
         let Some(&(_, handler)) = resource.methods.iter().find(|(m, _)| m == request.method()) else {
             let allow: Vec<&str> = resource.methods.iter().map(|(m, _)| m.as_str()).collect();
-            return ApiError::MethodNotAllowed { allow: allow.join(", ") }.into();
+            return (resource.path, ApiError::MethodNotAllowed { allow: allow.join(", ") }.into());
         };
         let params: Params = matched.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-        handler(&self.state, request, params)
+        (resource.path, handler(&self.state, request, params))
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let stats = self.state.cache.stats();
+        [
+            ("cache_local_hits", &stats.local_hits),
+            ("cache_local_misses", &stats.local_misses),
+            ("cache_redis_hits", &stats.redis_hits),
+            ("cache_redis_misses", &stats.redis_misses),
+            ("cache_redis_errors", &stats.redis_errors),
+            ("cache_loads", &stats.loads),
+            ("cache_invalidations", &stats.invalidations),
+        ]
+        .into_iter()
+        .map(|(name, cell)| (name.to_owned(), cell.get()))
+        .collect()
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod activation;
 pub mod control;
+pub mod metrics;
 mod notify;
 pub mod protocol;
 pub mod signal;

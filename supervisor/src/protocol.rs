@@ -57,6 +57,51 @@ pub struct Counters {
     /// time it took to get back to a timer that was due.
     #[serde(default)]
     pub loop_lag_us: u64,
+    /// Per route, since the worker started.
+    #[serde(default)]
+    pub routes: Vec<RouteCounters>,
+    /// The application's own counters (cache hits, ...), by name.
+    #[serde(default)]
+    pub app: Vec<(String, u64)>,
+}
+
+/// Upper bounds, in seconds, of the request latency histogram's buckets
+/// (the last, +Inf, bucket is the request count).
+pub const LATENCY_BUCKETS: [f64; 12] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// One route's counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteCounters {
+    /// The route's pattern, such as `/v1/users/{id}`.
+    pub route: String,
+    /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub by_class: [u64; 5],
+    /// Requests per latency bucket (not cumulative), one per
+    /// [`LATENCY_BUCKETS`] entry.
+    pub buckets: Vec<u64>,
+    /// Sum of latencies, in microseconds.
+    pub sum_us: u64,
+}
+
+impl RouteCounters {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &RouteCounters) {
+        for (a, b) in self.by_class.iter_mut().zip(other.by_class) {
+            *a += b;
+        }
+        if self.buckets.len() < other.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.sum_us += other.sum_us;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.by_class.iter().sum()
+    }
 }
 
 /// Encodes a message as one line, newline included.
@@ -81,7 +126,13 @@ mod tests {
     fn messages_round_trip_as_single_lines() {
         let messages = [
             WorkerMessage::Ready { pid: 7 },
-            WorkerMessage::Heartbeat(Counters { requests: 3, in_flight: 1, connections: 2, loop_lag_us: 5 }),
+            WorkerMessage::Heartbeat(Counters {
+                requests: 3,
+                in_flight: 1,
+                connections: 2,
+                loop_lag_us: 5,
+                ..Counters::default()
+            }),
             WorkerMessage::Exiting { reason: "drained".into() },
         ];
         for message in messages {

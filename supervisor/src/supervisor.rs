@@ -11,11 +11,12 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::control::{ControlSocket, Request};
+use crate::metrics::{MetricsClient, SlotMetrics, Snapshot, Totals, WorkerGauges};
 use crate::notify::Notifier;
 use crate::protocol::{Counters, SupervisorMessage, WorkerMessage};
 use crate::signal::{Signal, Signals};
@@ -78,6 +79,8 @@ pub struct Options {
     pub max_rss: u64,
     /// Where `drover ctl` reaches the supervisor; `None` for no socket.
     pub control_socket: Option<PathBuf>,
+    /// More fields for the ready file, such as the admin listener's address.
+    pub ready_extra: Vec<(String, String)>,
 }
 
 /// The supervisor's phase, logged at every change.
@@ -220,6 +223,12 @@ pub struct Supervisor {
     /// The sockets are drover's own (not passed by systemd): keep them in
     /// systemd's fd store, in step with the slots.
     store_sockets: bool,
+    /// Per slot, the counters of its workers that have exited.
+    retired: Vec<Totals>,
+    /// Totals of slots removed by scaling down.
+    removed: Totals,
+    metrics_tx: mpsc::UnboundedSender<oneshot::Sender<Snapshot>>,
+    metrics_rx: mpsc::UnboundedReceiver<oneshot::Sender<Snapshot>>,
 }
 
 impl Supervisor {
@@ -239,6 +248,8 @@ impl Supervisor {
             SlotSockets::adopt(passed, options.workers, crate::socket::DEFAULT_BACKLOG)?
         };
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (metrics_tx, metrics_rx) = mpsc::unbounded_channel();
+        let workers = options.workers;
         let slots =
             (0..options.workers).map(|_| Slot { backoff: options.backoff_min, ..Slot::default() }).collect();
         Ok(Self {
@@ -257,10 +268,19 @@ impl Supervisor {
             recycle_queue: VecDeque::new(),
             notifier: Notifier::from_env(),
             store_sockets,
+            retired: vec![Totals::default(); workers],
+            removed: Totals::default(),
+            metrics_tx,
+            metrics_rx,
             retired_requests: 0,
             last_tick: (0, Instant::now()),
             steering: false,
         })
+    }
+
+    /// A handle the admin listener uses to read the aggregated counters.
+    pub fn metrics_client(&self) -> MetricsClient {
+        MetricsClient { requests: self.metrics_tx.clone() }
     }
 
     /// The bound addresses (port 0 resolved).
@@ -320,6 +340,9 @@ impl Supervisor {
                 },
                 Some(event) = self.events_rx.recv() => self.on_event(event),
                 _ = ticks.tick() => self.on_tick(),
+                Some(reply) = self.metrics_rx.recv() => {
+                    let _ = reply.send(self.snapshot());
+                }
                 () = &mut control_serving => {}
                 Some((request, reply)) = control_rx.recv() => {
                     let answer = self.on_control(request);
@@ -540,6 +563,7 @@ impl Supervisor {
                     self.notifier.store_sockets(slot, self.sockets.slot(slot));
                 }
                 self.slots.push(Slot { backoff: self.options.backoff_min, ..Slot::default() });
+                self.retired.push(Totals::default());
                 self.start_worker(slot);
             }
             info!(from = current, to = target, "scaling up");
@@ -598,9 +622,37 @@ impl Supervisor {
                 self.notifier.remove_stored_sockets(slot);
             }
         }
+        for totals in self.retired.drain(first..) {
+            self.removed.add(&totals);
+        }
         self.sockets.truncate(first);
         self.slots.truncate(first);
         info!(workers = first, "scaled down; retired sockets closed");
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let slots = (0..self.slots.len())
+            .map(|slot| {
+                let mut totals = self.retired[slot].clone();
+                let mut workers = Vec::new();
+                for worker in self.workers.values().filter(|w| w.slot == slot) {
+                    totals.add_counters(&worker.counters);
+                    workers.push(WorkerGauges {
+                        pid: worker.pid,
+                        state: match worker.state {
+                            WorkerState::Booting => "booting",
+                            WorkerState::Ready => "ready",
+                            WorkerState::Draining => "draining",
+                        },
+                        in_flight: worker.counters.in_flight,
+                        connections: worker.counters.connections,
+                        loop_lag_us: worker.counters.loop_lag_us,
+                    });
+                }
+                SlotMetrics { slot, totals, workers }
+            })
+            .collect();
+        Snapshot { generation: self.generation, slots, removed: self.removed.clone() }
     }
 
     /// Answers `drover ctl`.
@@ -708,7 +760,10 @@ impl Supervisor {
         let listen: Vec<String> = self.sockets.addrs().iter().map(ToString::to_string).collect();
         info!(?listen, workers = self.slots.len(), "drover is ready");
         if let Some(path) = &self.options.ready_file {
-            let body = serde_json::json!({ "pid": std::process::id(), "listen": listen });
+            let mut body = serde_json::json!({ "pid": std::process::id(), "listen": listen });
+            for (key, value) in &self.options.ready_extra {
+                body[key] = serde_json::Value::String(value.clone());
+            }
             if let Err(error) = write_atomically(path, body.to_string().as_bytes()) {
                 error!(path = %path.display(), %error, "cannot write the ready file");
             }
@@ -721,6 +776,9 @@ impl Supervisor {
         };
         self.forget_publishes_of(id);
         self.retired_requests += worker.counters.requests;
+        if let Some(totals) = self.retired.get_mut(worker.slot) {
+            totals.add_counters(&worker.counters);
+        }
         let uptime = worker.started.elapsed();
         let status_text = match &status {
             Ok(status) => describe(status),
@@ -755,6 +813,9 @@ impl Supervisor {
             uptime_ms = uptime.as_millis() as u64,
             "worker exited unexpectedly"
         );
+        if let Some(totals) = self.retired.get_mut(slot) {
+            totals.restarts += 1;
+        }
         let code = status.as_ref().ok().and_then(ExitStatus::code);
         let fatal = code.filter(|c| FATAL_EXIT_CODES.contains(c));
 

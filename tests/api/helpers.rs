@@ -47,6 +47,8 @@ pub struct Drover {
     child: Option<Child>,
     pub pid: u32,
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`).
+    pub admin: Option<SocketAddr>,
     pub dir: TempDir,
     /// Every worker pid this test has seen, so drop can kill them too.
     seen_workers: Mutex<HashSet<u32>>,
@@ -81,6 +83,7 @@ impl Drover {
             .arg(dir.path().join("data"))
             .arg("--control-socket")
             .arg(dir.path().join("drover.sock"))
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(&options.args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -95,6 +98,7 @@ impl Drover {
             child: Some(child),
             pid,
             addr: "127.0.0.1:0".parse().unwrap(),
+            admin: None,
             dir,
             seen_workers: Mutex::new(HashSet::new()),
         };
@@ -104,6 +108,7 @@ impl Drover {
                 let json: serde_json::Value = serde_json::from_str(&text).unwrap();
                 assert_eq!(json["pid"].as_u64(), Some(u64::from(pid)));
                 drover.addr = json["listen"][0].as_str().unwrap().parse().unwrap();
+                drover.admin = json["admin"].as_str().map(|a| a.parse().unwrap());
                 break;
             }
             if let Some(status) = drover.child.as_mut().unwrap().try_wait().unwrap() {

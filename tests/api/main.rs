@@ -10,6 +10,7 @@ mod db;
 mod helpers;
 mod http2;
 mod limits;
+mod metrics;
 mod outage;
 mod repo;
 mod systemd;

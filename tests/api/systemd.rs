@@ -163,6 +163,7 @@ fn spawn_activated(
         .arg(dir.path().join("data"))
         .arg("--control-socket")
         .arg(dir.path().join("drover.sock"))
+        .args(["--admin-listen", "127.0.0.1:0"])
         .env("LISTEN_FDS", sockets.len().to_string())
         .env("LISTEN_FDNAMES", names.join(":"))
         .env_remove("RUST_LOG")

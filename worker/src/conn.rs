@@ -255,10 +255,15 @@ async fn respond<A: App>(
     let _in_flight = InFlight::enter(&shared.stats);
     let finished = Finished(&state);
     let http1 = request.version() < Version::HTTP_2;
-    let mut response = match limits::check(&request, &shared.limits) {
-        Some(refusal) => refusal,
-        None => shared.app.call(request).await,
+    let started = std::time::Instant::now();
+    let (route, mut response) = match limits::check(&request, &shared.limits) {
+        Some(refusal) => ("refused", refusal),
+        None => {
+            let (route, answer) = shared.app.call(request);
+            (route, answer.await)
+        }
     };
+    shared.stats.record(route, response.status().as_u16(), started.elapsed());
     let headers = response.headers_mut();
     headers.insert(header::SERVER, HeaderValue::from_static("drover"));
     if http1 && shared.draining.get() {

@@ -197,13 +197,19 @@ pub(crate) async fn read_commands(
 
 /// Sends a heartbeat every `interval`, from the event loop itself: a loop
 /// that is stuck sends none, which is what the supervisor watches for.
-pub(crate) async fn heartbeats(writer: &ControlWriter, stats: &Stats, interval: Duration) {
+pub(crate) async fn heartbeats(
+    writer: &ControlWriter,
+    stats: &Stats,
+    app_counters: &dyn Fn() -> Vec<(String, u64)>,
+    interval: Duration,
+) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let due = ticks.tick().await;
         let mut counters = stats.snapshot();
         counters.loop_lag_us = due.elapsed().as_micros() as u64;
+        counters.app = app_counters();
         writer.send(&WorkerMessage::Heartbeat(counters));
     }
 }

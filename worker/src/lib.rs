@@ -44,5 +44,12 @@ pub trait App: 'static {
     type Future: Future<Output = Response> + 'static;
 
     /// Answers one request. Limits on headers and bodies were checked before.
-    fn call(&self, request: Request) -> Self::Future;
+    /// Also returns the route the request matched (its pattern, such as
+    /// `/v1/users/{id}`), which labels the worker's metrics.
+    fn call(&self, request: Request) -> (&'static str, Self::Future);
+
+    /// The application's own counters, reported with every heartbeat.
+    fn counters(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }

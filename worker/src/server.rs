@@ -204,10 +204,11 @@ where
     writer.send(&WorkerMessage::Ready { pid: options.info.pid });
     info!(listen = ?addrs, "worker ready");
 
+    let app_counters = || shared.app.counters();
     let cause = tokio::select! {
         cause = drain_cause => cause.unwrap_or(DrainCause::SupervisorGone),
         () = signals.stop() => DrainCause::Signal,
-        () = control::heartbeats(&writer, &shared.stats, options.heartbeat_interval) => unreachable!("heartbeats never end"),
+        () = control::heartbeats(&writer, &shared.stats, &app_counters, options.heartbeat_interval) => unreachable!("heartbeats never end"),
     };
     info!(
         cause = cause.describe(),
@@ -246,8 +247,12 @@ where
             "stopped at once on a second signal"
         }
         // Keep proving liveness while draining: a long drain is not a stall.
-        () = control::heartbeats(&writer, &shared.stats, options.heartbeat_interval) => unreachable!("heartbeats never end"),
+        () = control::heartbeats(&writer, &shared.stats, &app_counters, options.heartbeat_interval) => unreachable!("heartbeats never end"),
     };
+    // Final counts, so the supervisor's totals include the last second.
+    let mut last = shared.stats.snapshot();
+    last.app = shared.app.counters();
+    writer.send(&WorkerMessage::Heartbeat(last));
     writer.send(&WorkerMessage::Exiting { reason: reason.to_string() });
     info!(reason, requests = shared.stats.requests.get(), "worker exiting");
     Ok(reason)

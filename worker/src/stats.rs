@@ -1,8 +1,10 @@
 //! The worker's running totals, reported to the supervisor in heartbeats.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use drover_supervisor::protocol::Counters;
+use drover_supervisor::protocol::{Counters, RouteCounters, LATENCY_BUCKETS};
 
 /// Plain cells: the worker is single-threaded, so no atomics are needed.
 #[derive(Debug, Default)]
@@ -10,6 +12,7 @@ pub(crate) struct Stats {
     pub requests: Cell<u64>,
     pub in_flight: Cell<u64>,
     pub connections: Cell<u64>,
+    routes: RefCell<BTreeMap<&'static str, RouteCounters>>,
 }
 
 impl Stats {
@@ -19,7 +22,26 @@ impl Stats {
             in_flight: self.in_flight.get(),
             connections: self.connections.get(),
             loop_lag_us: 0,
+            routes: self.routes.borrow().values().cloned().collect(),
+            app: Vec::new(),
         }
+    }
+
+    /// Counts one answered request of `route`.
+    pub fn record(&self, route: &'static str, status: u16, latency: Duration) {
+        let mut routes = self.routes.borrow_mut();
+        let counters = routes.entry(route).or_insert_with(|| RouteCounters {
+            route: route.to_owned(),
+            buckets: vec![0; LATENCY_BUCKETS.len()],
+            ..RouteCounters::default()
+        });
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        counters.by_class[class] += 1;
+        let seconds = latency.as_secs_f64();
+        if let Some(bucket) = LATENCY_BUCKETS.iter().position(|&bound| seconds <= bound) {
+            counters.buckets[bucket] += 1;
+        }
+        counters.sum_us += latency.as_micros() as u64;
     }
 }
 

@@ -1,0 +1,197 @@
+//! The admin listener (`--admin-listen`, never the public port): Prometheus
+//! `/metrics`, aggregated by the supervisor across every worker it has run,
+//! encoded with prometheus-client. It runs in the supervisor process, on the
+//! supervisor's event loop.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use drover_supervisor::metrics::{MetricsClient, Snapshot, Totals};
+use drover_supervisor::protocol::LATENCY_BUCKETS;
+use http::{header, HeaderValue, Method, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+/// Serves `/metrics` until the process exits.
+pub async fn serve(listener: TcpListener, metrics: MetricsClient) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| answer(request, metrics.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    request: http::Request<Incoming>,
+    metrics: MetricsClient,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    if request.uri().path() != "/metrics" {
+        return Ok(plain(StatusCode::NOT_FOUND, "only /metrics is served here\n".into()));
+    }
+    if request.method() != Method::GET {
+        return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into()));
+    }
+    let Some(snapshot) = metrics.snapshot().await else {
+        return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "stopping\n".into()));
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exposition(snapshot)));
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+        return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n".into()));
+    }
+    let mut response = plain(StatusCode::OK, text);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+fn plain(status: StatusCode, body: String) -> http::Response<Full<Bytes>> {
+    let mut response = http::Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// One scrape's worth of figures, encoded on demand.
+#[derive(Debug)]
+struct Exposition(Snapshot);
+
+type Labels = Vec<(&'static str, String)>;
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl Exposition {
+    /// Every slot's totals, and the removed slots' as slot `removed`: sums
+    /// over the `slot` label are the server's totals and never go down.
+    fn totals(&self) -> impl Iterator<Item = (String, &Totals)> {
+        let slots = self.0.slots.iter().map(|s| (s.slot.to_string(), &s.totals));
+        slots.chain(std::iter::once(("removed".to_owned(), &self.0.removed)))
+    }
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut requests = encoder.encode_descriptor(
+            "drover_http_requests",
+            "Requests answered, by worker slot, route and status class",
+            None,
+            MetricType::Counter,
+        )?;
+        for (slot, totals) in self.totals() {
+            for (route, counters) in &totals.routes {
+                for (class, count) in CLASSES.iter().zip(counters.by_class) {
+                    let labels: Labels = vec![
+                        ("slot", slot.clone()),
+                        ("route", route.clone()),
+                        ("class", (*class).to_owned()),
+                    ];
+                    ConstCounter::new(count).encode(requests.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut latency = encoder.encode_descriptor(
+            "drover_http_request_duration_seconds",
+            "Time from a parsed request to its response, by worker slot and route",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (slot, totals) in self.totals() {
+            for (route, counters) in &totals.routes {
+                let labels: Labels = vec![("slot", slot.clone()), ("route", route.clone())];
+                let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(f64::INFINITY))
+                    .zip(counters.buckets.iter().copied().chain(std::iter::once(
+                        counters.count().saturating_sub(counters.buckets.iter().sum::<u64>()),
+                    )))
+                    .collect();
+                latency.encode_family(&labels)?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    counters.sum_us as f64 / 1e6,
+                    counters.count(),
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
+        let mut restarts = encoder.encode_descriptor(
+            "drover_worker_restarts",
+            "Workers of a slot that exited without being asked to",
+            None,
+            MetricType::Counter,
+        )?;
+        for (slot, totals) in self.totals() {
+            ConstCounter::new(totals.restarts).encode(restarts.encode_family(&vec![("slot", slot)])?)?;
+        }
+        let mut app = encoder.encode_descriptor(
+            "drover_app_events",
+            "The application's counters (cache hits, misses, loads, ...), by worker slot and name",
+            None,
+            MetricType::Counter,
+        )?;
+        for (slot, totals) in self.totals() {
+            for (name, value) in &totals.app {
+                let labels: Labels = vec![("slot", slot.clone()), ("name", name.clone())];
+                ConstCounter::new(*value).encode(app.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, pick) in [
+            ("drover_worker_in_flight", "Requests being processed, by worker slot", 0),
+            ("drover_worker_connections", "Open client connections, by worker slot", 1),
+            (
+                "drover_worker_loop_lag_seconds",
+                "Event-loop lag at the last heartbeat (worst worker of the slot)",
+                2,
+            ),
+        ] {
+            let mut gauge = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for slot in &self.0.slots {
+                let value = match pick {
+                    0 => slot.workers.iter().map(|w| w.in_flight as f64).sum(),
+                    1 => slot.workers.iter().map(|w| w.connections as f64).sum(),
+                    _ => slot.workers.iter().map(|w| w.loop_lag_us as f64 / 1e6).fold(0.0, f64::max),
+                };
+                ConstGauge::new(value)
+                    .encode(gauge.encode_family(&vec![("slot", slot.slot.to_string())])?)?;
+            }
+        }
+        let mut workers = encoder.encode_descriptor(
+            "drover_workers",
+            "Worker processes, by state",
+            None,
+            MetricType::Gauge,
+        )?;
+        for state in ["booting", "ready", "draining"] {
+            let count = self.0.slots.iter().flat_map(|s| &s.workers).filter(|w| w.state == state).count();
+            ConstGauge::new(count as i64)
+                .encode(workers.encode_family(&vec![("state", state.to_owned())])?)?;
+        }
+        let mut generation = encoder.encode_descriptor(
+            "drover_generation",
+            "Rolling restarts so far, plus one",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.0.generation as i64).encode(generation.encode_family(&Labels::new())?)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! Counters aggregated across workers, for the admin listener's `/metrics`.
+//!
+//! Per-process counters behind a shared port go backwards whenever a worker
+//! is replaced; here each slot's totals are its retired workers' last counts
+//! plus its live workers' current ones, and slots removed by a scale-down
+//! fold into `removed`, so totals only ever grow.
+
+use std::collections::BTreeMap;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::{Counters, RouteCounters};
+
+/// Counters summed over workers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    pub requests: u64,
+    pub routes: BTreeMap<String, RouteCounters>,
+    pub app: BTreeMap<String, u64>,
+    /// Workers of this slot that exited without being asked to.
+    pub restarts: u64,
+}
+
+impl Totals {
+    pub(crate) fn add_counters(&mut self, counters: &Counters) {
+        self.requests += counters.requests;
+        for route in &counters.routes {
+            self.routes
+                .entry(route.route.clone())
+                .or_insert_with(|| RouteCounters { route: route.route.clone(), ..RouteCounters::default() })
+                .add(route);
+        }
+        for (name, value) in &counters.app {
+            *self.app.entry(name.clone()).or_default() += value;
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: &Totals) {
+        self.requests += other.requests;
+        for (name, route) in &other.routes {
+            self.routes.entry(name.clone()).or_default().add(route);
+            if let Some(r) = self.routes.get_mut(name) {
+                r.route.clone_from(name);
+            }
+        }
+        for (name, value) in &other.app {
+            *self.app.entry(name.clone()).or_default() += value;
+        }
+        self.restarts += other.restarts;
+    }
+}
+
+/// A live worker's gauges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerGauges {
+    pub pid: u32,
+    pub state: &'static str,
+    pub in_flight: u64,
+    pub connections: u64,
+    pub loop_lag_us: u64,
+}
+
+/// One slot: its totals so far and its live workers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotMetrics {
+    pub slot: usize,
+    pub totals: Totals,
+    pub workers: Vec<WorkerGauges>,
+}
+
+/// Everything `/metrics` shows, as of one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub slots: Vec<SlotMetrics>,
+    /// Totals of slots removed by scaling down.
+    pub removed: Totals,
+}
+
+/// Asks the supervisor's loop for a [`Snapshot`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MetricsClient {
+    pub(crate) requests: mpsc::UnboundedSender<oneshot::Sender<Snapshot>>,
+}
+
+impl MetricsClient {
+    /// `None` once the supervisor has stopped.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(reply).ok()?;
+        answer.await.ok()
+    }
+}
