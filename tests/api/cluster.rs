@@ -344,3 +344,21 @@ async fn cpu_affinity_auto_pins_each_worker_to_its_own_cpu() {
     assert_eq!(cpus.len(), available.min(2), "{cpus:?}");
     assert!(allowed(drover.pid).contains('-') || available == 1, "the supervisor stays unpinned");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_over_max_rss_are_recycled_without_failing_a_request() {
+    // Any worker is over a 1 MiB limit: each is recycled after its first
+    // heartbeat, again and again, while requests flow.
+    let drover = Drover::start_with(crate::helpers::Options {
+        workers: 2,
+        env: vec![("DROVER_WORKER__MAX_RSS", "1048576"), ("DROVER_WORKER__HEARTBEAT_INTERVAL", "200ms")],
+        ..Default::default()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = Load { connections: 16, max_duration: Duration::from_secs(3), ..Load::default() };
+    let report = run_load(drover.addr, load, stop).await;
+    report.assert_clean(&drover, 500);
+    assert!(report.pids.len() > 2, "workers were recycled: {:?}", report.pids);
+    let log = drover.log();
+    assert!(log.contains("\"reason\":\"max_rss\"") && log.contains("worker recycled"), "{log}");
+}
