@@ -16,7 +16,8 @@ pub struct CtlArgs {
     /// status: every worker (slot, pid, generation, state, uptime, requests,
     /// in flight, connections, RSS, event-loop lag, last heartbeat);
     /// reload: rolling restart (as SIGHUP); scale N: run N workers (scaling
-    /// down drops no connection); stop: drain and exit (as SIGTERM).
+    /// down drops no connection); upgrade: replace the supervisor itself with
+    /// the binary on disk (as SIGUSR2); stop: drain and exit (as SIGTERM).
     #[arg(value_enum)]
     command: CtlCommand,
     /// With scale: the number of workers.
@@ -34,6 +35,7 @@ enum CtlCommand {
     Status,
     Reload,
     Scale,
+    Upgrade,
     Stop,
 }
 
@@ -46,6 +48,7 @@ pub fn run(args: &CtlArgs) -> ExitCode {
     let request = match args.command {
         CtlCommand::Status => Request::Status,
         CtlCommand::Reload => Request::Reload,
+        CtlCommand::Upgrade => Request::Upgrade,
         CtlCommand::Scale => match args.count {
             Some(workers) => Request::Scale { workers },
             None => {
@@ -100,14 +103,14 @@ fn render_status(status: &Value) -> String {
             w["rss_bytes"].as_u64().map_or("-".to_owned(), |b| format!("{:.1}MiB", b as f64 / 1_048_576.0));
         out.push_str(&format!(
             "{:<5} {:<8} {:<4} {:<9} {:>7.0}s {:>10} {:>9} {:>6} {:>9} {:>6.1}ms {:>8.1}s\n",
-            w["slot"],
-            w["pid"],
-            w["generation"],
+            w["slot"].to_string(),
+            w["pid"].to_string(),
+            w["generation"].to_string(),
             w["state"].as_str().unwrap_or("?"),
             w["uptime_s"].as_f64().unwrap_or(0.0),
-            w["requests"],
-            w["in_flight"],
-            w["connections"],
+            w["requests"].to_string(),
+            w["in_flight"].to_string(),
+            w["connections"].to_string(),
             rss,
             w["loop_lag_us"].as_u64().unwrap_or(0) as f64 / 1000.0,
             w["last_heartbeat_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,

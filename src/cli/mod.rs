@@ -37,7 +37,7 @@ enum Command {
     /// Signals: SIGHUP rolls a restart through the workers (new before old,
     /// re-reading the binary and the configuration file); SIGTERM or SIGINT
     /// drains and exits 0, a second one stops at once.
-    Serve(ConfigArgs),
+    Serve(serve::ServeArgs),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -170,7 +170,23 @@ pub fn main() -> ExitCode {
 /// worker loads the configuration the same way.
 fn serve_args_for_workers() -> Vec<OsString> {
     let mut args: Vec<OsString> = vec!["worker".into()];
-    args.extend(std::env::args_os().skip(2));
+    // An upgraded supervisor was started with --upgrade-fds; that is its
+    // own business, not its children's.
+    let mut skip_value = false;
+    for arg in std::env::args_os().skip(2) {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        let text = arg.to_string_lossy();
+        if text == "--upgrade-fds" {
+            skip_value = true;
+            continue;
+        }
+        if text.starts_with("--upgrade-fds=") {
+            continue;
+        }
+        args.push(arg);
+    }
     args
 }
 

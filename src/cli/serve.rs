@@ -3,13 +3,26 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+use drover_supervisor::activation::{Handover, ADMIN};
 use drover_supervisor::{Options, Outcome, Supervisor, WorkerCommand};
 use tracing::{error, info};
 
 use super::{config_failure, ConfigArgs};
 use crate::telemetry::{self, Role};
 
-pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
+/// `drover serve`'s flags: the configuration's, plus the hidden handover
+/// from a supervisor being upgraded.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Internal: fds handed over by the previous supervisor (SIGUSR2).
+    #[arg(long, hide = true, value_name = "SPEC")]
+    pub upgrade_fds: Option<String>,
+}
+
+pub fn run(serve: &ServeArgs, worker_args: Vec<OsString>) -> ExitCode {
+    let args = &serve.config;
     let config = match args.load() {
         Ok((config, _)) => config,
         Err(error) => return config_failure(&error),
@@ -41,6 +54,7 @@ pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
         max_rss: config.worker.max_rss,
         control_socket: Some(config.control_socket()),
         ready_extra: Vec::new(),
+        handover_extra: Vec::new(),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -53,17 +67,27 @@ pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
     // signal handlers must exist before the first worker is forked.
     let outcome = runtime.block_on(async {
         let mut options = options;
-        let admin = match config.server.admin_listen {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("admin listener {addr}: {e}")))?;
-                options.ready_extra.push(("admin".into(), listener.local_addr()?.to_string()));
-                Some(listener)
+        let mut handover = serve.upgrade_fds.as_deref().map(Handover::from_spec).transpose()?;
+        let admin = match (handover.as_mut().and_then(|h| h.admin.take()), config.server.admin_listen) {
+            (Some(listener), _) => {
+                listener.set_nonblocking(true)?;
+                Some(tokio::net::TcpListener::from_std(listener)?)
             }
-            None => None,
+            (None, Some(addr)) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("admin listener {addr}: {e}")))?,
+            ),
+            (None, None) => None,
         };
-        let supervisor = Supervisor::bind(options, &config.server.listen)?;
+        if let Some(listener) = &admin {
+            options.ready_extra.push(("admin".into(), listener.local_addr()?.to_string()));
+            options.handover_extra.push((ADMIN.into(), std::os::fd::AsRawFd::as_raw_fd(listener)));
+        }
+        let supervisor = match handover {
+            Some(handover) => Supervisor::adopt(options, handover)?,
+            None => Supervisor::bind(options, &config.server.listen)?,
+        };
         if let Some(listener) = admin {
             info!(admin = %listener.local_addr()?, "serving /metrics");
             tokio::spawn(crate::admin::serve(listener, supervisor.metrics_client()));
@@ -71,7 +95,7 @@ pub fn run(args: &ConfigArgs, worker_args: Vec<OsString>) -> ExitCode {
         supervisor.run().await
     });
     match outcome {
-        Ok(Outcome::Drained) => ExitCode::SUCCESS,
+        Ok(Outcome::Drained | Outcome::Upgraded) => ExitCode::SUCCESS,
         Ok(Outcome::StoppedAtOnce) => ExitCode::FAILURE,
         Ok(Outcome::WorkerFatal(code)) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(error) => {

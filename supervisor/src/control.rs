@@ -25,6 +25,8 @@ pub enum Request {
     Scale {
         workers: usize,
     },
+    /// Upgrade the supervisor itself (as SIGUSR2).
+    Upgrade,
 }
 
 /// A request and where its answer goes.
@@ -34,6 +36,8 @@ pub(crate) type Pending = (Request, oneshot::Sender<serde_json::Value>);
 pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// Remove the socket file on drop (not when a successor has taken it).
+    remove_on_drop: std::cell::Cell<bool>,
 }
 
 impl ControlSocket {
@@ -53,7 +57,26 @@ impl ControlSocket {
             .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display())))?;
         // Anyone who can connect can stop the server.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(Self { listener, path: path.to_owned() })
+        Ok(Self { listener, path: path.to_owned(), remove_on_drop: std::cell::Cell::new(true) })
+    }
+
+    /// Serves on a listener handed over by the previous supervisor.
+    pub fn adopt(listener: std::os::unix::net::UnixListener, path: &Path) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            listener: UnixListener::from_std(listener)?,
+            path: path.to_owned(),
+            remove_on_drop: std::cell::Cell::new(true),
+        })
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.listener)
+    }
+
+    /// Leaves the socket file in place on drop: a successor serves on it.
+    pub fn keep_file(&self) {
+        self.remove_on_drop.set(false);
     }
 
     /// Accepts connections for ever, handing each request to the
@@ -73,7 +96,9 @@ impl ControlSocket {
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.remove_on_drop.get() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

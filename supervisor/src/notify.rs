@@ -83,6 +83,11 @@ impl Notifier {
         self.send(&[NotifyState::FdStoreRemove, NotifyState::FdName(&name)]);
     }
 
+    /// Tells systemd that `pid` is the main process now (after an upgrade).
+    pub fn main_pid(&self, pid: u32) {
+        self.send(&[NotifyState::MainPid(pid), NotifyState::Status("upgraded")]);
+    }
+
     /// A keep-alive, if systemd asked for them.
     pub fn watchdog(&self) {
         if self.watchdog.is_some() {

@@ -13,6 +13,9 @@ pub enum Signal {
     /// SIGHUP: rolling restart, one slot at a time, new worker before old
     /// drains; also deploys the binary now on disk.
     Reload,
+    /// SIGUSR2: upgrade the supervisor itself: the binary on disk starts as
+    /// a new supervisor on the same sockets, and this one drains and exits.
+    Upgrade,
     /// SIGTTIN: one more worker (as nginx and Gunicorn do).
     AddWorker,
     /// SIGTTOU: one worker fewer, retired without dropping a connection.
@@ -26,6 +29,7 @@ pub struct Signals {
     hup: tokio::signal::unix::Signal,
     ttin: tokio::signal::unix::Signal,
     ttou: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -36,6 +40,7 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
             ttin: signal(SignalKind::from_raw(libc::SIGTTIN))?,
             ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 
@@ -47,6 +52,7 @@ impl Signals {
             _ = self.hup.recv() => Signal::Reload,
             _ = self.ttin.recv() => Signal::AddWorker,
             _ = self.ttou.recv() => Signal::RemoveWorker,
+            _ = self.usr2.recv() => Signal::Upgrade,
         }
     }
 }

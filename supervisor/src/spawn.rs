@@ -134,3 +134,49 @@ pub fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A new supervisor started by an upgrade, and our end of its handshake.
+pub struct Successor {
+    pub child: Child,
+    /// The successor writes `ready` here once its workers are ready.
+    pub handshake: UnixStream,
+}
+
+/// Starts the binary now on disk as a new supervisor, handing it `fds`
+/// (named, see [`crate::activation::Handover`]) and a handshake channel.
+pub fn spawn_successor(
+    program: &Path,
+    args: &[OsString],
+    fds: &[(RawFd, String)],
+    generation: u64,
+) -> io::Result<Successor> {
+    let (ours, theirs) = StdUnixStream::pair()?;
+    let mut sources: Vec<RawFd> = fds.iter().map(|(fd, _)| *fd).collect();
+    sources.push(theirs.as_raw_fd());
+    let mut spec: Vec<String> = fds
+        .iter()
+        .enumerate()
+        .map(|(i, (_, name))| format!("{}={name}", FIRST_INHERITED_FD + i as RawFd))
+        .collect();
+    spec.push(format!("{}={}", FIRST_INHERITED_FD + fds.len() as RawFd, crate::activation::HANDSHAKE));
+    spec.push(format!("generation={generation}"));
+
+    let mut cmd = Command::new(program);
+    cmd.args(args).arg("--upgrade-fds").arg(spec.join(",")).stdin(Stdio::null()).kill_on_drop(false);
+    // Sockets come through --upgrade-fds, not systemd's variables.
+    for name in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+        cmd.env_remove(name);
+    }
+    let mut scratch: Vec<RawFd> = vec![-1; sources.len()];
+    // SAFETY: as in `spawn`: only fcntl and dup2 between fork and exec, on
+    // buffers allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || remap_fds(&sources, &mut scratch, FIRST_INHERITED_FD));
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", display(program))))?;
+    drop(theirs);
+    ours.set_nonblocking(true)?;
+    Ok(Successor { child, handshake: UnixStream::from_std(ours)? })
+}

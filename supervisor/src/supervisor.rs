@@ -39,6 +39,10 @@ const DRAIN_KILL_SLACK: Duration = Duration::from_secs(1);
 /// millisecond; one that is stuck must not stall writes on the others.
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// A new supervisor gets this many boot timeouts to be ready (it runs its
+/// preflight checks, then boots every worker) before the upgrade is given up.
+const UPGRADE_TIMEOUT_BOOTS: u32 = 3;
+
 /// Most workers a supervisor runs (as `server.workers` allows).
 const MAX_WORKERS: usize = 1024;
 
@@ -81,6 +85,9 @@ pub struct Options {
     pub control_socket: Option<PathBuf>,
     /// More fields for the ready file, such as the admin listener's address.
     pub ready_extra: Vec<(String, String)>,
+    /// The application's own listeners, handed to a successor on upgrade
+    /// (the admin listener), by name.
+    pub handover_extra: Vec<(String, std::os::fd::RawFd)>,
 }
 
 /// The supervisor's phase, logged at every change.
@@ -114,6 +121,8 @@ pub enum Outcome {
     Drained,
     /// A second stop signal killed the workers without waiting.
     StoppedAtOnce,
+    /// A new supervisor took over (upgrade); this one drained and left.
+    Upgraded,
     /// A worker failed to boot with an exit code that says retrying is
     /// pointless (bad configuration); the supervisor exits with it.
     WorkerFatal(i32),
@@ -229,6 +238,17 @@ pub struct Supervisor {
     removed: Totals,
     metrics_tx: mpsc::UnboundedSender<oneshot::Sender<Snapshot>>,
     metrics_rx: mpsc::UnboundedReceiver<oneshot::Sender<Snapshot>>,
+    /// From a predecessor (upgrade): its control socket, to serve on.
+    inherited_control: Option<std::os::unix::net::UnixListener>,
+    /// From a predecessor: where to say "ready" once every worker is.
+    predecessor: Option<std::os::unix::net::UnixStream>,
+    /// Our control socket, to hand to a successor.
+    control_fd: Option<std::os::fd::RawFd>,
+    /// An upgrade in progress: the successor's pid and when it started.
+    upgrade: Option<(u32, Instant)>,
+    /// A successor took over: on exit leave the ready file and control
+    /// socket (now its) alone.
+    upgraded: bool,
 }
 
 impl Supervisor {
@@ -247,12 +267,39 @@ impl Supervisor {
             );
             SlotSockets::adopt(passed, options.workers, crate::socket::DEFAULT_BACKLOG)?
         };
+        Ok(Self::with_sockets(options, sockets, store_sockets))
+    }
+
+    /// Takes over from a supervisor being upgraded: its sockets (one slot
+    /// each, so the same number of workers), control socket, generation and
+    /// handshake channel.
+    pub fn adopt(mut options: Options, handover: crate::activation::Handover) -> io::Result<Self> {
+        let addrs: std::collections::HashSet<SocketAddr> =
+            handover.listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let slots = handover.listeners.len() / addrs.len().max(1);
+        if slots == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the upgrade passed no listening socket",
+            ));
+        }
+        options.workers = slots;
+        let sockets = SlotSockets::adopt(handover.listeners, slots, crate::socket::DEFAULT_BACKLOG)?;
+        info!(slots, generation = handover.generation, "taking over from the previous supervisor");
+        let mut supervisor = Self::with_sockets(options, sockets, false);
+        supervisor.generation = handover.generation;
+        supervisor.inherited_control = handover.control;
+        supervisor.predecessor = handover.handshake;
+        Ok(supervisor)
+    }
+
+    fn with_sockets(options: Options, sockets: SlotSockets, store_sockets: bool) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (metrics_tx, metrics_rx) = mpsc::unbounded_channel();
         let workers = options.workers;
         let slots =
             (0..options.workers).map(|_| Slot { backoff: options.backoff_min, ..Slot::default() }).collect();
-        Ok(Self {
+        Self {
             options,
             sockets,
             slots,
@@ -275,7 +322,12 @@ impl Supervisor {
             retired_requests: 0,
             last_tick: (0, Instant::now()),
             steering: false,
-        })
+            inherited_control: None,
+            predecessor: None,
+            control_fd: None,
+            upgrade: None,
+            upgraded: false,
+        }
     }
 
     /// A handle the admin listener uses to read the aggregated counters.
@@ -291,7 +343,12 @@ impl Supervisor {
     /// Runs until every worker has drained after a stop signal.
     pub async fn run(mut self) -> io::Result<Outcome> {
         let mut signals = Signals::register()?;
-        let control = self.options.control_socket.as_deref().map(ControlSocket::bind).transpose()?;
+        let control = match (self.inherited_control.take(), self.options.control_socket.as_deref()) {
+            (Some(listener), Some(path)) => Some(ControlSocket::adopt(listener, path)?),
+            (None, Some(path)) => Some(ControlSocket::bind(path)?),
+            (_, None) => None,
+        };
+        self.control_fd = control.as_ref().map(ControlSocket::raw_fd);
         let (control_tx, mut control_rx) = mpsc::unbounded_channel();
         let control_serving = async {
             match &control {
@@ -335,6 +392,11 @@ impl Supervisor {
                         self.begin_drain();
                     }
                     Signal::Reload => self.begin_reload(),
+                    Signal::Upgrade => {
+                        if let Err(error) = self.begin_upgrade() {
+                            warn!(%error, "cannot upgrade");
+                        }
+                    }
                     Signal::AddWorker => self.scale_by_signal(1),
                     Signal::RemoveWorker => self.scale_by_signal(-1),
                 },
@@ -350,6 +412,13 @@ impl Supervisor {
                 }
                 _ = sleep_until(deadline) => self.on_timers(),
             }
+        }
+        if self.upgraded {
+            if let Some(control) = &control {
+                control.keep_file();
+            }
+            info!("every worker has exited; the new supervisor carries on");
+            return Ok(Outcome::Upgraded);
         }
         if let Some(path) = &self.options.ready_file {
             let _ = std::fs::remove_file(path);
@@ -412,6 +481,7 @@ impl Supervisor {
         match event {
             Event::Message(id, message) => self.on_message(id, message),
             Event::Exited(id, status) => self.on_exit(id, status),
+            Event::Successor(event) => self.on_successor(event),
         }
     }
 
@@ -655,6 +725,65 @@ impl Supervisor {
         Snapshot { generation: self.generation, slots, removed: self.removed.clone() }
     }
 
+    /// Starts the binary now on disk as a new supervisor and hands it the
+    /// sockets. It starts its own workers; once they are ready it says so,
+    /// and this supervisor drains its workers and exits. If it fails first,
+    /// nothing changes here.
+    fn begin_upgrade(&mut self) -> Result<String, String> {
+        if self.phase != Phase::Running || self.reload.is_some() || self.upgrade.is_some() {
+            return Err(format!("busy ({}); try again when it is done", self.phase.as_str()));
+        }
+        if self.slots.iter().any(|s| s.retiring) {
+            return Err("a scale-down is still draining; try again when it is done".into());
+        }
+        let mut fds: Vec<(std::os::fd::RawFd, String)> = Vec::new();
+        for slot in 0..self.slots.len() {
+            for socket in self.sockets.slot(slot) {
+                fds.push((
+                    std::os::fd::AsRawFd::as_raw_fd(socket),
+                    format!("{}{slot}", crate::notify::FD_NAME_PREFIX),
+                ));
+            }
+        }
+        if let Some(fd) = self.control_fd {
+            fds.push((fd, crate::activation::CONTROL.into()));
+        }
+        for (name, fd) in &self.options.handover_extra {
+            fds.push((*fd, name.clone()));
+        }
+        // The successor is `drover serve` with our flags.
+        let mut args = self.options.command.args.clone();
+        if let Some(first) = args.first_mut() {
+            *first = "serve".into();
+        }
+        let successor =
+            spawn::spawn_successor(&self.options.command.program, &args, &fds, self.generation + 1)
+                .map_err(|e| e.to_string())?;
+        let pid = successor.child.id().unwrap_or(0);
+        info!(pid, "upgrade: new supervisor started; waiting for its workers");
+        self.upgrade = Some((pid, Instant::now()));
+        tokio::spawn(watch_successor(successor, self.events_tx.clone()));
+        Ok(format!("upgrade started: new supervisor {pid}"))
+    }
+
+    fn on_successor(&mut self, event: SuccessorEvent) {
+        let Some((pid, _)) = self.upgrade else { return };
+        match event {
+            SuccessorEvent::Ready => {
+                info!(pid, "upgrade: the new supervisor is serving; draining this one's workers");
+                self.notifier.main_pid(pid);
+                self.upgraded = true;
+                self.begin_drain();
+            }
+            SuccessorEvent::Exited(status) => {
+                if !self.upgraded {
+                    error!(pid, %status, "upgrade failed: the new supervisor exited before it was ready; still serving");
+                    self.upgrade = None;
+                }
+            }
+        }
+    }
+
     /// Answers `drover ctl`.
     fn on_control(&mut self, request: Request) -> serde_json::Value {
         match request {
@@ -671,6 +800,10 @@ impl Supervisor {
                 serde_json::json!({ "ok": before == Phase::Running || before == Phase::Reloading, "message": message })
             }
             Request::Scale { workers } => match self.scale_to(workers) {
+                Ok(message) => serde_json::json!({ "ok": true, "message": message }),
+                Err(error) => serde_json::json!({ "ok": false, "error": error }),
+            },
+            Request::Upgrade => match self.begin_upgrade() {
                 Ok(message) => serde_json::json!({ "ok": true, "message": message }),
                 Err(error) => serde_json::json!({ "ok": false, "error": error }),
             },
@@ -756,6 +889,12 @@ impl Supervisor {
 
     fn on_first_ready(&mut self) {
         self.set_phase(Phase::Running);
+        if let Some(mut predecessor) = self.predecessor.take() {
+            use std::io::Write;
+            if let Err(error) = predecessor.write_all(b"ready\n") {
+                warn!(%error, "cannot tell the previous supervisor that we are ready");
+            }
+        }
         self.notifier.ready(&self.status_line(0.0));
         let listen: Vec<String> = self.sockets.addrs().iter().map(ToString::to_string).collect();
         info!(?listen, workers = self.slots.len(), "drover is ready");
@@ -1058,6 +1197,10 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        let upgrade = self
+            .upgrade
+            .filter(|_| !self.upgraded)
+            .map(|(_, started)| started + self.options.boot_timeout * UPGRADE_TIMEOUT_BOOTS);
         let stall = self.options.stall_timeout;
         let stalls = self
             .workers
@@ -1067,11 +1210,22 @@ impl Supervisor {
         let workers = self.workers.values().filter_map(|w| w.deadline).chain(stalls);
         let slots = self.slots.iter().filter_map(|s| s.respawn_at);
         let publishes = self.publishes.values().map(|p| p.deadline);
-        workers.chain(slots).chain(publishes).min()
+        workers.chain(slots).chain(publishes).chain(upgrade).min()
     }
 
     fn on_timers(&mut self) {
         let now = Instant::now();
+        if let Some((pid, started)) = self.upgrade {
+            if !self.upgraded
+                && now.duration_since(started) > self.options.boot_timeout * UPGRADE_TIMEOUT_BOOTS
+            {
+                error!(
+                    pid,
+                    "upgrade failed: the new supervisor was not ready in time; killing it, still serving"
+                );
+                let _ = spawn::send_signal(pid, libc::SIGKILL);
+            }
+        }
         for worker in self.workers.values_mut() {
             let silent = now.duration_since(worker.last_heartbeat);
             if worker.state == WorkerState::Booting || silent < self.options.stall_timeout {
@@ -1137,6 +1291,36 @@ impl Supervisor {
             if self.slots[slot].current.is_none() {
                 self.start_worker(slot);
             }
+        }
+    }
+}
+
+/// What the successor of an upgrade reports.
+#[derive(Debug)]
+pub(crate) enum SuccessorEvent {
+    Ready,
+    Exited(String),
+}
+
+/// Waits for the successor's "ready" or its exit, whichever comes first,
+/// then for its exit only if it was not ready.
+async fn watch_successor(mut successor: spawn::Successor, events: mpsc::UnboundedSender<Event>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(successor.handshake).lines();
+    tokio::select! {
+        line = lines.next_line() => {
+            if matches!(line, Ok(Some(ref l)) if l == "ready") {
+                let _ = events.send(Event::Successor(SuccessorEvent::Ready));
+                // It carries on as the main process; we never wait for it.
+                return;
+            }
+            let status = successor.child.wait().await;
+            let text = status.map_or_else(|e| e.to_string(), |s| describe(&s));
+            let _ = events.send(Event::Successor(SuccessorEvent::Exited(text)));
+        }
+        status = successor.child.wait() => {
+            let text = status.map_or_else(|e| e.to_string(), |s| describe(&s));
+            let _ = events.send(Event::Successor(SuccessorEvent::Exited(text)));
         }
     }
 }

@@ -23,6 +23,8 @@ pub type WorkerId = u64;
 pub enum Event {
     Message(WorkerId, WorkerMessage),
     Exited(WorkerId, std::io::Result<ExitStatus>),
+    /// About the new supervisor of an upgrade.
+    Successor(crate::supervisor::SuccessorEvent),
 }
 
 /// What the supervisor asks the watch task to do.

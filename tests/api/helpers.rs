@@ -133,6 +133,21 @@ impl Drover {
         pids
     }
 
+    /// The supervisor pid the ready file names now (it changes with an
+    /// upgrade).
+    pub fn ready_pid(&self) -> u32 {
+        let text = std::fs::read_to_string(self.dir.path().join("ready.json")).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        json["pid"].as_u64().unwrap() as u32
+    }
+
+    /// Kills `pid` (and its children) when this handle drops.
+    pub fn also_clean_up(&self, pid: u32) {
+        let mut seen = self.seen_workers.lock().unwrap();
+        seen.insert(pid);
+        seen.extend(children_of(pid));
+    }
+
     /// Sends a signal to the supervisor.
     pub fn signal(&self, signal: i32) {
         send(self.pid, signal);

@@ -14,3 +14,4 @@ mod metrics;
 mod outage;
 mod repo;
 mod systemd;
+mod upgrade;
