@@ -174,6 +174,22 @@ impl Collector for Exposition {
                     .encode(gauge.encode_family(&vec![("slot", slot.slot.to_string())])?)?;
             }
         }
+        let mut app_gauges = encoder.encode_descriptor(
+            "drover_app_gauge",
+            "The application's gauges (database connections, cache entries, ...), by worker slot and name",
+            None,
+            MetricType::Gauge,
+        )?;
+        for slot in &self.0.slots {
+            let mut sums: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+            for (name, value) in slot.workers.iter().flat_map(|w| &w.app) {
+                *sums.entry(name).or_default() += value;
+            }
+            for (name, value) in sums {
+                let labels: Labels = vec![("slot", slot.slot.to_string()), ("name", name.to_owned())];
+                ConstGauge::new(value).encode(app_gauges.encode_family(&labels)?)?;
+            }
+        }
         let mut workers = encoder.encode_descriptor(
             "drover_workers",
             "Worker processes, by state",

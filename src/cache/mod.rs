@@ -166,6 +166,11 @@ impl Cache {
         &self.inner.stats
     }
 
+    /// Entries in this worker's in-process tier.
+    pub fn local_entries(&self) -> u64 {
+        self.inner.local.borrow().entry_count()
+    }
+
     /// Redis as `/readyz` reports it.
     pub fn redis_status(&self) -> RedisStatus {
         self.inner.redis.as_ref().map_or(RedisStatus::NotConfigured, RedisTier::status)

@@ -119,4 +119,10 @@ impl App for Routes {
         .map(|(name, cell)| (name.to_owned(), cell.get()))
         .collect()
     }
+
+    fn gauges(&self) -> Vec<(String, f64)> {
+        let mut gauges = self.state.db.gauges();
+        gauges.push(("cache_local_entries".to_owned(), self.state.cache.local_entries() as f64));
+        gauges
+    }
 }

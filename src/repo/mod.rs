@@ -124,6 +124,14 @@ impl Database {
         }
     }
 
+    /// Connection figures for metrics, by name.
+    pub fn gauges(&self) -> Vec<(String, f64)> {
+        match &self.health {
+            Health::Postgres(db) => db.gauges(),
+            Health::Sqlite(db) => db.gauges(),
+        }
+    }
+
     /// Answers whether a trivial query succeeds now.
     pub async fn ping(&self) -> Result<(), RepoError> {
         match &self.health {

@@ -58,6 +58,8 @@ pub struct WorkerGauges {
     pub in_flight: u64,
     pub connections: u64,
     pub loop_lag_us: u64,
+    /// The application's gauges as of the last heartbeat.
+    pub app: Vec<(String, f64)>,
 }
 
 /// One slot: its totals so far and its live workers.

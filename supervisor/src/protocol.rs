@@ -63,6 +63,9 @@ pub struct Counters {
     /// The application's own counters (cache hits, ...), by name.
     #[serde(default)]
     pub app: Vec<(String, u64)>,
+    /// The application's own gauges (pool connections, cache entries, ...).
+    #[serde(default)]
+    pub app_gauges: Vec<(String, f64)>,
 }
 
 /// Upper bounds, in seconds, of the request latency histogram's buckets

@@ -717,6 +717,7 @@ impl Supervisor {
                         in_flight: worker.counters.in_flight,
                         connections: worker.counters.connections,
                         loop_lag_us: worker.counters.loop_lag_us,
+                        app: worker.counters.app_gauges.clone(),
                     });
                 }
                 SlotMetrics { slot, totals, workers }

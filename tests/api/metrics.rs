@@ -49,6 +49,9 @@ async fn metrics_aggregate_workers_and_never_go_backwards_across_a_reload() {
     assert_eq!(sum(&text, "drover_workers", &[r#"state="ready""#]), 2.0, "{text}");
     assert!(text.contains("drover_worker_loop_lag_seconds{slot=\"0\"}"), "{text}");
     assert!(text.contains("drover_app_events_total{") && text.contains("cache_local_misses"), "{text}");
+    // Pool and cache figures (SQLite here, the default).
+    assert!(sum(&text, "drover_app_gauge", &[r#"name="db_sqlite_pool_connections""#]) >= 2.0, "{text}");
+    assert!(text.contains(r#"name="cache_local_entries""#), "{text}");
 
     // Replace every worker: their counts fold into the slots' totals.
     let old = drover.worker_pids();

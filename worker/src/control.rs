@@ -195,12 +195,15 @@ pub(crate) async fn read_commands(
     }
 }
 
+/// The application's counters and gauges, by name.
+pub(crate) type AppFigures = (Vec<(String, u64)>, Vec<(String, f64)>);
+
 /// Sends a heartbeat every `interval`, from the event loop itself: a loop
 /// that is stuck sends none, which is what the supervisor watches for.
 pub(crate) async fn heartbeats(
     writer: &ControlWriter,
     stats: &Stats,
-    app_counters: &dyn Fn() -> Vec<(String, u64)>,
+    app_counters: &dyn Fn() -> AppFigures,
     interval: Duration,
 ) {
     let mut ticks = tokio::time::interval(interval);
@@ -209,7 +212,7 @@ pub(crate) async fn heartbeats(
         let due = ticks.tick().await;
         let mut counters = stats.snapshot();
         counters.loop_lag_us = due.elapsed().as_micros() as u64;
-        counters.app = app_counters();
+        (counters.app, counters.app_gauges) = app_counters();
         writer.send(&WorkerMessage::Heartbeat(counters));
     }
 }

@@ -52,4 +52,9 @@ pub trait App: 'static {
     fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
+
+    /// The application's own gauges, reported with every heartbeat.
+    fn gauges(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
 }

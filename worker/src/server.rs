@@ -204,7 +204,7 @@ where
     writer.send(&WorkerMessage::Ready { pid: options.info.pid });
     info!(listen = ?addrs, "worker ready");
 
-    let app_counters = || shared.app.counters();
+    let app_counters = || (shared.app.counters(), shared.app.gauges());
     let cause = tokio::select! {
         cause = drain_cause => cause.unwrap_or(DrainCause::SupervisorGone),
         () = signals.stop() => DrainCause::Signal,
@@ -251,7 +251,7 @@ where
     };
     // Final counts, so the supervisor's totals include the last second.
     let mut last = shared.stats.snapshot();
-    last.app = shared.app.counters();
+    (last.app, last.app_gauges) = (shared.app.counters(), shared.app.gauges());
     writer.send(&WorkerMessage::Heartbeat(last));
     writer.send(&WorkerMessage::Exiting { reason: reason.to_string() });
     info!(reason, requests = shared.stats.requests.get(), "worker exiting");

@@ -24,6 +24,7 @@ impl Stats {
             loop_lag_us: 0,
             routes: self.routes.borrow().values().cloned().collect(),
             app: Vec::new(),
+            app_gauges: Vec::new(),
         }
     }
 

@@ -195,6 +195,19 @@ impl PgDatabase {
         }
     }
 
+    /// Live shared clients, and the transaction pool's size and idle
+    /// connections.
+    pub fn gauges(&self) -> Vec<(String, f64)> {
+        let live =
+            self.slots.iter().filter(|s| s.borrow().as_ref().is_some_and(|c| !c.client.is_closed())).count();
+        let status = self.pool.status();
+        vec![
+            ("db_pg_shared_clients_live".to_owned(), live as f64),
+            ("db_pg_pool_connections".to_owned(), status.size as f64),
+            ("db_pg_pool_idle".to_owned(), status.available as f64),
+        ]
+    }
+
     pub async fn ping(&self) -> Result<(), RepoError> {
         let client = self.client().await?;
         self.timed(client.simple_query("SELECT 1")).await.map(drop)

@@ -57,6 +57,14 @@ impl SqliteDatabase {
         }
     }
 
+    /// The pool's connections and idle connections.
+    pub fn gauges(&self) -> Vec<(String, f64)> {
+        vec![
+            ("db_sqlite_pool_connections".to_owned(), f64::from(self.pool.size())),
+            ("db_sqlite_pool_idle".to_owned(), self.pool.num_idle() as f64),
+        ]
+    }
+
     pub async fn ping(&self) -> Result<(), RepoError> {
         self.timed(sqlx::query("SELECT 1").execute(&self.pool)).await.map(drop)
     }
