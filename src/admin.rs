@@ -108,6 +108,14 @@ impl Collector for Exposition {
                 }
             }
         }
+        let mut all = encoder.encode_descriptor(
+            "drover_requests",
+            "Requests answered by every worker this supervisor has run, in all",
+            None,
+            MetricType::Counter,
+        )?;
+        let total: u64 = self.totals().map(|(_, t)| t.requests).sum();
+        ConstCounter::new(total).encode(all.encode_family(&Labels::new())?)?;
         let mut latency = encoder.encode_descriptor(
             "drover_http_request_duration_seconds",
             "Time from a parsed request to its response, by worker slot and route",

@@ -866,7 +866,10 @@ impl Supervisor {
         if self.phase == Phase::Booting {
             return;
         }
-        let fresh_limit = self.options.stall_timeout;
+        // Half the stall timeout: systemd stops hearing from us well before
+        // the stalled worker is killed, so a supervisor that cannot replace
+        // it (or is itself stuck) is caught by the service manager.
+        let fresh_limit = self.options.stall_timeout / 2;
         let all_fresh = self
             .workers
             .values()

@@ -68,6 +68,10 @@ async fn metrics_aggregate_workers_and_never_go_backwards_across_a_reload() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let text = scrape(admin).await;
     let last = sum(&text, "drover_http_requests_total", &[healthz, r#"class="2xx""#]);
+    assert!(
+        sum(&text, "drover_requests_total", &[]) >= last,
+        "the unlabelled total counts everything\n{text}"
+    );
     assert!(last >= before + 40.0, "old workers' and new workers' counts: {before} then {last}\n{text}");
 
     // Anything but /metrics is not served there.

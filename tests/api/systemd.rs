@@ -309,3 +309,35 @@ async fn sockets_kept_in_the_fd_store_survive_a_restart() {
         crate::helpers::send(worker, libc::SIGKILL);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pings_stop_while_a_worker_is_stalled() {
+    let notify = NotifySocket::bind();
+    let socket = notify.path.to_str().unwrap().to_owned();
+    let drover = Drover::start_with(Options {
+        workers: 2,
+        env: vec![
+            ("NOTIFY_SOCKET", &socket),
+            ("WATCHDOG_USEC", "200000"),
+            ("DROVER_WORKER__HEARTBEAT_INTERVAL", "100ms"),
+            ("DROVER_WORKER__STALL_TIMEOUT", "4s"),
+        ],
+        ..Options::default()
+    });
+    let pings = || notify.all().iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(pings() >= 3, "pings while every worker is alive: {:#?}", notify.all());
+    let victim = *drover.worker_pids().iter().next().unwrap();
+    crate::helpers::send(victim, libc::SIGSTOP);
+    // Past half the stall timeout the pings stop, until the stalled worker
+    // has been killed and replaced.
+    // (Pings stop 2 s after the last heartbeat, the kill comes at 4 s;
+    // watch the middle of that window.)
+    std::thread::sleep(Duration::from_millis(2500));
+    let silent_from = pings();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(pings(), silent_from, "no keep-alive while a worker is stalled");
+    drover.wait_workers(Duration::from_secs(15), |pids| pids.len() == 2 && !pids.contains(&victim));
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(pings() > silent_from, "keep-alives resume once the worker is replaced");
+}
