@@ -236,6 +236,15 @@ impl Config {
         if self.cache.breaker_threshold == 0 {
             return Err(("cache.breaker_threshold", "must be at least 1".into()));
         }
+        if let Some(admin) = self.server.admin_listen {
+            let clash = self.server.listen.iter().any(|l| l.port() == admin.port() && admin.port() != 0);
+            if clash {
+                return Err((
+                    "server.admin_listen",
+                    format!("{admin} is a public port; metrics must stay off it"),
+                ));
+            }
+        }
         if self.server.listen.is_empty() {
             return Err(("server.listen", "needs at least one address".into()));
         }

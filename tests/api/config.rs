@@ -25,6 +25,10 @@ fn bad_configuration_exits_64_naming_the_key() {
     assert_usage_error(&drover(&["serve", "--workers", "many"], &[]), "server.workers");
     assert_usage_error(&drover(&["serve", "--listen", "nowhere"], &[]), "server.listen");
     assert_usage_error(
+        &drover(&["serve", "--listen", "0.0.0.0:8080", "--admin-listen", "127.0.0.1:8080"], &[]),
+        "server.admin_listen",
+    );
+    assert_usage_error(
         &drover(&["serve"], &[("DROVER_WORKER__DRAIN_TIMEOUT", "soon")]),
         "worker.drain_timeout",
     );
