@@ -56,7 +56,7 @@ fn backend(url: &str) -> Result<Backend, RepoError> {
 pub async fn run(url: &str) -> Result<Vec<Migration>, RepoError> {
     match backend(url)? {
         Backend::Postgres => run_postgres(url).await,
-        Backend::Sqlite => run_sqlite(url).await,
+        Backend::Sqlite => run_sqlite_retrying(url).await,
     }
 }
 
@@ -191,6 +191,27 @@ async fn sqlite_ensure_table(conn: &mut sqlx::SqliteConnection) -> Result<(), Re
     .await
     .map(drop)
     .map_err(super::sqlite::map_error)
+}
+
+/// Retries while another instance holds the database's lock in a way the
+/// busy timeout does not cover: SQLite answers "database is locked" at once,
+/// without waiting, when two connections race to switch a new file to WAL or
+/// to upgrade a read lock to a write lock. Bounded: 40 tries, 100 ms apart.
+async fn run_sqlite_retrying(url: &str) -> Result<Vec<Migration>, RepoError> {
+    const TRIES: u32 = 40;
+    let mut tries = 0;
+    loop {
+        match run_sqlite(url).await {
+            Err(RepoError::Unavailable(why))
+                if tries < TRIES && (why.contains("locked") || why.contains("busy")) =>
+            {
+                tries += 1;
+                tracing::debug!(why, tries, "database locked by another migrator; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn run_sqlite(url: &str) -> Result<Vec<Migration>, RepoError> {
