@@ -51,131 +51,18 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 DROVER_BIN=${DROVER_BIN:-$TARGET_DIR/release/drover}
 DROVER_ARGS=${DROVER_ARGS:-}
 WAIT_TRIES=${WAIT_TRIES:-100}
-STOP_TIMEOUT_TENTHS=100 # 10 s for a server to exit after SIGTERM
 
 FLOOR_BIN=$BENCH_TARGET_DIR/release/floor
 AXUM_BIN=$BENCH_TARGET_DIR/release/axum-baseline
-CLK_TCK=$(getconf CLK_TCK)
-
-log() { printf '%s\n' "$*" >&2; }
-die() { log "run.sh: error: $*"; exit 1; }
-
-# ------------------------------------------------- instructions (perf) --
-# `perf stat -e PERF_EVENT -x, -p PIDS` counts the server's instructions (all
-# processes and threads) over exactly the measured wrk run: it starts just
-# before wrk and gets SIGINT right after. Where perf is missing or cannot
-# count the event (a VM without a PMU reads "<not supported>"), or cannot
-# attach, the instr/req column says n/a and the run goes on.
-PERF=${PERF:-perf}
-PERF_EVENT=${PERF_EVENT:-instructions}
-PERF_OK=0 PERF_NOTE="" PERF_PID="" PERF_OUT="" PERF_COUNT=n/a PERF_SEQ=0
-
-perf_value() { # perf stat -x, output on stdin -> the PERF_EVENT count, or nothing
-    awk -F, -v e="$PERF_EVENT" '!/^#/ && index($3, e) == 1 { if ($1 ~ /^[0-9.]+$/) print $1; exit }'
-}
-
-proc_alive() { # pid: running, not a zombie
-    local line
-    line=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    line=${line##*) }
-    [[ ${line:0:1} != Z ]]
-}
-
-perf_probe() { # once: can perf count PERF_EVENT on this machine?
-    local out
-    if ! command -v "$PERF" >/dev/null; then
-        PERF_NOTE="n/a: $PERF not found"
-        return 0
-    fi
-    out=$("$PERF" stat -x, -e "$PERF_EVENT" true 2>&1 >/dev/null) || true
-    if [[ -n $(perf_value <<<"$out") ]]; then
-        PERF_OK=1
-        PERF_NOTE="perf stat -e $PERF_EVENT over the measured run, divided by wrk's request count"
-    else
-        PERF_NOTE="n/a: perf cannot count $PERF_EVENT here ($(grep -v '^#' <<<"$out" | grep -m1 . || echo 'no output'))"
-        [[ $out != *"<not supported>"* ]] || PERF_NOTE="n/a: perf stat says $PERF_EVENT is <not supported> here (no hardware PMU, as in most VMs)"
-    fi
-}
-
-perf_start() { # pids...: count PERF_EVENT on those still alive until perf_stop
-    PERF_PID="" PERF_COUNT=n/a
-    ((PERF_OK)) || return 0
-    local pid live=() i
-    for pid in "$@"; do proc_alive "$pid" && live+=("$pid"); done
-    ((${#live[@]} > 0)) || return 0
-    PERF_SEQ=$((PERF_SEQ + 1))
-    PERF_OUT=$WORK/perf-stat-$PERF_SEQ.txt
-    "$PERF" stat -x, -e "$PERF_EVENT" -o "$PERF_OUT" -p "$(IFS=,; echo "${live[*]}")" \
-        </dev/null >/dev/null 2>"$PERF_OUT.err" &
-    PERF_PID=$!
-    STARTED+=("$PERF_PID")
-    # Bounded wait until perf has its counters open, so the run is counted
-    # from its first request.
-    for ((i = 0; i < 100; i++)); do
-        proc_alive "$PERF_PID" || break
-        ls -l "/proc/$PERF_PID/fd" 2>/dev/null | grep -q perf_event && break
-        sleep 0.02
-    done
-    sleep 0.05
-}
-
-perf_stop() { # sets PERF_COUNT: the count since perf_start, or n/a
-    PERF_COUNT=n/a
-    [[ -n $PERF_PID ]] || return 0
-    local i v
-    kill -INT "$PERF_PID" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        proc_alive "$PERF_PID" || break
-        sleep 0.1
-    done
-    proc_alive "$PERF_PID" && kill -KILL "$PERF_PID" 2>/dev/null
-    wait "$PERF_PID" 2>/dev/null || true
-    v=$(perf_value <"$PERF_OUT" 2>/dev/null) || true
-    if [[ -n $v ]]; then
-        PERF_COUNT=$v
-    else
-        log "warning: perf stat counted no $PERF_EVENT: $(cat "$PERF_OUT.err" "$PERF_OUT" 2>/dev/null | grep -v '^#' | grep -m1 . || echo 'no output')"
-    fi
-    PERF_PID=""
-}
-
-per_req_instr() { # count requests -> count per request (whole number), or n/a
-    awk -v c="${1:-}" -v n="${2:-0}" 'BEGIN {
-        if (c !~ /^[0-9.]+$/ || n + 0 <= 0) print "n/a"; else printf "%.0f", c / n }'
-}
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh" # log, die, perf_*, cleanup, stop_server, parse_wrk, ...
+# drover must drain and exit 0 on SIGTERM; the baselines just die of it.
+STOP_EXPECT_ZERO='drover*' STOP_LOG_ERRORS=0
 
 # ---------------------------------------------------------------- cleanup --
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/drover-bench.XXXXXX")
-STARTED=() # every PID this script started (servers) or found under them
-
-cleanup() {
-    local pid
-    for pid in "${STARTED[@]}"; do
-        kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${STARTED[@]}"; do
-        local i=0
-        while kill -0 "$pid" 2>/dev/null && ((i < 30)); do sleep 0.1; i=$((i + 1)); done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_cleanup_init drover-bench # WORK, and a trap that stops every PID in STARTED
 
 # ------------------------------------------------------------ preflight --
-need_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-
-apt_install() { # package: install a Debian package, printing the command
-    log "+ apt-get install -y $1"
-    if ! need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >&2; then
-        log "+ apt-get update && apt-get install -y $1"
-        need_root apt-get update >&2
-        need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >&2
-    fi
-}
-
 command -v wrk >/dev/null || apt_install wrk      # the load generator (Debian's wrk 4.x)
 if [[ $SKIP_NGINX != 1 ]]; then
     command -v nginx >/dev/null || apt_install nginx-light
@@ -218,38 +105,13 @@ free_port() { # a port nothing listens on, below the ephemeral range wrk uses
     local port i
     for ((i = 0; i < 200; i++)); do
         port=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        if ! port_in_use "$port"; then
             echo "$port"
             return 0
         fi
     done
     die "no free port found"
 }
-
-proc_tree() { # pid: the pid and all its descendants
-    local pid=$1 child
-    echo "$pid"
-    for child in $(pgrep -P "$pid" || true); do proc_tree "$child"; done
-}
-
-cpu_ticks() { # pids...: summed utime+stime (clock ticks) of those still alive
-    local sum=0 pid line f
-    for pid in "$@"; do
-        line=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        # Fields after "comm" (which may hold spaces): state is field 3, so
-        # utime (14) and stime (15) are at indexes 11 and 12.
-        read -ra f <<<"${line##*) }"
-        sum=$((sum + f[11] + f[12]))
-    done
-    echo "$sum"
-}
-
-rss_mib() { # pid
-    awk '/^VmRSS:/ { printf "%.1f", $2 / 1024; found = 1 } END { if (!found) print "?" }' \
-        "/proc/$1/status" 2>/dev/null || echo "?"
-}
-
-server_log_tail() { log "---- last lines of $1 ----"; tail -n 20 "$1" >&2 || true; }
 
 wait_http() { # url pid logfile: wait (bounded) until the server answers 200
     local i
@@ -279,44 +141,8 @@ check_bodies() { # addr tests...
     done
 }
 
-stop_server() { # name pid: SIGTERM the server, wait, report its exit status
-    local name=$1 pid=$2 i rc=0 kids
-    kids=$(proc_tree "$pid" | tail -n +2 | tr '\n' ' ')
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < STOP_TIMEOUT_TENTHS; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "warning: $name (pid $pid) ignored SIGTERM for 10 s; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || rc=$?
-    # drover must drain and exit 0 on SIGTERM; the baselines just die of it.
-    if [[ $name == drover* ]] && ((rc != 0)); then
-        log "warning: $name exited with status $rc after SIGTERM (expected 0)"
-    fi
-    for i in $kids; do # children must not outlive the server
-        if kill -0 "$i" 2>/dev/null; then
-            log "warning: $name child $i still alive after its parent exited; killing it"
-            kill -KILL "$i" 2>/dev/null || true
-        fi
-    done
-}
-
-to_ms() { # "326.00us" / "1.23ms" / "2.01s" -> milliseconds
-    awk -v v="$1" 'BEGIN {
-        if (!match(v, /^[0-9.]+/)) { print "n/a"; exit }
-        n = substr(v, 1, RLENGTH); u = substr(v, RLENGTH + 1)
-        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : (u == "h") ? 3600000 : -1
-        # wrk 4.1 sometimes prints 0.00us for the upper percentiles of a
-        # pipelined run (a histogram artefact): no real latency is zero.
-        if (f < 0 || n + 0 == 0) print "n/a"; else printf "%.3f", n * f
-    }'
-}
-
 # ------------------------------------------------------------- measure --
-declare -A RPS CPU_US INSTR
+declare -A RPS P50 P99 ERRS REQS CPU_US INSTR
 ROWS=()
 RAW=$BENCH_TARGET_DIR/last-run
 mkdir -p "$RAW"
@@ -347,17 +173,9 @@ measure() {
     printf '%s\n' "$out" >"$RAW/$name-$test.txt"
     ((rc == 0)) || log "warning: wrk exited with status $rc (output in $RAW/$name-$test.txt)"
 
-    local rps reqs p50 p99 errs cpu instr
-    rps=$(awk '$1 == "Requests/sec:" { print $2 }' <<<"$out")
-    reqs=$(awk '$2 == "requests" && $3 == "in" { print $1 }' <<<"$out")
-    p50=$(awk '/Latency Distribution/ { d = 1; next } d && $1 == "50%" { print $2; exit }' <<<"$out")
-    p99=$(awk '/Latency Distribution/ { d = 1; next } d && $1 == "99%" { print $2; exit }' <<<"$out")
-    # Socket errors (connect/read/write/timeout) plus non-2xx/3xx responses.
-    errs=$(awk '/Socket errors:/ { gsub(/,/, ""); s += $4 + $6 + $8 + $10 }
-                /Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' <<<"$out")
-    rps=${rps:-n/a}
-    p50=$(to_ms "${p50:-}")
-    p99=$(to_ms "${p99:-}")
+    local key=$name/$test cpu instr
+    parse_wrk "$key" "$out"
+    local rps=${RPS[$key]} reqs=${REQS[$key]} p50=${P50[$key]} p99=${P99[$key]} errs=${ERRS[$key]}
     if [[ -n $reqs && $reqs -gt 0 ]]; then
         cpu=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
     else
@@ -412,7 +230,7 @@ bench_simple() { # name binary-or-command...: one process on SERVER_CPU, ARGS ha
 bench_drover() { # name cpu-or-empty wrk-cpu-or-empty threads conns [--workers N]
     local name=$1 cpu=$2 wrk_cpu=$3 threads=$4 conns=$5
     shift 5
-    local ready=$WORK/$name.ready logf=$WORK/$name.log pre=() pid addr="" i
+    local ready=$WORK/$name.ready logf=$WORK/$name.log pre=() pid addr
     [[ -n $cpu ]] && pre=(taskset -c "$cpu")
     rm -f "$ready"
     # shellcheck disable=SC2086 # DROVER_ARGS is split on purpose
@@ -423,16 +241,8 @@ bench_drover() { # name cpu-or-empty wrk-cpu-or-empty threads conns [--workers N
     env -u DROVER_BIN -u DROVER_ARGS "${pre[@]}" "$@" </dev/null >"$logf" 2>&1 &
     pid=$!
     STARTED+=("$pid")
-    for ((i = 0; i < WAIT_TRIES; i++)); do
-        kill -0 "$pid" 2>/dev/null || { server_log_tail "$logf"; die "$name exited before it was ready (SKIP_DROVER=1 skips drover)"; }
-        if [[ -s $ready ]]; then
-            addr=$(sed -n 's/.*"listen"[[:space:]]*:[[:space:]]*\[[[:space:]]*"\([^"]*\)".*/\1/p' "$ready")
-            [[ -n $addr ]] && break
-        fi
-        sleep 0.1
-    done
-    [[ -n $addr ]] || { server_log_tail "$logf"; die "$name wrote no usable ready file ($ready) after $WAIT_TRIES tries (SKIP_DROVER=1 skips drover)"; }
-    addr=${addr/0.0.0.0/127.0.0.1}
+    wait_ready "$name" "$pid" "$ready" "$logf" "(SKIP_DROVER=1 skips drover)"
+    addr=$READY_ADDR
     wait_http "http://$addr/bench/plaintext" "$pid" "$logf"
     check_bodies "$addr" "${TESTS_ALL[@]}"
     local pids test
@@ -482,10 +292,6 @@ if [[ $SKIP_DROVER != 1 && $SKIP_ALL != 1 ]]; then
 fi
 
 # -------------------------------------------------------------- report --
-ratio() { # a b -> a/b, or n/a
-    awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {
-        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'
-}
 verdict() { # value goal
     awk -v v="$1" -v g="$2" 'BEGIN { if (v == "n/a") print ""; else if (v + 0 >= g + 0) print "ok"; else print "BELOW GOAL" }'
 }

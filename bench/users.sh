@@ -61,7 +61,6 @@ WAIT_TRIES=${WAIT_TRIES:-100}
 # (on by default) would answer them from memory after the first one.
 # bench/cache.sh measures the cache. DROVER_CACHE__ENABLED=true overrides.
 export DROVER_CACHE__ENABLED=${DROVER_CACHE__ENABLED:-false}
-STOP_TIMEOUT_TENTHS=100 # 10 s for a server to exit after SIGTERM
 
 # The bench user. Plain ASCII without quotes or backslashes: login.lua puts
 # them into a JSON body as they are.
@@ -69,144 +68,13 @@ BENCH_EMAIL=bench-$$@example.com
 BENCH_PASSWORD="correct horse battery staple $$"
 BENCH_NAME="Bench User"
 
-CLK_TCK=$(getconf CLK_TCK)
-
-log() { printf '%s\n' "$*" >&2; }
-die() { log "users.sh: error: $*"; exit 1; }
-
-# ------------------------------------------------- instructions (perf) --
-# `perf stat -e PERF_EVENT -x, -p PIDS` counts the server's instructions (all
-# processes and threads) over exactly the measured wrk run: it starts just
-# before wrk and gets SIGINT right after. Where perf is missing or cannot
-# count the event (a VM without a PMU reads "<not supported>"), or cannot
-# attach, the instr/req column says n/a and the run goes on.
-PERF=${PERF:-perf}
-PERF_EVENT=${PERF_EVENT:-instructions}
-PERF_OK=0 PERF_NOTE="" PERF_PID="" PERF_OUT="" PERF_COUNT=n/a PERF_SEQ=0
-
-perf_value() { # perf stat -x, output on stdin -> the PERF_EVENT count, or nothing
-    awk -F, -v e="$PERF_EVENT" '!/^#/ && index($3, e) == 1 { if ($1 ~ /^[0-9.]+$/) print $1; exit }'
-}
-
-proc_alive() { # pid: running, not a zombie
-    local line
-    line=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    line=${line##*) }
-    [[ ${line:0:1} != Z ]]
-}
-
-perf_probe() { # once: can perf count PERF_EVENT on this machine?
-    local out
-    if ! command -v "$PERF" >/dev/null; then
-        PERF_NOTE="n/a: $PERF not found"
-        return 0
-    fi
-    out=$("$PERF" stat -x, -e "$PERF_EVENT" true 2>&1 >/dev/null) || true
-    if [[ -n $(perf_value <<<"$out") ]]; then
-        PERF_OK=1
-        PERF_NOTE="perf stat -e $PERF_EVENT over the measured run, divided by wrk's request count"
-    else
-        PERF_NOTE="n/a: perf cannot count $PERF_EVENT here ($(grep -v '^#' <<<"$out" | grep -m1 . || echo 'no output'))"
-        [[ $out != *"<not supported>"* ]] || PERF_NOTE="n/a: perf stat says $PERF_EVENT is <not supported> here (no hardware PMU, as in most VMs)"
-    fi
-}
-
-perf_start() { # pids...: count PERF_EVENT on those still alive until perf_stop
-    PERF_PID="" PERF_COUNT=n/a
-    ((PERF_OK)) || return 0
-    local pid live=() i
-    for pid in "$@"; do proc_alive "$pid" && live+=("$pid"); done
-    ((${#live[@]} > 0)) || return 0
-    PERF_SEQ=$((PERF_SEQ + 1))
-    PERF_OUT=$WORK/perf-stat-$PERF_SEQ.txt
-    "$PERF" stat -x, -e "$PERF_EVENT" -o "$PERF_OUT" -p "$(IFS=,; echo "${live[*]}")" \
-        </dev/null >/dev/null 2>"$PERF_OUT.err" &
-    PERF_PID=$!
-    STARTED+=("$PERF_PID")
-    # Bounded wait until perf has its counters open, so the run is counted
-    # from its first request.
-    for ((i = 0; i < 100; i++)); do
-        proc_alive "$PERF_PID" || break
-        ls -l "/proc/$PERF_PID/fd" 2>/dev/null | grep -q perf_event && break
-        sleep 0.02
-    done
-    sleep 0.05
-}
-
-perf_stop() { # sets PERF_COUNT: the count since perf_start, or n/a
-    PERF_COUNT=n/a
-    [[ -n $PERF_PID ]] || return 0
-    local i v
-    kill -INT "$PERF_PID" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        proc_alive "$PERF_PID" || break
-        sleep 0.1
-    done
-    proc_alive "$PERF_PID" && kill -KILL "$PERF_PID" 2>/dev/null
-    wait "$PERF_PID" 2>/dev/null || true
-    v=$(perf_value <"$PERF_OUT" 2>/dev/null) || true
-    if [[ -n $v ]]; then
-        PERF_COUNT=$v
-    else
-        log "warning: perf stat counted no $PERF_EVENT: $(cat "$PERF_OUT.err" "$PERF_OUT" 2>/dev/null | grep -v '^#' | grep -m1 . || echo 'no output')"
-    fi
-    PERF_PID=""
-}
-
-per_req_instr() { # count requests -> count per request (whole number), or n/a
-    awk -v c="${1:-}" -v n="${2:-0}" 'BEGIN {
-        if (c !~ /^[0-9.]+$/ || n + 0 <= 0) print "n/a"; else printf "%.0f", c / n }'
-}
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh" # log, die, perf_*, cleanup, stop_server, parse_wrk, ...
 
 # ---------------------------------------------------------------- cleanup --
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/drover-users-bench.XXXXXX")
-STARTED=()    # every PID this script started (servers, background wrk) or found under them
-DBS_CREATED=() # PostgreSQL databases this script created
-
-psql_admin() { # sql: run on the admin database, quietly
-    PGCONNECT_TIMEOUT=3 psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" \
-        -d "$PG_ADMIN_DB" -tA -c "$1"
-}
-
-drop_db() { # name: drop a database this script created, forget it
-    local db=$1 keep=() d
-    if psql_admin "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1; then
-        for d in "${DBS_CREATED[@]}"; do [[ $d == "$db" ]] || keep+=("$d"); done
-        DBS_CREATED=("${keep[@]}")
-    else
-        log "warning: could not drop database $db; drop it by hand"
-    fi
-}
-
-cleanup() {
-    local pid db
-    for pid in "${STARTED[@]}"; do
-        kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${STARTED[@]}"; do
-        local i=0
-        while kill -0 "$pid" 2>/dev/null && ((i < 30)); do sleep 0.1; i=$((i + 1)); done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    done
-    for db in "${DBS_CREATED[@]}"; do drop_db "$db"; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_cleanup_init drover-users-bench # WORK, and a trap that stops every PID in STARTED
 
 # ------------------------------------------------------------ preflight --
-need_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-
-apt_install() { # package: install a Debian package, printing the command
-    log "+ apt-get install -y $1"
-    if ! need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >&2; then
-        log "+ apt-get update && apt-get install -y $1"
-        need_root apt-get update >&2
-        need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >&2
-    fi
-}
-
 command -v wrk >/dev/null || apt_install wrk
 for tool in curl taskset pgrep awk sed; do
     command -v "$tool" >/dev/null || die "$tool is required"
@@ -244,27 +112,6 @@ fi
 [[ -x $DROVER_BIN ]] || die "no drover binary at $DROVER_BIN"
 
 # ------------------------------------------------------------- helpers --
-proc_tree() { # pid: the pid and all its descendants
-    local pid=$1 child
-    echo "$pid"
-    for child in $(pgrep -P "$pid" || true); do proc_tree "$child"; done
-}
-
-cpu_ticks() { # pids...: summed utime+stime (clock ticks) of those still alive
-    local sum=0 pid line f
-    for pid in "$@"; do
-        line=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        # Fields after "comm": state is field 3, so utime (14) and stime (15)
-        # are at indexes 11 and 12. A process's figures cover all its threads
-        # (the event loop and the blocking pool that hashes passwords).
-        read -ra f <<<"${line##*) }"
-        sum=$((sum + f[11] + f[12]))
-    done
-    echo "$sum"
-}
-
-now_s() { date +%s.%N; }
-
 to_secs() { # wrk duration "10s" / "2m" / "1h" / "10" -> whole seconds
     awk -v v="$1" 'BEGIN {
         if (!match(v, /^[0-9]+/)) { print 10; exit }
@@ -273,95 +120,8 @@ to_secs() { # wrk duration "10s" / "2m" / "1h" / "10" -> whole seconds
         print n * f }'
 }
 
-to_ms() { # "326.00us" / "1.23ms" / "2.01s" -> milliseconds
-    awk -v v="$1" 'BEGIN {
-        if (!match(v, /^[0-9.]+/)) { print "n/a"; exit }
-        n = substr(v, 1, RLENGTH); u = substr(v, RLENGTH + 1)
-        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : (u == "h") ? 3600000 : -1
-        if (f < 0 || n + 0 == 0) print "n/a"; else printf "%.3f", n * f
-    }'
-}
-
-ratio() { # a b -> a/b, or n/a
-    awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {
-        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'
-}
-
-server_log_tail() { log "---- last lines of $1 ----"; tail -n 20 "$1" >&2 || true; }
-
-stop_server() { # name pid: SIGTERM drover, wait, report its exit status
-    local name=$1 pid=$2 i rc=0 kids
-    kids=$(proc_tree "$pid" | tail -n +2 | tr '\n' ' ')
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < STOP_TIMEOUT_TENTHS; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "warning: $name (pid $pid) ignored SIGTERM for 10 s; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || rc=$?
-    ((rc == 0)) || log "warning: $name exited with status $rc after SIGTERM (expected 0)"
-    for i in $kids; do
-        if kill -0 "$i" 2>/dev/null; then
-            log "warning: $name child $i still alive after its parent exited; killing it"
-            kill -KILL "$i" 2>/dev/null || true
-        fi
-    done
-    local errors
-    errors=$(grep -c '"level":"ERROR"' "$WORK/$name.log" 2>/dev/null || true)
-    if [[ ${errors:-0} != 0 ]]; then
-        log "warning: $name logged $errors ERROR lines; the first ones:"
-        grep '"level":"ERROR"' "$WORK/$name.log" | head -n 3 >&2 || true
-    fi
-}
-
 # --------------------------------------------------------- the servers --
 SRV_PID="" SRV_ADDR="" SRV_PIDS=() TOKEN="" USER_ID=""
-
-# start_drover name database-url-or-empty [VAR=value...]: one worker on SERVER_CPU
-start_drover() {
-    local name=$1 url=$2
-    shift 2
-    local dir=$WORK/$name ready=$WORK/$name.ready logf=$WORK/$name.log pid addr="" i
-    mkdir -p "$dir"
-    rm -f "$ready"
-    local args=(serve --listen 127.0.0.1:0 --workers 1 --ready-file "$ready" --data-dir "$dir" --log-level warn)
-    [[ -n $url ]] && args+=(--database-url "$url")
-    # shellcheck disable=SC2086 # DROVER_ARGS is split on purpose
-    args+=($DROVER_ARGS)
-    log "== $name on CPU $SERVER_CPU: ${*:+$* }$DROVER_BIN ${args[*]}"
-    # DROVER_BIN and DROVER_ARGS are this script's knobs: drover refuses unknown
-    # DROVER_* variables, so they are not passed on.
-    env -u DROVER_BIN -u DROVER_ARGS "$@" taskset -c "$SERVER_CPU" "$DROVER_BIN" "${args[@]}" </dev/null >"$logf" 2>&1 &
-    pid=$!
-    STARTED+=("$pid")
-    for ((i = 0; i < WAIT_TRIES; i++)); do
-        kill -0 "$pid" 2>/dev/null || { server_log_tail "$logf"; die "$name exited before it was ready"; }
-        if [[ -s $ready ]]; then
-            addr=$(sed -n 's/.*"listen"[[:space:]]*:[[:space:]]*\[[[:space:]]*"\([^"]*\)".*/\1/p' "$ready")
-            [[ -n $addr ]] && break
-        fi
-        sleep 0.1
-    done
-    [[ -n $addr ]] || { server_log_tail "$logf"; die "$name wrote no usable ready file ($ready) after $WAIT_TRIES tries"; }
-    SRV_PID=$pid
-    SRV_ADDR=${addr/0.0.0.0/127.0.0.1}
-    mapfile -t SRV_PIDS < <(proc_tree "$pid") # supervisor, then its worker
-    STARTED+=("${SRV_PIDS[@]:1}")
-    log "   listening on $SRV_ADDR; supervisor $pid, workers: ${SRV_PIDS[*]:1}"
-}
-
-# http method path [body] [token]: prints "STATUS<TAB>BODY"
-http() {
-    local method=$1 path=$2 body=${3:-} token=${4:-} out args
-    args=(-sS --max-time 5 -X "$method" -w '\t%{http_code}' "http://$SRV_ADDR$path")
-    [[ -n $body ]] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
-    [[ -n $token ]] && args+=(-H "Authorization: Bearer $token")
-    out=$(curl "${args[@]}" 2>&1) || out="$out	000"
-    printf '%s\t%s\n' "${out##*	}" "${out%	*}"
-}
 
 # Register the bench user, log in with curl, keep the token; check that the
 # reads answer 200 with the user before any load.
@@ -393,29 +153,10 @@ setup_user() {
 declare -A RPS=() P50=() P99=() CPU_US=() PG_US=() ERRS=() REQS=() TICKS=() WALL=() INSTR=() ICOUNT=()
 CUR_DB="" # the PostgreSQL database of the server under test ("" for SQLite)
 
-pg_backends() { # the PIDs of the PostgreSQL backends serving CUR_DB
-    [[ -n $CUR_DB ]] || return 0
-    psql_admin "SELECT pid FROM pg_stat_activity WHERE datname = '$CUR_DB'" 2>/dev/null || true
-}
 ROWS=()
 RAW=$TARGET_DIR/bench/users-last-run
 mkdir -p "$RAW"
 rm -f "$RAW"/*.txt
-
-parse_wrk() { # key wrk-output: fill the arrays (not CPU)
-    local key=$1 out=$2 p50 p99
-    RPS[$key]=$(awk '$1 == "Requests/sec:" { print $2 }' <<<"$out")
-    REQS[$key]=$(awk '$2 == "requests" && $3 == "in" { print $1 }' <<<"$out")
-    p50=$(awk '/Latency Distribution/ { d = 1; next } d && $1 == "50%" { print $2; exit }' <<<"$out")
-    p99=$(awk '/Latency Distribution/ { d = 1; next } d && $1 == "99%" { print $2; exit }' <<<"$out")
-    P50[$key]=$(to_ms "${p50:-}")
-    P99[$key]=$(to_ms "${p99:-}")
-    # Socket errors (connect/read/write/timeout) plus non-2xx/3xx responses.
-    ERRS[$key]=$(awk '/Socket errors:/ { gsub(/,/, ""); s += $4 + $6 + $8 + $10 }
-                      /Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' <<<"$out")
-    RPS[$key]=${RPS[$key]:-n/a}
-    REQS[$key]=${REQS[$key]:-0}
-}
 
 # measure name test path [warmup]: wrk GET with the bearer token, pinned to LOAD_CPU
 measure() {
@@ -582,9 +323,6 @@ line() { # label value [goal] [verdict]
 sum2() { # a b -> a+b, or n/a
     awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {
         if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/) print "n/a"; else printf "%.2f", a + b }'
-}
-verdict_max() { # value max
-    awk -v v="$1" -v g="$2" 'BEGIN { if (v !~ /^[0-9.]+$/) print ""; else if (v + 0 <= g + 0) print "ok"; else print "ABOVE GOAL" }'
 }
 
 report() {
