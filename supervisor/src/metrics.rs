@@ -38,10 +38,10 @@ impl Totals {
     pub(crate) fn add(&mut self, other: &Totals) {
         self.requests += other.requests;
         for (name, route) in &other.routes {
-            self.routes.entry(name.clone()).or_default().add(route);
-            if let Some(r) = self.routes.get_mut(name) {
-                r.route.clone_from(name);
-            }
+            self.routes
+                .entry(name.clone())
+                .or_insert_with(|| RouteCounters { route: name.clone(), ..RouteCounters::default() })
+                .add(route);
         }
         for (name, value) in &other.app {
             *self.app.entry(name.clone()).or_default() += value;

@@ -221,9 +221,6 @@ pub struct Supervisor {
     /// Slots waiting to be recycled (max requests, max RSS), with why.
     recycle_queue: VecDeque<(usize, &'static str)>,
     notifier: Notifier,
-    /// Requests served by workers that have exited, so the rate in
-    /// `STATUS=` does not dip when a worker is replaced.
-    retired_requests: u64,
     /// Total requests at the last status tick, and when.
     last_tick: (u64, Instant),
     /// A steering program is attached to the reuseport groups (after a
@@ -319,7 +316,6 @@ impl Supervisor {
             removed: Totals::default(),
             metrics_tx,
             metrics_rx,
-            retired_requests: 0,
             last_tick: (0, Instant::now()),
             steering: false,
             inherited_control: None,
@@ -858,7 +854,10 @@ impl Supervisor {
     /// serving worker's event loop is proven alive.
     fn on_tick(&mut self) {
         let now = Instant::now();
-        let total = self.retired_requests + self.workers.values().map(|w| w.counters.requests).sum::<u64>();
+        // Retired workers' counts are kept, so the rate does not dip when
+        // a worker is replaced.
+        let retired: u64 = self.retired.iter().map(|t| t.requests).sum::<u64>() + self.removed.requests;
+        let total = retired + self.workers.values().map(|w| w.counters.requests).sum::<u64>();
         let (last_total, last_at) = self.last_tick;
         let elapsed = now.duration_since(last_at).as_secs_f64();
         let rate = if elapsed > 0.0 { total.saturating_sub(last_total) as f64 / elapsed } else { 0.0 };
@@ -918,7 +917,6 @@ impl Supervisor {
             return;
         };
         self.forget_publishes_of(id);
-        self.retired_requests += worker.counters.requests;
         if let Some(totals) = self.retired.get_mut(worker.slot) {
             totals.add_counters(&worker.counters);
         }
