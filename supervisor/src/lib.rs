@@ -1,6 +1,9 @@
 //! drover's supervisor: owns the listening sockets, starts one worker process
-//! per slot, restarts crashed workers, rolls restarts one slot at a time and
-//! drains everything on shutdown.
+//! per slot, restarts crashed and stalled workers, recycles them, rolls
+//! restarts one slot at a time, scales without dropping connections, hands
+//! itself over to a new binary, speaks systemd's protocols, answers the
+//! control socket, aggregates the workers' counters, and drains everything
+//! on shutdown.
 //!
 //! It knows nothing of HTTP or of the application: a worker is a program it
 //! execs with inherited fds and talks to over a line protocol
