@@ -90,15 +90,7 @@ if [[ $NEED_REDIS == 1 ]]; then
     command -v "$REDIS_SERVER" >/dev/null || apt_install redis-server
     command -v "$REDIS_CLI" >/dev/null || die "$REDIS_CLI is required"
 fi
-if [[ $SKIP_BUILD != 1 ]]; then
-    for tool in flock cargo; do command -v "$tool" >/dev/null || die "$tool is required"; done
-fi
-if (($(nproc) < 2)); then
-    log "warning: fewer than 2 CPUs: server and wrk share CPU $SERVER_CPU"
-    LOAD_CPU=$SERVER_CPU
-fi
-perf_probe
-log "instr/req: $PERF_NOTE"
+bench_preflight
 # This benchmark is about the database read the cache saves: no PostgreSQL,
 # no benchmark.
 psql_admin 'SELECT 1' >/dev/null 2>"$WORK/psql.err" ||

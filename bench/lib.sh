@@ -326,3 +326,18 @@ ratio() { # a b -> a/b, or n/a
 verdict_max() { # value max
     awk -v v="$1" -v g="$2" 'BEGIN { if (v !~ /^[0-9.]+$/) print ""; else if (v + 0 <= g + 0) print "ok"; else print "ABOVE GOAL" }'
 }
+
+# Checks every script makes before measuring: the build tools (unless
+# SKIP_BUILD=1), two CPUs for the server/load split (else both share
+# SERVER_CPU), and whether perf can count instructions here.
+bench_preflight() {
+    if [[ $SKIP_BUILD != 1 ]]; then
+        for tool in flock cargo; do command -v "$tool" >/dev/null || die "$tool is required"; done
+    fi
+    if (($(nproc) < 2)); then
+        log "warning: fewer than 2 CPUs: server and wrk share CPU $SERVER_CPU"
+        LOAD_CPU=$SERVER_CPU
+    fi
+    perf_probe
+    log "instr/req: $PERF_NOTE"
+}

@@ -70,15 +70,7 @@ fi
 for tool in curl taskset pgrep awk; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
-if [[ $SKIP_BUILD != 1 ]]; then
-    for tool in flock cargo; do command -v "$tool" >/dev/null || die "$tool is required"; done
-fi
-if (($(nproc) < 2)); then
-    log "warning: fewer than 2 CPUs: server and wrk share CPU $SERVER_CPU"
-    LOAD_CPU=$SERVER_CPU
-fi
-perf_probe
-log "instr/req: $PERF_NOTE"
+bench_preflight
 
 # ---------------------------------------------------------------- build --
 cargo_build() { # manifest target-dir

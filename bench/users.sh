@@ -79,16 +79,8 @@ command -v wrk >/dev/null || apt_install wrk
 for tool in curl taskset pgrep awk sed; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
-if [[ $SKIP_BUILD != 1 ]]; then
-    for tool in flock cargo; do command -v "$tool" >/dev/null || die "$tool is required"; done
-fi
-if (($(nproc) < 2)); then
-    log "warning: fewer than 2 CPUs: server and wrk share CPU $SERVER_CPU"
-    LOAD_CPU=$SERVER_CPU
-    STORM_CPU=$SERVER_CPU
-fi
-perf_probe
-log "instr/req: $PERF_NOTE"
+bench_preflight
+(($(nproc) < 2)) && STORM_CPU=$SERVER_CPU
 
 # PostgreSQL: skip those parts, loudly, when it cannot be reached.
 PG_STATUS=used
