@@ -5,6 +5,7 @@ mod ctl;
 mod migrate;
 mod preflight;
 mod serve;
+pub mod supervise;
 mod user;
 mod worker;
 

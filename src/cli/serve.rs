@@ -1,12 +1,15 @@
-//! `drover serve`: the supervisor.
+//! `drover serve`: loads and checks the configuration, runs the preflight
+//! checks in a child, then becomes the supervisor (`cli/supervise.rs`).
 
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::ExitCode;
 
-use drover_supervisor::activation::{Handover, ADMIN};
-use drover_supervisor::{Options, Outcome, Supervisor, WorkerCommand};
-use tracing::{error, info};
+use drover_supervisor::{Options, WorkerCommand};
+use tracing::{error, info, warn};
 
+use super::supervise::{self, Spec};
 use super::{config_failure, ConfigArgs};
 use crate::telemetry::{self, Role};
 
@@ -40,76 +43,65 @@ pub fn run(serve: &ServeArgs, worker_args: Vec<OsString>) -> ExitCode {
     if let Some(code) = preflight_in_child(&program, &worker_args) {
         return code;
     }
-    let options = Options {
-        command: WorkerCommand { program, args: worker_args },
-        workers: config.worker_count(),
-        boot_timeout: config.worker.boot_timeout,
-        drain_timeout: config.worker.drain_timeout,
-        backoff_min: config.worker.restart_backoff_min,
-        backoff_max: config.worker.restart_backoff_max,
-        ready_file: config.server.ready_file.clone(),
-        stall_timeout: config.worker.stall_timeout,
-        max_requests: config.worker.max_requests,
-        max_requests_jitter: config.worker.max_requests_jitter,
-        max_rss: config.worker.max_rss,
-        control_socket: Some(config.control_socket()),
-        ready_extra: Vec::new(),
-        handover_extra: Vec::new(),
+    let spec = Spec {
+        log: config.log.clone(),
+        listen: config.server.listen.clone(),
+        admin_listen: config.server.admin_listen,
+        upgrade_fds: serve.upgrade_fds.clone(),
+        options: Options {
+            command: WorkerCommand { program: program.clone(), args: worker_args },
+            workers: config.worker_count(),
+            boot_timeout: config.worker.boot_timeout,
+            drain_timeout: config.worker.drain_timeout,
+            backoff_min: config.worker.restart_backoff_min,
+            backoff_max: config.worker.restart_backoff_max,
+            ready_file: config.server.ready_file.clone(),
+            stall_timeout: config.worker.stall_timeout,
+            max_requests: config.worker.max_requests,
+            max_requests_jitter: config.worker.max_requests_jitter,
+            max_rss: config.worker.max_rss,
+            control_socket: Some(config.control_socket()),
+            ready_extra: Vec::new(),
+            handover_extra: Vec::new(),
+        },
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            error!(%error, "cannot start the supervisor's event loop");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Bind inside the runtime: tokio registers the sockets lazily, but the
-    // signal handlers must exist before the first worker is forked.
-    let outcome = runtime.block_on(async {
-        let mut options = options;
-        let mut handover = serve.upgrade_fds.as_deref().map(Handover::from_spec).transpose()?;
-        let admin = match (handover.as_mut().and_then(|h| h.admin.take()), config.server.admin_listen) {
-            (Some(listener), _) => {
-                listener.set_nonblocking(true)?;
-                Some(tokio::net::TcpListener::from_std(listener)?)
+    exec_supervisor(&program, spec)
+}
+
+/// Becomes `drover-supervisor` (see `cli/supervise.rs`), or, if it is not
+/// installed next to `drover`, supervises from this process.
+fn exec_supervisor(program: &Path, spec: Spec) -> ExitCode {
+    let executable = program.with_file_name(supervise::EXECUTABLE);
+    if executable.is_file() {
+        let json = match serde_json::to_string(&spec) {
+            Ok(json) => json,
+            Err(error) => {
+                error!(%error, "cannot encode the supervisor's settings");
+                return ExitCode::FAILURE;
             }
-            (None, Some(addr)) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("admin listener {addr}: {e}")))?,
-            ),
-            (None, None) => None,
         };
-        if let Some(listener) = &admin {
-            options.ready_extra.push(("admin".into(), listener.local_addr()?.to_string()));
-            options.handover_extra.push((ADMIN.into(), std::os::fd::AsRawFd::as_raw_fd(listener)));
-        }
-        let supervisor = match handover {
-            Some(handover) => Supervisor::adopt(options, handover)?,
-            None => Supervisor::bind(options, &config.server.listen)?,
-        };
-        if let Some(listener) = admin {
-            info!(admin = %listener.local_addr()?, "serving /metrics");
-            tokio::spawn(crate::admin::serve(listener, supervisor.metrics_client()));
-        }
-        supervisor.run().await
-    });
-    match outcome {
-        Ok(Outcome::Drained | Outcome::Upgraded) => ExitCode::SUCCESS,
-        Ok(Outcome::StoppedAtOnce) => ExitCode::FAILURE,
-        Ok(Outcome::WorkerFatal(code)) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        Err(error) => {
-            error!(%error, "supervisor failed");
-            eprintln!("drover: {error}");
-            ExitCode::FAILURE
-        }
+        // The flags follow `--` only so that `ps` shows what was asked for;
+        // the supervisor reads the resolved settings from the environment.
+        let error = std::process::Command::new(&executable)
+            .arg("--")
+            .args(std::env::args_os().skip(1))
+            .env(supervise::SPEC_ENV, json)
+            .exec();
+        error!(%error, executable = %executable.display(), "cannot exec the supervisor; supervising from this process");
+    } else {
+        warn!(
+            missing = %executable.display(),
+            "drover-supervisor is not installed next to drover; supervising from this process, \
+             which keeps the whole application mapped (about 1 MiB more resident memory)"
+        );
     }
+    supervise::run(spec)
 }
 
 /// Runs `drover preflight` with the same flags as a child process and
 /// waits for it (see `cli/preflight.rs`). `None` when it succeeded, else the
 /// exit code to stop with (64 for a bad key, 69 for an unreachable database).
-fn preflight_in_child(program: &std::path::Path, worker_args: &[OsString]) -> Option<ExitCode> {
+fn preflight_in_child(program: &Path, worker_args: &[OsString]) -> Option<ExitCode> {
     let mut args: Vec<OsString> = worker_args.to_vec();
     if let Some(first) = args.first_mut() {
         *first = "preflight".into();

@@ -21,7 +21,7 @@ use tokio::process::{Child, Command};
 pub const FIRST_INHERITED_FD: RawFd = 3;
 
 /// What to exec for a worker.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WorkerCommand {
     /// The executable, re-read from disk at every spawn so that a rolling
     /// restart deploys whatever build is installed now.

@@ -54,8 +54,9 @@ const RETIRE_SLACK: Duration = Duration::from_secs(5);
 const CRASH_LOOP_COUNT: usize = 5;
 const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(60);
 
-/// How the supervisor runs its workers.
-#[derive(Debug, Clone)]
+/// How the supervisor runs its workers. Serializable, because `drover serve`
+/// hands it to the `drover-supervisor` process it execs into.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Options {
     pub command: WorkerCommand,
     /// Number of worker slots.

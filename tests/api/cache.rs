@@ -217,6 +217,7 @@ async fn redis_dying_and_returning_fails_no_request_and_caching_resumes() {
         args: vec!["--redis-url", &url],
         // Short local TTL, so reads keep going to Redis during the test.
         env: vec![("DROVER_CACHE__LOCAL_TTL", "50ms"), ("DROVER_CACHE__BREAKER_COOLDOWN", "500ms")],
+        ..Options::default()
     });
     let addr = drover.addr;
     assert_eq!(register(addr, "ada@example.com", "correct horse", "Ada").await.status, 201);

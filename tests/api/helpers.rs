@@ -60,6 +60,8 @@ pub struct Options<'a> {
     pub workers: usize,
     pub args: Vec<&'a str>,
     pub env: Vec<(&'a str, &'a str)>,
+    /// Another `drover` executable to run (default: the one cargo built).
+    pub program: Option<&'a Path>,
 }
 
 impl Drover {
@@ -73,7 +75,8 @@ impl Drover {
         let dir = TempDir::new("serve");
         let ready = dir.path().join("ready.json");
         let log = std::fs::File::create(dir.path().join("drover.log")).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_drover"));
+        let program = options.program.unwrap_or(Path::new(env!("CARGO_BIN_EXE_drover")));
+        let mut command = Command::new(program);
         command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--workers", &options.workers.to_string()])

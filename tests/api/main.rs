@@ -13,5 +13,6 @@ mod limits;
 mod metrics;
 mod outage;
 mod repo;
+mod supervisor;
 mod systemd;
 mod upgrade;

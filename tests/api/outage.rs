@@ -21,6 +21,7 @@ async fn a_postgres_restart_gives_fast_503s_then_recovers_without_a_restart() {
         // Caching off: a cached read would (rightly) still succeed during
         // the outage, and this test is about what reaches the database.
         env: vec![("DROVER_DATABASE__QUERY_TIMEOUT", "60s"), ("DROVER_CACHE__ENABLED", "false")],
+        ..Options::default()
     });
     let addr = drover.addr;
     assert_eq!(register(addr, "ada@example.com", "correct horse", "Ada").await.status, 201);
