@@ -118,7 +118,7 @@ impl Collector for Exposition {
         ConstCounter::new(total).encode(all.encode_family(&Labels::new())?)?;
         let mut latency = encoder.encode_descriptor(
             "drover_http_request_duration_seconds",
-            "Time from a parsed request to its response, by worker slot and route",
+            "Time from reading a request's head to producing its response, by worker slot and route",
             None,
             MetricType::Histogram,
         )?;

@@ -37,6 +37,10 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 struct ConnState {
     /// Requests on this connection whose responses are not yet produced.
     in_flight: Cell<u32>,
+    /// When the last bytes arrived. A request's latency is measured from
+    /// the read that completed its head, and the header deadline starts
+    /// from the read that began it, so one clock read per read serves both.
+    last_read: Cell<Instant>,
     /// Set by the first byte of a request head; cleared when hyper hands
     /// the parsed request to the service.
     header_deadline: Cell<Option<Instant>>,
@@ -62,24 +66,29 @@ impl ConnState {
         if bytes.is_empty() {
             return;
         }
+        let now = Instant::now();
+        self.last_read.set(now);
         if self.first_read.replace(false) && bytes.starts_with(H2_PREFACE) {
             self.http2.set(true);
         }
         if !self.http2.get() && self.in_flight.get() == 0 && self.header_deadline.get().is_none() {
-            self.header_deadline.set(Some(Instant::now() + self.header_read_timeout));
+            self.header_deadline.set(Some(now + self.header_read_timeout));
         }
     }
 
-    fn request_started(&self) {
+    /// A parsed request reached the service; returns when its head was read.
+    fn request_started(&self) -> Instant {
         self.in_flight.set(self.in_flight.get() + 1);
         self.header_deadline.set(None);
+        self.last_read.get()
     }
 
-    fn request_finished(&self) {
+    /// A response was produced at `now`.
+    fn request_finished(&self, now: Instant) {
         let left = self.in_flight.get() - 1;
         self.in_flight.set(left);
         if left == 0 {
-            self.idle_since.set(Instant::now());
+            self.idle_since.set(now);
         }
     }
 
@@ -150,10 +159,12 @@ impl AsyncWrite for ConnIo {
 
 /// Serves one connection until it closes, times out or is drained.
 pub(crate) async fn serve<A: App>(stream: TcpStream, shared: Rc<Shared<A>>) {
+    let opened = Instant::now();
     let state = Rc::new(ConnState {
         in_flight: Cell::new(0),
+        last_read: Cell::new(opened),
         header_deadline: Cell::new(None),
-        idle_since: Cell::new(Instant::now()),
+        idle_since: Cell::new(opened),
         http2: Cell::new(false),
         first_read: Cell::new(true),
         header_read_timeout: shared.limits.header_read_timeout,
@@ -210,6 +221,9 @@ async fn drive<A: App>(io: TokioIo<ConnIo>, shared: &Rc<Shared<A>>, state: &Rc<C
     }
     loop {
         tokio::select! {
+            // The connection first, and no random branch order: it is what
+            // wakes this task on nearly every poll.
+            biased;
             result = conn.as_mut() => {
                 if let Err(error) = result {
                     // Clients vanishing mid-request are routine.
@@ -251,11 +265,10 @@ async fn respond<A: App>(
     state: Rc<ConnState>,
     request: Request,
 ) -> Result<Response, Infallible> {
-    state.request_started();
+    let started = state.request_started();
     let _in_flight = InFlight::enter(&shared.stats);
-    let finished = Finished(&state);
+    let mut finished = Finished { state: &state, at: None };
     let http1 = request.version() < Version::HTTP_2;
-    let started = std::time::Instant::now();
     let (route, mut response) = match limits::check(&request, &shared.limits) {
         Some(refusal) => ("refused", refusal),
         None => {
@@ -263,7 +276,9 @@ async fn respond<A: App>(
             (route, answer.await)
         }
     };
-    shared.stats.record(route, response.status().as_u16(), started.elapsed());
+    let now = Instant::now();
+    finished.at = Some(now);
+    shared.stats.record(route, response.status().as_u16(), now.saturating_duration_since(started));
     let headers = response.headers_mut();
     headers.insert(header::SERVER, HeaderValue::from_static("drover"));
     if http1 && shared.draining.get() {
@@ -273,12 +288,16 @@ async fn respond<A: App>(
     Ok(response)
 }
 
-/// Marks the request finished even if its future is dropped.
-struct Finished<'a>(&'a ConnState);
+/// Marks the request finished even if its future is dropped (then at the
+/// time it is dropped).
+struct Finished<'a> {
+    state: &'a ConnState,
+    at: Option<Instant>,
+}
 
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
-        self.0.request_finished();
+        self.state.request_finished(self.at.unwrap_or_else(Instant::now));
     }
 }
 
@@ -289,6 +308,7 @@ mod tests {
     fn state(header_timeout_s: u64) -> ConnState {
         ConnState {
             in_flight: Cell::new(0),
+            last_read: Cell::new(Instant::now()),
             header_deadline: Cell::new(None),
             idle_since: Cell::new(Instant::now()),
             http2: Cell::new(false),
@@ -318,7 +338,7 @@ mod tests {
         let s = state(10);
         s.on_read(b"GET / HTTP/1.1\r\n\r\n");
         s.request_started();
-        s.request_finished();
+        s.request_finished(Instant::now());
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(matches!(s.next_action(Instant::now(), keep_alive), Action::IdleTimeout));
     }
