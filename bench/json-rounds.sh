@@ -113,6 +113,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
     log "${LINES[-1]}"
 done
 
+stop_server drover "$SRV_PID"
+stop_server floor "${PIDS[floor]}"
+stop_server axum "${PIDS[axum]}"
+
 col() { printf '%s\n' "${LINES[@]}" | awk -v c="$1" '{ print $c }' | median; }
 echo
 echo "drover json-rounds  $(date -u '+%Y-%m-%d %H:%M:%SZ')  git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')  load avg $(cut -d' ' -f1-3 /proc/loadavg)"

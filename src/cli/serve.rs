@@ -92,7 +92,7 @@ fn exec_supervisor(program: &Path, spec: Spec) -> ExitCode {
         warn!(
             missing = %executable.display(),
             "drover-supervisor is not installed next to drover; supervising from this process, \
-             which keeps the whole application mapped (about 1 MiB more resident memory)"
+             which keeps the whole application mapped (about 3 MiB more resident memory)"
         );
     }
     supervise::run(spec)
