@@ -9,6 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -25,7 +26,6 @@ use tokio::time::Instant;
 use crate::error::raw_http1_error;
 use crate::limits;
 use crate::server::Shared;
-use crate::stats::InFlight;
 use crate::{App, Request, Response};
 
 /// How long writing a 408 to a client that stopped mid-headers may take.
@@ -202,7 +202,7 @@ async fn drive<A: App>(io: TokioIo<ConnIo>, shared: &Rc<Shared<A>>, state: &Rc<C
     let service = service_fn({
         let shared = shared.clone();
         let state = state.clone();
-        move |request| respond(shared.clone(), state.clone(), request)
+        move |request| respond(&shared, &state, request)
     });
     let conn = shared.builder.serve_connection(io, service);
     tokio::pin!(conn);
@@ -259,45 +259,83 @@ async fn drive<A: App>(io: TokioIo<ConnIo>, shared: &Rc<Shared<A>>, state: &Rc<C
 }
 
 /// The service hyper calls for each request: limits, then the app, then the
-/// headers every response carries.
-async fn respond<A: App>(
-    shared: Rc<Shared<A>>,
-    state: Rc<ConnState>,
-    request: Request,
-) -> Result<Response, Infallible> {
+/// headers every response carries. The synchronous part runs here, at call
+/// time; what is left is a small hand-written future rather than an `async`
+/// block, because hyper stores and moves the service future for every
+/// request and an async block's state would carry the whole request along.
+fn respond<A: App>(shared: &Rc<Shared<A>>, state: &Rc<ConnState>, request: Request) -> Responding<A> {
     let started = state.request_started();
-    let _in_flight = InFlight::enter(&shared.stats);
-    let mut finished = Finished { state: &state, at: None };
+    shared.stats.in_flight.set(shared.stats.in_flight.get() + 1);
     let http1 = request.version() < Version::HTTP_2;
-    let (route, mut response) = match limits::check(&request, &shared.limits) {
-        Some(refusal) => ("refused", refusal),
+    let (route, answer) = match limits::check(&request, &shared.limits) {
+        Some(refusal) => ("refused", Answer::Now(Some(refusal))),
         None => {
             let (route, answer) = shared.app.call(request);
-            (route, answer.await)
+            (route, Answer::Later(answer))
         }
     };
-    let now = Instant::now();
-    finished.at = Some(now);
-    shared.stats.record(route, response.status().as_u16(), now.saturating_duration_since(started));
-    let headers = response.headers_mut();
-    headers.insert(header::SERVER, HeaderValue::from_static("drover"));
-    if http1 && shared.draining.get() {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Responding { shared: shared.clone(), state: state.clone(), route, started, http1, answer, done: false }
+}
+
+/// One request being answered (see [`respond`]). Dropped unfinished (the
+/// client went away), it still counts the request out.
+struct Responding<A: App> {
+    shared: Rc<Shared<A>>,
+    state: Rc<ConnState>,
+    route: &'static str,
+    /// When the request's head was read.
+    started: Instant,
+    http1: bool,
+    answer: Answer<A::Future>,
+    done: bool,
+}
+
+enum Answer<F> {
+    /// Refused by the limits: the response is already made.
+    Now(Option<Response>),
+    Later(F),
+}
+
+impl<A: App> Future for Responding<A> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut response = match &mut this.answer {
+            Answer::Now(response) => response.take().expect("Responding polled after completion"),
+            Answer::Later(future) => std::task::ready!(Pin::new(future).poll(cx)),
+        };
+        let now = Instant::now();
+        this.finish(now);
+        this.shared.stats.record(
+            this.route,
+            response.status().as_u16(),
+            now.saturating_duration_since(this.started),
+        );
+        let headers = response.headers_mut();
+        headers.insert(header::SERVER, HeaderValue::from_static("drover"));
+        if this.http1 && this.shared.draining.get() {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Poll::Ready(Ok(response))
     }
-    drop(finished);
-    Ok(response)
 }
 
-/// Marks the request finished even if its future is dropped (then at the
-/// time it is dropped).
-struct Finished<'a> {
-    state: &'a ConnState,
-    at: Option<Instant>,
+impl<A: App> Responding<A> {
+    fn finish(&mut self, now: Instant) {
+        self.done = true;
+        self.state.request_finished(now);
+        let stats = &self.shared.stats;
+        stats.in_flight.set(stats.in_flight.get() - 1);
+        stats.requests.set(stats.requests.get() + 1);
+    }
 }
 
-impl Drop for Finished<'_> {
+impl<A: App> Drop for Responding<A> {
     fn drop(&mut self) {
-        self.state.request_finished(self.at.unwrap_or_else(Instant::now));
+        if !self.done {
+            self.finish(Instant::now());
+        }
     }
 }
 

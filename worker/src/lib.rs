@@ -41,7 +41,9 @@ pub type Response = http::Response<Body>;
 /// A worker runs on one thread, so neither the app nor its futures need to
 /// be `Send`; share state with `Rc`.
 pub trait App: 'static {
-    type Future: Future<Output = Response> + 'static;
+    /// `Unpin` so the worker can poll it in place, without another box;
+    /// box a future that is not (`Box::pin`).
+    type Future: Future<Output = Response> + Unpin + 'static;
 
     /// Answers one request. Limits on headers and bodies were checked before.
     /// Also returns the route the request matched (its pattern, such as

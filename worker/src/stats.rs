@@ -45,21 +45,3 @@ impl Stats {
         counters.sum_us += latency.as_micros() as u64;
     }
 }
-
-/// Counts one request as in flight until dropped, so a request whose future
-/// is cancelled (client gone) is still counted out.
-pub(crate) struct InFlight<'a>(pub &'a Stats);
-
-impl<'a> InFlight<'a> {
-    pub fn enter(stats: &'a Stats) -> Self {
-        stats.in_flight.set(stats.in_flight.get() + 1);
-        Self(stats)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.set(self.0.in_flight.get() - 1);
-        self.0.requests.set(self.0.requests.get() + 1);
-    }
-}
