@@ -335,6 +335,9 @@ report() {
         ratio_line "json req/s" "$(ratio "${RPS[drover-all/json]:-}" "${RPS[drover/json]:-}")" ""
         ratio_line "pipelined req/s" "$(ratio "${RPS[drover-all/pipelined]:-}" "${RPS[drover/pipelined]:-}")" ""
     fi
+    echo
+    echo "note: each server was measured minutes after the one before, so these ratios carry the"
+    echo "machine's drift. bash bench/json-rounds.sh measures the json goals in interleaved rounds."
 }
 
 report | tee "$RAW/report.txt"
