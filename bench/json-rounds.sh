@@ -41,12 +41,9 @@ command -v wrk >/dev/null || apt_install wrk
 bench_preflight
 
 if [[ $SKIP_BUILD != 1 ]]; then
-    for manifest in "$ROOT/Cargo.toml" "$BENCH_DIR/floor/Cargo.toml" "$BENCH_DIR/axum-baseline/Cargo.toml"; do
-        dir=$TARGET_DIR
-        [[ $manifest == "$ROOT/Cargo.toml" ]] || dir=$BENCH_TARGET_DIR
-        log "+ flock $CARGO_LOCK cargo build --release --manifest-path $manifest --target-dir $dir"
-        flock "$CARGO_LOCK" cargo build --release --manifest-path "$manifest" --target-dir "$dir"
-    done
+    cargo_build "$ROOT/Cargo.toml" "$TARGET_DIR"
+    cargo_build "$BENCH_DIR/floor/Cargo.toml" "$BENCH_TARGET_DIR"
+    cargo_build "$BENCH_DIR/axum-baseline/Cargo.toml" "$BENCH_TARGET_DIR"
 fi
 
 # ------------------------------------------------------------- servers --

@@ -155,6 +155,11 @@ apt_install() { # package: install a Debian package, printing the command
     fi
 }
 
+cargo_build() { # manifest target-dir: a release build, waiting for any other cargo build
+    log "+ flock $CARGO_LOCK cargo build --release --manifest-path $1 --target-dir $2"
+    flock "$CARGO_LOCK" cargo build --release --manifest-path "$1" --target-dir "$2"
+}
+
 # ------------------------------------------------------- processes, /proc --
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

@@ -73,11 +73,6 @@ done
 bench_preflight
 
 # ---------------------------------------------------------------- build --
-cargo_build() { # manifest target-dir
-    log "+ flock $CARGO_LOCK cargo build --release --manifest-path $1 --target-dir $2"
-    flock "$CARGO_LOCK" cargo build --release --manifest-path "$1" --target-dir "$2"
-}
-
 if [[ $SKIP_BUILD != 1 ]]; then
     if [[ $SKIP_DROVER != 1 ]]; then
         cargo_build "$ROOT/Cargo.toml" "$TARGET_DIR" ||
