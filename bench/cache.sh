@@ -36,9 +36,8 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$BENCH_DIR/.." && pwd)
-TARGET_DIR=${TARGET_DIR:-$ROOT/target}
-CARGO_LOCK=${CARGO_LOCK:-/tmp/drover-cargo.lock}
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh" # the shared knobs (TARGET_DIR, CARGO_LOCK, SERVER_CPU, ...), log, die, cleanup, ...
 
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
@@ -47,28 +46,19 @@ THREADS=${THREADS:-1}
 MODES=${MODES:-nocache redis local redis-tier redis-spread}
 SHORT_TTL=${SHORT_TTL:-1ns}
 SPREAD_KEYS=${SPREAD_KEYS:-10000}
-SERVER_CPU=${SERVER_CPU:-0}
-LOAD_CPU=${LOAD_CPU:-1}
 REDIS_CPU=${REDIS_CPU:-}
 SPEEDUP_GOAL=${SPEEDUP_GOAL:-2.0}
 P99_GOAL=${P99_GOAL:-1.00}
-SKIP_BUILD=${SKIP_BUILD:-0}
 PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
 PG_USER=${PG_USER:-root}
 PG_ADMIN_DB=${PG_ADMIN_DB:-test}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
 REDIS_CLI=${REDIS_CLI:-redis-cli}
-DROVER_BIN=${DROVER_BIN:-$TARGET_DIR/release/drover}
-DROVER_ARGS=${DROVER_ARGS:-}
-WAIT_TRIES=${WAIT_TRIES:-100}
 
 # The bench users (one per server). Plain ASCII without quotes or backslashes.
 BENCH_PASSWORD="correct horse battery staple $$"
 BENCH_NAME="Bench User"
-
-# shellcheck source=bench/lib.sh
-. "$BENCH_DIR/lib.sh" # log, die, perf_*, cleanup, stop_server, parse_wrk, ...
 
 # ---------------------------------------------------------------- cleanup --
 bench_cleanup_init drover-cache-bench # WORK, and a trap that stops every PID in STARTED

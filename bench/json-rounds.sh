@@ -16,24 +16,14 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$BENCH_DIR/.." && pwd)
-TARGET_DIR=${TARGET_DIR:-$ROOT/target}
-BENCH_TARGET_DIR=$TARGET_DIR/bench
-CARGO_LOCK=${CARGO_LOCK:-/tmp/drover-cargo.lock}
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh" # the shared knobs (TARGET_DIR, CARGO_LOCK, SERVER_CPU, ...), log, die, cleanup, ...
 ROUNDS=${ROUNDS:-9}
 ROUND_TIME=${ROUND_TIME:-3s}
 WARMUP=${WARMUP:-2s}
 CONNS=${CONNS:-64}
-SERVER_CPU=${SERVER_CPU:-0}
-LOAD_CPU=${LOAD_CPU:-1}
-SKIP_BUILD=${SKIP_BUILD:-0}
-WAIT_TRIES=${WAIT_TRIES:-100}
-DROVER_BIN=${DROVER_BIN:-$TARGET_DIR/release/drover}
-DROVER_ARGS=${DROVER_ARGS:-}
 FLOOR_BIN=$BENCH_TARGET_DIR/release/floor
 AXUM_BIN=$BENCH_TARGET_DIR/release/axum-baseline
-# shellcheck source=bench/lib.sh
-. "$BENCH_DIR/lib.sh"
 STOP_EXPECT_ZERO='drover*' STOP_LOG_ERRORS=0
 bench_cleanup_init drover-json-rounds
 

@@ -1,14 +1,27 @@
 # shellcheck shell=bash
-# Helpers shared by bench/run.sh, bench/users.sh and bench/cache.sh. Sourced,
-# never run: `. "$BENCH_DIR/lib.sh"`, after the script's knobs are set. It
-# defines functions and a few globals and starts nothing; the script calls
-# bench_cleanup_init to get its work directory and the cleanup trap. The
-# script's own `set -euo pipefail` applies to everything here.
+# Helpers shared by bench/run.sh, bench/json-rounds.sh, bench/users.sh and
+# bench/cache.sh. Sourced, never run: `. "$BENCH_DIR/lib.sh"`, right after
+# the script sets BENCH_DIR and before its own knobs. It sets the knobs every
+# script shares (below), defines functions and a few globals, and starts
+# nothing; the script calls bench_cleanup_init to get its work directory and
+# the cleanup trap. The script's own `set -euo pipefail` applies to everything
+# here.
 #
-# Globals the helpers read, set by the script: WAIT_TRIES, SERVER_CPU,
-# DROVER_BIN, DROVER_ARGS (start_drover), PG_HOST, PG_PORT, PG_USER,
+# Globals the helpers read, set by the script: PG_HOST, PG_PORT, PG_USER,
 # PG_ADMIN_DB (psql_admin), CUR_DB (pg_backends), and for parse_wrk the
 # associative arrays RPS, REQS, P50, P99 and ERRS.
+
+# ----------------------------------------------------------- shared knobs --
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+TARGET_DIR=${TARGET_DIR:-$ROOT/target}
+BENCH_TARGET_DIR=$TARGET_DIR/bench # the comparison servers (floor, axum)
+CARGO_LOCK=${CARGO_LOCK:-/tmp/drover-cargo.lock}
+SKIP_BUILD=${SKIP_BUILD:-0}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+WAIT_TRIES=${WAIT_TRIES:-100}
+DROVER_BIN=${DROVER_BIN:-$TARGET_DIR/release/drover}
+DROVER_ARGS=${DROVER_ARGS:-}
 
 # The script's file name, for die's messages (run.sh, users.sh, ...).
 BENCH_SCRIPT=${BASH_SOURCE[-1]##*/}
@@ -199,15 +212,20 @@ server_log_tail() { log "---- last lines of $1 ----"; tail -n 20 "$1" >&2 || tru
 STOP_EXPECT_ZERO='*' # glob of the names that must exit 0 on SIGTERM
 STOP_LOG_ERRORS=1    # 1: warn about '"level":"ERROR"' lines in $WORK/NAME.log
 
+await_exit() { # pid tenths: wait up to tenths/10 s for pid to exit; fails if it is still alive
+    local i
+    for ((i = 0; i < $2; i++)); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    ! kill -0 "$1" 2>/dev/null
+}
+
 stop_server() { # name pid: SIGTERM the server, wait, report its exit status
     local name=$1 pid=$2 i rc=0 kids
     kids=$(proc_tree "$pid" | tail -n +2 | tr '\n' ' ')
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < STOP_TIMEOUT_TENTHS; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
+    if ! await_exit "$pid" "$STOP_TIMEOUT_TENTHS"; then
         log "warning: $name (pid $pid) ignored SIGTERM for 10 s; killing it"
         kill -KILL "$pid" 2>/dev/null || true
     fi

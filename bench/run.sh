@@ -27,18 +27,14 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$BENCH_DIR/.." && pwd)
-TARGET_DIR=${TARGET_DIR:-$ROOT/target}
-BENCH_TARGET_DIR=$TARGET_DIR/bench
-CARGO_LOCK=${CARGO_LOCK:-/tmp/drover-cargo.lock}
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh" # the shared knobs (TARGET_DIR, CARGO_LOCK, SERVER_CPU, ...), log, die, cleanup, ...
 
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-1}
 PIPELINE=${PIPELINE:-16}
-SERVER_CPU=${SERVER_CPU:-0}
-LOAD_CPU=${LOAD_CPU:-1}
 ALL_CONNS=${ALL_CONNS:-$((CONNS * 2))}
 ALL_THREADS=${ALL_THREADS:-$(nproc)}
 ALL_WORKERS=${ALL_WORKERS:-}
@@ -47,15 +43,9 @@ SKIP_FLOOR=${SKIP_FLOOR:-0}
 SKIP_AXUM=${SKIP_AXUM:-0}
 SKIP_NGINX=${SKIP_NGINX:-0}
 SKIP_ALL=${SKIP_ALL:-0}
-SKIP_BUILD=${SKIP_BUILD:-0}
-DROVER_BIN=${DROVER_BIN:-$TARGET_DIR/release/drover}
-DROVER_ARGS=${DROVER_ARGS:-}
-WAIT_TRIES=${WAIT_TRIES:-100}
 
 FLOOR_BIN=$BENCH_TARGET_DIR/release/floor
 AXUM_BIN=$BENCH_TARGET_DIR/release/axum-baseline
-# shellcheck source=bench/lib.sh
-. "$BENCH_DIR/lib.sh" # log, die, perf_*, cleanup, stop_server, parse_wrk, ...
 # drover must drain and exit 0 on SIGTERM; the baselines just die of it.
 STOP_EXPECT_ZERO='drover*' STOP_LOG_ERRORS=0
 

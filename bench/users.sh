@@ -32,9 +32,8 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$BENCH_DIR/.." && pwd)
-TARGET_DIR=${TARGET_DIR:-$ROOT/target}
-CARGO_LOCK=${CARGO_LOCK:-/tmp/drover-cargo.lock}
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh" # the shared knobs (TARGET_DIR, CARGO_LOCK, SERVER_CPU, ...), log, die, cleanup, ...
 
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
@@ -42,21 +41,15 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-1}
 STORM_CONNS=${STORM_CONNS:-8}
 STORM_LEAD=${STORM_LEAD:-1}
-SERVER_CPU=${SERVER_CPU:-0}
-LOAD_CPU=${LOAD_CPU:-1}
 STORM_CPU=${STORM_CPU:-$LOAD_CPU}
 STORM_GOAL=${STORM_GOAL:-2.0}
 SKIP_PG=${SKIP_PG:-0}
 SKIP_SQLITE=${SKIP_SQLITE:-0}
 SKIP_STORM=${SKIP_STORM:-0}
-SKIP_BUILD=${SKIP_BUILD:-0}
 PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
 PG_USER=${PG_USER:-root}
 PG_ADMIN_DB=${PG_ADMIN_DB:-test}
-DROVER_BIN=${DROVER_BIN:-$TARGET_DIR/release/drover}
-DROVER_ARGS=${DROVER_ARGS:-}
-WAIT_TRIES=${WAIT_TRIES:-100}
 # This script measures reads that go to the database: drover's user cache
 # (on by default) would answer them from memory after the first one.
 # bench/cache.sh measures the cache. DROVER_CACHE__ENABLED=true overrides.
@@ -67,9 +60,6 @@ export DROVER_CACHE__ENABLED=${DROVER_CACHE__ENABLED:-false}
 BENCH_EMAIL=bench-$$@example.com
 BENCH_PASSWORD="correct horse battery staple $$"
 BENCH_NAME="Bench User"
-
-# shellcheck source=bench/lib.sh
-. "$BENCH_DIR/lib.sh" # log, die, perf_*, cleanup, stop_server, parse_wrk, ...
 
 # ---------------------------------------------------------------- cleanup --
 bench_cleanup_init drover-users-bench # WORK, and a trap that stops every PID in STARTED
@@ -205,7 +195,7 @@ measure() {
 declare -A STORM_RPS=() STORM_REQS=() STORM_NON2XX=() STORM_SOCKERR=() STORM_P50=() STORM_P99=() STORM_CORE=() STORM_LOGIN_US=() STORM_LOGIN_INSTR=()
 storm() {
     local name=$1 key="$1/users/me+storm"
-    local secs storm_secs spid sout=$WORK/$name-storm.out i
+    local secs storm_secs spid sout=$WORK/$name-storm.out
     secs=$(to_secs "$DURATION")
     storm_secs=$((secs + 2 * STORM_LEAD))
     log "  $name login storm: wrk -t1 -c$STORM_CONNS -d${storm_secs}s POST /v1/auth/login (bench/login.lua), on CPU $STORM_CPU"
@@ -218,11 +208,7 @@ storm() {
     kill -0 "$spid" 2>/dev/null || { cat "$sout" >&2; die "the login storm wrk exited early"; }
     measure "$name" users/me+storm /v1/users/me 0
     # Bounded wait for the storm to end on its own (it has its own -d).
-    for ((i = 0; i < (STORM_LEAD + 10) * 10; i++)); do
-        kill -0 "$spid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$spid" 2>/dev/null; then
+    if ! await_exit "$spid" $(((STORM_LEAD + 10) * 10)); then
         log "warning: the login storm wrk (pid $spid) did not end; killing it"
         kill -KILL "$spid" 2>/dev/null || true
     fi
