@@ -57,3 +57,14 @@ fn drover_supervisor_run_by_hand_explains_itself_and_exits_64() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("started by `drover serve`"), "{stderr}");
 }
+
+#[test]
+fn drover_supervisor_with_a_broken_spec_exits_64_naming_the_variable() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_drover-supervisor"))
+        .env("DROVER_SUPERVISOR_SPEC", "{\"listen\": 7}")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("DROVER_SUPERVISOR_SPEC is not a valid specification"), "{stderr}");
+}
