@@ -11,7 +11,11 @@
 //! - Redis trouble: every call is bounded by `redis_timeout`; after
 //!   `breaker_threshold` failures in a row Redis is skipped for
 //!   `breaker_cooldown`. Reads then go to the database: slower, never
-//!   failed.
+//!   failed. A write whose Redis delete fails tells every worker of this
+//!   host (acknowledged, before it answers) that the delete is owed; each
+//!   keeps the key queued until it has deleted it itself, and reads it from
+//!   the database until then, so no worker serves the old value when Redis
+//!   comes back.
 //!
 //! A resource opts in by implementing [`Cached`] (a key kind with a shape
 //! version, and a compact binary encoding), then reads with one call:
@@ -37,6 +41,20 @@ use redis_tier::RedisTier;
 /// The channel, both on Redis and between this host's workers, that carries
 /// the keys to drop.
 const INVALIDATE_CHANNEL: &str = "drover:cache:invalidate";
+
+/// The channel between this host's workers that carries keys whose Redis
+/// delete failed: each worker then owes that delete (see
+/// `RedisTier::queue_delete`). Every worker holding every owed key means
+/// one that dies or is recycled loses none of them. A channel of its own,
+/// so a worker of an older version, during a rolling restart, still gets
+/// the plain invalidation on [`INVALIDATE_CHANNEL`].
+const REDIS_DELETE_OWED_CHANNEL: &str = "drover:cache:redis-delete-owed";
+
+/// Every key the cache writes to Redis starts with this, and only cache
+/// entries use it: a flush after too many failed deletes removes every key
+/// matching [`KEY_PATTERN`].
+const KEY_PREFIX: &str = "drover:";
+const KEY_PATTERN: &str = "drover:*";
 
 /// What the cache is told by the configuration.
 #[derive(Debug, Clone)]
@@ -108,7 +126,7 @@ impl Cache {
             .time_to_live(settings.local_ttl)
             .build();
         let redis = match (&settings.redis_url, settings.enabled) {
-            (Some(url), true) => RedisTier::new(url, &settings),
+            (Some(url), true) => RedisTier::new(url, &settings, INVALIDATE_CHANNEL, KEY_PATTERN),
             _ => None,
         };
         let cache = Self {
@@ -128,9 +146,18 @@ impl Cache {
                 inner.forget_local(key);
             }
         });
+        let weak = Rc::downgrade(&cache.inner);
+        broadcast.subscribe(REDIS_DELETE_OWED_CHANNEL, move |key| {
+            if let Some(inner) = weak.upgrade() {
+                inner.forget_local(key);
+                if let Some(redis) = &inner.redis {
+                    redis.queue_delete(key);
+                }
+            }
+        });
         if let Some(redis) = &cache.inner.redis {
             let weak = Rc::downgrade(&cache.inner);
-            redis.start(INVALIDATE_CHANNEL, move |event| {
+            redis.start(move |event| {
                 let Some(inner) = weak.upgrade() else { return };
                 match event {
                     redis_tier::Event::Invalidate(key) => inner.forget_local(&key),
@@ -177,7 +204,7 @@ impl Cache {
     }
 
     fn key<T: Cached>(id: impl Display) -> String {
-        format!("drover:{}:{id}", T::KIND)
+        format!("{KEY_PREFIX}{}:{id}", T::KIND)
     }
 
     /// The cached value, or `load`'s (which is then cached). `None` from the
@@ -249,7 +276,9 @@ impl Cache {
     /// Drops every cached copy of a value after a write, everywhere this
     /// worker can reach, before returning: Redis, this worker, and this
     /// host's other workers (acknowledged). Other hosts hear of it through
-    /// Redis pub/sub.
+    /// Redis pub/sub. If Redis cannot delete it now, every worker of this
+    /// host owes the delete, and none reads the key from Redis until it
+    /// has made it.
     pub async fn invalidate<T: Cached>(&self, id: impl Display) {
         if !self.enabled() {
             return;
@@ -258,7 +287,12 @@ impl Cache {
         bump(&self.inner.stats.invalidations);
         self.inner.forget_local(&key);
         if let Some(redis) = &self.inner.redis {
-            redis.delete_and_publish(&key, INVALIDATE_CHANNEL).await;
+            if redis.delete_and_publish(&key).await.is_err() {
+                // Redis still holds the old value, and this worker's retry
+                // may come after another worker's read once Redis is back.
+                // So every worker owes the delete before this write answers.
+                self.inner.broadcast.publish(REDIS_DELETE_OWED_CHANNEL, &key).await;
+            }
         }
         self.inner.broadcast.publish(INVALIDATE_CHANNEL, &key).await;
     }
@@ -444,6 +478,12 @@ mod tests {
             assert_eq!(fresh, Ok(Some(Thing(2))), "the straddling result was not cached");
         })
         .await;
+    }
+
+    #[test]
+    fn a_flush_matches_every_key_the_cache_writes() {
+        assert_eq!(KEY_PATTERN, format!("{KEY_PREFIX}*"));
+        assert!(Cache::key::<Thing>(7).starts_with(KEY_PREFIX));
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! Caching through the real binary: read-after-write through different
-//! workers, one database read per worker for a stampede on a cold key, and
-//! a Redis that dies and comes back while requests flow.
+//! workers, one database read per worker for a stampede on a cold key, a
+//! Redis that dies and comes back while requests flow, and a write during
+//! a Redis outage that no worker reads stale once Redis is back.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 use crate::auth::{call, register, token_for};
 use crate::helpers::{get, Conn, Drover, Options, TempDir};
@@ -78,6 +81,75 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A TCP proxy between drover and a Redis. `cut` closes every connection
+/// through it and refuses new ones while Redis runs on with its data, as in
+/// a network partition: the values cached before the outage are still
+/// there when it ends. (Never stop or reconfigure the machine's shared
+/// Redis: other tests use it.)
+struct RedisProxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    /// The tasks copying bytes, one per proxied connection; aborting one
+    /// closes both of its sockets.
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl RedisProxy {
+    async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let links = Arc::new(Mutex::new(Vec::<JoinHandle<()>>::new()));
+        let accept = tokio::spawn({
+            let (up, links) = (up.clone(), links.clone());
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        // Dropped: the client sees its connection closed.
+                        continue;
+                    }
+                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else { continue };
+                    let link = tokio::spawn(async move {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    });
+                    let mut links = links.lock().unwrap();
+                    // A cut that came while connecting has already drained
+                    // the list: this link must not outlive it.
+                    if up.load(Ordering::SeqCst) {
+                        links.push(link);
+                    } else {
+                        link.abort();
+                    }
+                }
+            }
+        });
+        Self { port, up, links, accept }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for RedisProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
     }
 }
 
@@ -302,4 +374,90 @@ async fn redis_dying_and_returning_fails_no_request_and_caching_resumes() {
     let me = call(addr, "GET", "/v1/users/me", Some(&token), None).await.json();
     let fresh = call(addr, "GET", "/v1/users/me", Some(&token), None).await.json();
     assert_eq!(me["name"], fresh["name"]);
+}
+
+/// Between reads that wait for a worker to be served from Redis: longer
+/// than the 50 ms local TTL the outage test sets, so each read asks Redis.
+const REDIS_POLL: Duration = Duration::from_millis(100);
+
+/// How long the outage lasts: longer than the Redis tier's retry round
+/// (1 s), so a retry that gave up an owed delete would have done so.
+const OUTAGE: Duration = Duration::from_millis(1500);
+
+/// How long a worker may take to read from Redis again once it is back
+/// (reconnect with backoff, then the breaker's 500 ms cooldown).
+const REDIS_RECOVERY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Reads `/v1/users/me` as `token` on `conn` (one worker) until a read is
+/// served from Redis, checking every read says `name`.
+async fn read_until_served_from_redis(conn: &mut Conn, token: &str, name: &str, drover: &Drover) {
+    let deadline = Instant::now() + REDIS_RECOVERY_TIMEOUT;
+    loop {
+        let before = cache_counters(conn).await["redis_hits"].as_u64().unwrap();
+        let read = send(conn, "GET", "/v1/users/me", token, None).await;
+        assert_eq!(read.status, 200);
+        assert_eq!(read.json()["name"], name, "{}", drover.log());
+        if cache_counters(conn).await["redis_hits"].as_u64().unwrap() > before {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never served {name} from Redis\n{}", drover.log());
+        tokio::time::sleep(REDIS_POLL).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_a_redis_outage_is_read_fresh_by_another_worker_once_redis_is_back() {
+    let Some(redis) = PrivateRedis::start() else { return };
+    let proxy = RedisProxy::start(redis.port).await;
+    let url = proxy.url();
+    let drover = Drover::start_with(Options {
+        workers: 2,
+        args: vec!["--redis-url", &url],
+        // Local copies expire at once, so reads go to Redis and would serve
+        // whatever it holds; Redis is tried again soon after it is back.
+        env: vec![("DROVER_CACHE__LOCAL_TTL", "50ms"), ("DROVER_CACHE__BREAKER_COOLDOWN", "500ms")],
+        ..Options::default()
+    });
+    let addr = drover.addr;
+    assert_eq!(register(addr, "ada@example.com", "correct horse", "Ada").await.status, 201);
+    assert_eq!(register(addr, "bob@example.com", "battery staple", "Bob").await.status, 201);
+    let ada = token_for(addr, "ada@example.com", "correct horse").await;
+    let bob = token_for(addr, "bob@example.com", "battery staple").await;
+    let mut conns = connection_per_worker(addr, 2).await;
+    let pids: Vec<u64> = conns.keys().copied().collect();
+    let (writer, reader) = (pids[0], pids[1]);
+
+    // Ada's record is in Redis: the reader is served it from there.
+    read_until_served_from_redis(conns.get_mut(&reader).unwrap(), &ada, "Ada", &drover).await;
+
+    proxy.cut();
+    let patched = send(
+        conns.get_mut(&writer).unwrap(),
+        "PATCH",
+        "/v1/users/me",
+        &ada,
+        Some(json!({ "name": "Ada Lovelace" })),
+    )
+    .await;
+    assert_eq!(patched.status, 200, "a write succeeds without Redis");
+    tokio::time::sleep(OUTAGE).await;
+    proxy.restore();
+
+    // The reader is served from Redis again (Bob's record, which no write
+    // touched), while Redis may still hold Ada's old record.
+    read_until_served_from_redis(conns.get_mut(&reader).unwrap(), &bob, "Bob", &drover).await;
+    let read = send(conns.get_mut(&reader).unwrap(), "GET", "/v1/users/me", &ada, None).await;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.json()["name"], "Ada Lovelace", "the reader served the value the write replaced");
+
+    // Every later read, by either worker, is fresh too, and Ada's record is
+    // served from Redis again once the owed deletes are made.
+    for _ in 0..10 {
+        for pid in &pids {
+            let read = send(conns.get_mut(pid).unwrap(), "GET", "/v1/users/me", &ada, None).await;
+            assert_eq!(read.json()["name"], "Ada Lovelace", "worker {pid}");
+        }
+        tokio::time::sleep(REDIS_POLL).await;
+    }
+    read_until_served_from_redis(conns.get_mut(&reader).unwrap(), &ada, "Ada Lovelace", &drover).await;
 }
