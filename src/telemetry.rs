@@ -1,8 +1,10 @@
-//! Logging: JSON lines on stderr by default (journald stores them as they
-//! are), a readable form for terminals, and on every line who wrote it: the
-//! supervisor or which worker slot, and the pid.
+//! Logging: JSON lines on stderr (journald stores them as they are), a
+//! readable form when stderr is a terminal and no format is configured, and
+//! on every line who wrote it: the supervisor or which worker slot, and the
+//! pid.
 
 use std::fmt::{self, Write as _};
+use std::io::IsTerminal;
 use std::time::SystemTime;
 
 use serde_json::{Map, Value};
@@ -30,11 +32,14 @@ pub enum Role {
 }
 
 /// Installs the global subscriber. The filter was validated with the
-/// configuration, so an unparsable one here falls back to `info`.
+/// configuration, so an unparsable one here falls back to `info`. An `auto`
+/// format is resolved here, against this process's own stderr: workers
+/// inherit the supervisor's, so every process of a server picks the same.
 pub fn init(config: &LogConfig, role: Role) {
     let filter: Targets =
         config.level.parse().unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
-    let format = LineFormat { json: config.format == LogFormat::Json, role, pid: std::process::id() };
+    let json = config.format.resolve(std::io::stderr().is_terminal()) == LogFormat::Json;
+    let format = LineFormat { json, role, pid: std::process::id() };
     let layer =
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).event_format(format);
     // A second init (tests calling in twice) keeps the first subscriber.

@@ -86,7 +86,8 @@ pub struct ConfigArgs {
     /// Log filter such as "info" or "warn,drover=debug". [log.level]
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
-    /// "json" (default, one object per line) or "pretty". [log.format]
+    /// "json" (one object per line), "pretty", or "auto" (the default:
+    /// pretty when stderr is a terminal, else json). [log.format]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
     /// postgres://… or sqlite://…; default SQLite in the data directory.

@@ -2,6 +2,7 @@
 //! checks in a child, then becomes the supervisor (`cli/supervise.rs`).
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use tracing::{error, info, warn};
 
 use super::supervise::{self, Spec};
 use super::{config_failure, ConfigArgs};
+use crate::config::LogConfig;
 use crate::telemetry::{self, Role};
 
 /// `drover serve`'s flags: the configuration's, plus the hidden handover
@@ -44,7 +46,14 @@ pub fn run(serve: &ServeArgs, worker_args: Vec<OsString>) -> ExitCode {
         return code;
     }
     let spec = Spec {
-        log: config.log.clone(),
+        // Resolved here, as every setting in the spec is: the supervisor
+        // keeps this process's stderr across the exec, so it would pick the
+        // same format. A concrete format also reads in a drover-supervisor
+        // built before `auto` existed.
+        log: LogConfig {
+            format: config.log.format.resolve(std::io::stderr().is_terminal()),
+            ..config.log.clone()
+        },
         listen: config.server.listen.clone(),
         admin_listen: config.server.admin_listen,
         upgrade_fds: serve.upgrade_fds.clone(),

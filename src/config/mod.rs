@@ -170,11 +170,32 @@ pub enum CpuAffinity {
     Auto,
 }
 
+/// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// The default: each process picks [`LogFormat::Pretty`] when its
+    /// standard error is a terminal and [`LogFormat::Json`] otherwise (see
+    /// [`LogFormat::resolve`]). It stays `Auto` in the configuration, so the
+    /// supervisor and its workers each resolve it against the standard error
+    /// they share and agree.
+    Auto,
+    /// One JSON object per line: what journald, files and pipes get.
     Json,
+    /// For a human at a terminal.
     Pretty,
+}
+
+impl LogFormat {
+    /// The format to write in, for a process whose standard error is (or is
+    /// not) a terminal. A configured `json` or `pretty` wins; never `Auto`.
+    pub fn resolve(self, stderr_is_terminal: bool) -> Self {
+        match self {
+            Self::Auto if stderr_is_terminal => Self::Pretty,
+            Self::Auto => Self::Json,
+            configured => configured,
+        }
+    }
 }
 
 impl Config {
@@ -342,5 +363,34 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_auto_follows_the_terminal_and_a_configured_one_wins() {
+        let check = |format: LogFormat, terminal: bool, expect: LogFormat| {
+            assert_eq!(format.resolve(terminal), expect, "{format:?} with a terminal: {terminal}");
+        };
+        check(LogFormat::Auto, true, LogFormat::Pretty);
+        check(LogFormat::Auto, false, LogFormat::Json);
+        check(LogFormat::Json, true, LogFormat::Json);
+        check(LogFormat::Json, false, LogFormat::Json);
+        check(LogFormat::Pretty, true, LogFormat::Pretty);
+        check(LogFormat::Pretty, false, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn log_format_is_auto_unless_configured() {
+        let (config, _) = load(&Sources::default()).unwrap();
+        assert_eq!(config.log.format, LogFormat::Auto);
+        let sources = Sources {
+            overrides: vec![Override::text("log.format", "--log-format", "json")],
+            ..Sources::default()
+        };
+        assert_eq!(load(&sources).unwrap().0.log.format, LogFormat::Json);
     }
 }

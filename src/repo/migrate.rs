@@ -172,10 +172,7 @@ async fn run_postgres(url: &str) -> Result<Vec<Migration>, RepoError> {
 
 async fn sqlite_connect(url: &str) -> Result<sqlx::SqliteConnection, RepoError> {
     let options = super::sqlite::options(url)?;
-    if let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| RepoError::Other(format!("cannot create {}: {e}", parent.display())))?;
-    }
+    super::sqlite::prepare_files(url, &options)?;
     sqlx::SqliteConnection::connect_with(&options).await.map_err(super::sqlite::map_error)
 }
 

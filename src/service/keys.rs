@@ -169,7 +169,7 @@ fn development_key(algorithm: Algorithm, data_dir: &Path) -> Result<PathBuf, Key
     let io = |e: std::io::Error| {
         key_error("auth.key_files", format!("cannot create a development key in {}: {e}", data_dir.display()))
     };
-    std::fs::create_dir_all(data_dir).map_err(io)?;
+    crate::private_files::create_dir(data_dir).map_err(io)?;
     let contents = match algorithm {
         Algorithm::HS256 => {
             let mut secret = [0u8; 32];

@@ -5,12 +5,16 @@
 
 mod users;
 
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+
+use crate::private_files;
 
 pub use users::SqliteUserRepo;
 
@@ -30,10 +34,7 @@ pub struct SqliteDatabase {
 impl SqliteDatabase {
     pub async fn connect(settings: &DbSettings) -> Result<Self, RepoError> {
         let options = options(&settings.url)?;
-        if let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| RepoError::Other(format!("cannot create {}: {e}", parent.display())))?;
-        }
+        prepare_files(&settings.url, &options)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(u32::try_from(settings.sqlite_pool_size.max(1)).unwrap_or(u32::MAX))
             .acquire_timeout(settings.query_timeout)
@@ -85,6 +86,64 @@ pub fn options(url: &str) -> Result<SqliteConnectOptions, RepoError> {
         .foreign_keys(true))
 }
 
+/// The files SQLite keeps beside the database in WAL mode.
+const COMPANION_SUFFIXES: [&str; 2] = ["-wal", "-shm"];
+
+/// Readies the database's files before SQLite opens them, so that only
+/// drover's user can read them (they hold password hashes), whatever the
+/// umask: the directory is created 0700 and the database file 0600. SQLite
+/// gives the `-wal` and `-shm` files it creates the database file's mode
+/// (`findCreateFileMode` in its unix VFS), so they are 0600 too. Files left
+/// readable by an older drover are narrowed to 0600. An in-memory database
+/// has no files.
+pub(crate) fn prepare_files(url: &str, options: &SqliteConnectOptions) -> Result<(), RepoError> {
+    if in_memory(url) {
+        return Ok(());
+    }
+    let path = options.get_filename();
+    let failed =
+        |what: &Path, e: std::io::Error| RepoError::Other(format!("cannot create {}: {e}", what.display()));
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        private_files::create_dir(parent).map_err(|e| failed(parent, e))?;
+    }
+    private_files::create_file(path).map_err(|e| failed(path, e))?;
+    let companions = COMPANION_SUFFIXES.map(|suffix| with_suffix(path, suffix));
+    for file in std::iter::once(path).chain(companions.iter().map(PathBuf::as_path)) {
+        // Not fatal: a file someone else owns cannot be changed, and the
+        // server can still run on it.
+        match private_files::narrow(file) {
+            Ok(None) => {}
+            Ok(Some(old)) => tracing::warn!(
+                path = %file.display(),
+                mode = format!("{old:o}"),
+                "the database file was readable by other users; made it private to its owner"
+            ),
+            Err(error) => tracing::warn!(
+                path = %file.display(),
+                %error,
+                "the database file is readable by other users and its mode cannot be changed"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Whether a `sqlite:` URL names an in-memory database (`sqlite::memory:`,
+/// `?mode=memory`), read the way sqlx reads it. sqlx keeps that to itself.
+fn in_memory(url: &str) -> bool {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:"
+        || form_urlencoded::parse(params.as_bytes()).any(|(key, value)| key == "mode" && value == "memory")
+}
+
+/// `data/drover.db` with `-wal` → `data/drover.db-wal`.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 pub(crate) fn map_error(error: sqlx::Error) -> RepoError {
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
@@ -98,5 +157,74 @@ pub(crate) fn map_error(error: sqlx::Error) -> RepoError {
         | sqlx::Error::Io(_)
         | sqlx::Error::WorkerCrashed => RepoError::Unavailable(error.to_string()),
         _ => RepoError::Other(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Runs under the test process's umask (022 as a rule), under which
+    /// SQLite's own default would be 0644 for every file: the database's
+    /// companions come out 0600 only because SQLite copies the database
+    /// file's mode. (tests/api/perms.rs checks the same with umask 000.)
+    #[tokio::test]
+    async fn the_directory_is_private_and_so_are_the_database_and_its_wal_files() {
+        let root = std::env::temp_dir().join(format!("drover-sqlite-files-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let db = root.join("data/drover.db");
+        let settings = DbSettings {
+            url: format!("sqlite://{}", db.display()),
+            pg_clients: 1,
+            pg_pool_size: 1,
+            pg_pipelining: true,
+            sqlite_pool_size: 1,
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+        };
+        let database = SqliteDatabase::connect(&settings).await.unwrap();
+        // A write, so the WAL and its index exist.
+        database.timed(sqlx::query("CREATE TABLE t (x INTEGER)").execute(database.pool())).await.unwrap();
+        database.timed(sqlx::query("INSERT INTO t VALUES (1)").execute(database.pool())).await.unwrap();
+        assert_eq!(mode(&root.join("data")), 0o700);
+        for file in [db.clone(), with_suffix(&db, "-wal"), with_suffix(&db, "-shm")] {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        database.pool().close().await;
+
+        // Files an older drover left readable are narrowed when opened.
+        for file in [db.clone(), with_suffix(&db, "-wal"), with_suffix(&db, "-shm")] {
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let database = SqliteDatabase::connect(&settings).await.unwrap();
+        database.ping().await.unwrap();
+        for file in [db.clone(), with_suffix(&db, "-wal"), with_suffix(&db, "-shm")] {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        database.pool().close().await;
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn in_memory_databases_have_no_files() {
+        let check = |url: &str, expect: bool| assert_eq!(in_memory(url), expect, "{url}");
+        check("sqlite::memory:", true);
+        check("sqlite://:memory:", true);
+        check("sqlite://?mode=memory", true);
+        check("sqlite://drover-test.db?mode=memory&cache=private", true);
+        check("sqlite://data/drover.db", false);
+        check("sqlite:///var/lib/drover/drover.db?mode=rwc", false);
+        check("sqlite://memory.db", false);
+        for url in ["sqlite::memory:", "sqlite://drover-test-memory.db?mode=memory"] {
+            prepare_files(url, &options(url).unwrap()).unwrap();
+        }
+        assert!(!Path::new("drover-test-memory.db").exists());
     }
 }
