@@ -54,6 +54,7 @@ pub fn run(args: &WorkerArgs) -> ExitCode {
         info: WorkerInfo { slot: args.slot, generation: args.generation, pid: std::process::id() },
         limits: Limits {
             header_read_timeout: http.header_read_timeout,
+            body_read_timeout: http.body_read_timeout,
             keep_alive_timeout: http.keep_alive_timeout,
             max_header_bytes: http.max_header_bytes,
             max_headers: http.max_headers,

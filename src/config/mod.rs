@@ -78,6 +78,9 @@ pub struct WorkerConfig {
 pub struct HttpConfig {
     #[serde(deserialize_with = "values::duration")]
     pub header_read_timeout: Duration,
+    /// The longest pause between two pieces of a request body.
+    #[serde(deserialize_with = "values::duration")]
+    pub body_read_timeout: Duration,
     #[serde(deserialize_with = "values::duration")]
     pub keep_alive_timeout: Duration,
     pub max_header_bytes: usize,
@@ -207,6 +210,7 @@ impl Config {
             ("worker.heartbeat_interval", self.worker.heartbeat_interval),
             ("worker.restart_backoff_min", self.worker.restart_backoff_min),
             ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.body_read_timeout", self.http.body_read_timeout),
         ];
         for (key, value) in positive {
             if value.is_zero() {

@@ -30,10 +30,18 @@ pub enum ApiError {
     MethodNotAllowed { allow: String },
     /// 409: a unique value (such as an email) is taken.
     Conflict { field: &'static str },
+    /// 408: the client paused its body for longer than
+    /// `http.body_read_timeout` (the connection closes).
+    BodyTimeout,
     /// 413: the body is larger than `http.max_body_bytes`.
     PayloadTooLarge { limit: u64 },
-    /// 415: the body is not `application/json`.
-    UnsupportedMediaType,
+    /// 415: the body's `Content-Type` is absent, malformed or not one the
+    /// route accepts; `accepted` lists those it does.
+    UnsupportedMediaType { accepted: &'static [&'static str] },
+    /// 415: a JSON body declared in a charset other than UTF-8. 415 rather
+    /// than 400, as most servers answer: the charset is part of the media
+    /// type, and the body was not read.
+    UnsupportedCharset,
     /// 503 with `Retry-After`: the database is unreachable; fails fast.
     Unavailable,
     /// 503 with `Retry-After`: the CPU pool (password hashing) is full.
@@ -95,17 +103,32 @@ impl ApiError {
                 format!("this {field} is already taken"),
                 vec![ErrorDetail { field: (*field).to_owned(), issue: "already taken".into() }],
             ),
+            ApiError::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body was not received in time".to_owned(),
+                vec![],
+            ),
             ApiError::PayloadTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("request body larger than {limit} bytes"),
                 vec![],
             ),
-            ApiError::UnsupportedMediaType => (
+            ApiError::UnsupportedMediaType { accepted } => {
+                let accepted = accepted.join(" or ");
+                (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!("send the body as {accepted}"),
+                    vec![ErrorDetail { field: "content-type".into(), issue: format!("must be {accepted}") }],
+                )
+            }
+            ApiError::UnsupportedCharset => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
-                "send the body as application/json".to_owned(),
-                vec![],
+                "send the body as UTF-8: charset=utf-8, or no charset".to_owned(),
+                vec![ErrorDetail { field: "content-type".into(), issue: "charset must be utf-8".into() }],
             ),
             ApiError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,

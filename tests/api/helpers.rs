@@ -75,7 +75,11 @@ impl Drover {
         let dir = TempDir::new("serve");
         let ready = dir.path().join("ready.json");
         let log = std::fs::File::create(dir.path().join("drover.log")).unwrap();
-        let program = options.program.unwrap_or(Path::new(env!("CARGO_BIN_EXE_drover")));
+        // TEST_DROVER_BIN runs the suite against another build, such as the
+        // last release, to see a new test fail without its fix.
+        let override_bin = std::env::var_os("TEST_DROVER_BIN").map(PathBuf::from);
+        let program =
+            options.program.or(override_bin.as_deref()).unwrap_or(Path::new(env!("CARGO_BIN_EXE_drover")));
         let mut command = Command::new(program);
         command
             .arg("serve")

@@ -8,6 +8,7 @@
 
 pub mod affinity;
 pub mod blocking;
+mod body;
 mod conn;
 mod control;
 pub mod error;
@@ -15,8 +16,10 @@ pub mod fds;
 mod limits;
 mod server;
 mod stats;
+mod wire;
 
 pub use blocking::BlockingPool;
+pub use body::{BodyError, RequestBody};
 pub use control::Broadcast;
 pub use error::{json_error, ErrorDetail};
 pub use limits::Limits;
@@ -30,8 +33,9 @@ use http_body_util::Full;
 /// Every response body drover sends: the whole body in one buffer.
 pub type Body = Full<Bytes>;
 
-/// The incoming request, as hyper hands it over.
-pub type Request = http::Request<hyper::body::Incoming>;
+/// The incoming request, as hyper hands it over, with a body that times out
+/// when the client stalls it ([`RequestBody`]).
+pub type Request = http::Request<RequestBody>;
 
 /// The response an [`App`] returns.
 pub type Response = http::Response<Body>;

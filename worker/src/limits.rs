@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderValue, StatusCode, Version};
 
 use crate::error::json_error;
 use crate::Response;
@@ -15,6 +15,9 @@ pub struct Limits {
     /// Time from the first byte of a request to the end of its headers;
     /// past it the client gets 408 and the connection closes.
     pub header_read_timeout: Duration,
+    /// The longest pause allowed between two pieces of a request body while
+    /// the application waits for it; past it the request is answered 408.
+    pub body_read_timeout: Duration,
     /// An idle keep-alive connection is closed after this. Zero disables
     /// keep-alive.
     pub keep_alive_timeout: Duration,
@@ -34,6 +37,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
             max_header_bytes: 16 * 1024,
             max_headers: 100,
@@ -61,6 +65,19 @@ impl Limits {
 /// Refuses a request that breaks a limit, before the application runs.
 pub(crate) fn check<B>(request: &http::Request<B>, limits: &Limits) -> Option<Response> {
     let headers = request.headers();
+    // RFC 9112 3.2: an HTTP/1.1 request without a Host header, or with more
+    // than one, is answered 400 (proxies and caches would each pick their
+    // own idea of the target).
+    if request.version() == Version::HTTP_11 {
+        let mut hosts = headers.get_all(header::HOST).iter();
+        if hosts.next().is_none() || hosts.next().is_some() {
+            return Some(refuse(
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "an HTTP/1.1 request needs exactly one Host header",
+            ));
+        }
+    }
     if headers.len() > limits.max_headers {
         return Some(refuse(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -113,7 +130,7 @@ mod tests {
     use super::*;
 
     fn request(headers: &[(&str, &str)]) -> http::Request<()> {
-        let mut builder = http::Request::builder().uri("/x");
+        let mut builder = http::Request::builder().uri("/x").version(Version::HTTP_10);
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
@@ -133,5 +150,22 @@ mod tests {
         assert_eq!(status(&[("a", &"x".repeat(300))], &limits), Some(431));
         assert_eq!(status(&[("content-length", "11")], &limits), Some(413));
         assert_eq!(status(&[("content-length", "10")], &limits), None);
+    }
+
+    #[test]
+    fn http11_needs_exactly_one_host() {
+        let limits = Limits::default();
+        let check11 = |hosts: &[&str]| {
+            let mut builder = http::Request::builder().uri("/x").version(Version::HTTP_11);
+            for host in hosts {
+                builder = builder.header("host", *host);
+            }
+            check(&builder.body(()).unwrap(), &limits).map(|r| r.status().as_u16())
+        };
+        assert_eq!(check11(&["a"]), None);
+        assert_eq!(check11(&[]), Some(400));
+        assert_eq!(check11(&["a", "b"]), Some(400));
+        // HTTP/1.0 had no Host requirement.
+        assert_eq!(status(&[], &limits), None);
     }
 }

@@ -17,6 +17,7 @@ use tokio::task::LocalSet;
 use tracing::{debug, error, info, warn};
 
 use crate::blocking::BlockingPool;
+use crate::body::BodyPolicy;
 use crate::conn;
 use crate::control::{self, Broadcast, ControlWriter, DrainCause};
 use crate::error::raw_http1_error;
@@ -31,6 +32,13 @@ use crate::App;
 const RETIRE_QUIET: Duration = Duration::from_millis(250);
 /// ...and at most this long, whatever keeps arriving.
 const RETIRE_SWEEP_MAX: Duration = Duration::from_secs(5);
+
+/// An HTTP/2 connection is pinged after this long without a frame from the
+/// client, and closed if the ping is not answered within
+/// [`H2_PING_TIMEOUT`]: a peer that vanished or stopped answering must not
+/// keep its streams, or the worker's drain, waiting.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After an accept error such as EMFILE, wait this long before accepting
 /// again, rather than spinning on an error that will repeat.
@@ -91,6 +99,8 @@ pub(crate) struct Shared<A> {
     /// Flips to true when draining starts; connections and accept loops
     /// watch it.
     pub drain: watch::Receiver<bool>,
+    /// How long request bodies may pause; shared by every request.
+    pub body_policy: Rc<BodyPolicy>,
     /// Notified when the last connection closes.
     all_closed: Notify,
     /// When a connection was last accepted (a retiring worker sweeps its
@@ -191,6 +201,11 @@ where
         limits: options.limits.clone(),
         stats: Stats::default(),
         draining: Cell::new(false),
+        body_policy: Rc::new(BodyPolicy {
+            gap: options.limits.body_read_timeout,
+            drain_gap: conn::DRAIN_GRACE,
+            drain: drain_rx.clone(),
+        }),
         drain: drain_rx,
         all_closed: Notify::new(),
         last_accept: Cell::new(std::time::Instant::now()),
@@ -267,11 +282,16 @@ fn builder(limits: &Limits) -> auto::Builder<LocalExec> {
         .header_read_timeout(None)
         .max_buf_size(limits.hyper_max_buf_size())
         .max_headers(limits.hyper_max_headers())
-        // Pipelined requests are answered in order with their responses
-        // gathered into as few writes as possible.
-        .pipeline_flush(true);
+        // Not hyper's pipeline_flush: it keeps responses in a buffer that is
+        // lost when a later request in the same read is malformed. The
+        // connection's wire gathers pipelined responses into one write
+        // instead (see wire.rs).
+        .pipeline_flush(false);
     builder
         .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT)
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.hyper_max_buf_size()).unwrap_or(u32::MAX));
     builder
