@@ -65,19 +65,6 @@ impl Limits {
 /// Refuses a request that breaks a limit, before the application runs.
 pub(crate) fn check<B>(request: &http::Request<B>, limits: &Limits) -> Option<Response> {
     let headers = request.headers();
-    // RFC 9112 3.2: an HTTP/1.1 request without a Host header, or with more
-    // than one, is answered 400 (proxies and caches would each pick their
-    // own idea of the target).
-    if request.version() == Version::HTTP_11 {
-        let mut hosts = headers.get_all(header::HOST).iter();
-        if hosts.next().is_none() || hosts.next().is_some() {
-            return Some(refuse(
-                StatusCode::BAD_REQUEST,
-                "malformed_request",
-                "an HTTP/1.1 request needs exactly one Host header",
-            ));
-        }
-    }
     if headers.len() > limits.max_headers {
         return Some(refuse(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -85,9 +72,20 @@ pub(crate) fn check<B>(request: &http::Request<B>, limits: &Limits) -> Option<Re
             &format!("more than {} header fields", limits.max_headers),
         ));
     }
+    // One pass over the fields serves every check below: this runs for
+    // every request, and a lookup by name costs a hash each.
     // The request line plus "name: value\r\n" for each field.
-    let line = request.method().as_str().len() + uri_len(request.uri()) + 12;
-    let head: usize = line + headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>();
+    let mut head = request.method().as_str().len() + uri_len(request.uri()) + 12;
+    let mut hosts = 0;
+    let mut length = None;
+    for (name, value) in headers {
+        head += name.as_str().len() + value.len() + 4;
+        if name == header::HOST {
+            hosts += 1;
+        } else if name == header::CONTENT_LENGTH {
+            length = Some(value);
+        }
+    }
     if head > limits.max_header_bytes {
         return Some(refuse(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -95,7 +93,17 @@ pub(crate) fn check<B>(request: &http::Request<B>, limits: &Limits) -> Option<Re
             &format!("request head larger than {} bytes", limits.max_header_bytes),
         ));
     }
-    if let Some(length) = headers.get(header::CONTENT_LENGTH) {
+    // RFC 9112 3.2: an HTTP/1.1 request without a Host header, or with more
+    // than one, is answered 400 (proxies and caches would each pick their
+    // own idea of the target).
+    if hosts != 1 && request.version() == Version::HTTP_11 {
+        return Some(refuse(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            "an HTTP/1.1 request needs exactly one Host header",
+        ));
+    }
+    if let Some(length) = length {
         let declared = length.to_str().ok().and_then(|s| s.parse::<u64>().ok());
         // hyper has already rejected a malformed Content-Length.
         if declared.is_some_and(|n| n > limits.max_body_bytes) {
