@@ -78,10 +78,20 @@ pub fn run(serve: &ServeArgs, worker_args: Vec<OsString>) -> ExitCode {
 }
 
 /// Becomes `drover-supervisor` (see `cli/supervise.rs`), or, if it is not
-/// installed next to `drover`, supervises from this process.
+/// installed next to `drover` or comes from another build, supervises from
+/// this process.
 fn exec_supervisor(program: &Path, spec: Spec) -> ExitCode {
     let executable = program.with_file_name(supervise::EXECUTABLE);
-    if executable.is_file() {
+    let other_build = executable.is_file().then(|| build_if_other(&executable)).flatten();
+    if let Some(theirs) = &other_build {
+        warn!(
+            supervisor = %executable.display(),
+            theirs = %theirs,
+            ours = supervise::BUILD_ID,
+            "drover-supervisor next to drover comes from another build (`cargo run` builds only drover; \
+             `cargo build --release` builds both); supervising from this process"
+        );
+    } else if executable.is_file() {
         let json = match serde_json::to_string(&spec) {
             Ok(json) => json,
             Err(error) => {
@@ -105,6 +115,25 @@ fn exec_supervisor(program: &Path, spec: Spec) -> ExitCode {
         );
     }
     supervise::run(spec)
+}
+
+/// `None` when `executable` is from this build; else what it says its build
+/// is (or why that could not be learnt). One short child process at start.
+fn build_if_other(executable: &Path) -> Option<String> {
+    let output = std::process::Command::new(executable)
+        .arg(supervise::BUILD_ID_FLAG)
+        .env_remove(supervise::SPEC_ENV)
+        .stdin(std::process::Stdio::null())
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {
+            let theirs = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            (theirs != supervise::BUILD_ID).then_some(theirs)
+        }
+        // Built before `--build-id` existed, or broken: not this build.
+        Ok(output) => Some(format!("unknown ({})", output.status)),
+        Err(error) => Some(format!("unknown ({error})")),
+    }
 }
 
 /// Runs `drover preflight` with the same flags as a child process and

@@ -41,8 +41,19 @@ pub struct Spec {
     pub options: Options,
 }
 
+/// The id of this build, the same in `drover` and `drover-supervisor` when
+/// they were built together (see `build.rs`).
+pub const BUILD_ID: &str = env!("BUILD_ID_DROVER");
+
+/// The flag that makes `drover-supervisor` print [`BUILD_ID`] and exit.
+pub const BUILD_ID_FLAG: &str = "--build-id";
+
 /// `drover-supervisor`'s entry point.
 pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == BUILD_ID_FLAG) {
+        println!("{BUILD_ID}");
+        return ExitCode::SUCCESS;
+    }
     let Some(json) = std::env::var_os(SPEC_ENV) else {
         eprintln!(
             "drover-supervisor: started by `drover serve`, not by hand (no {SPEC_ENV} in the environment)"

@@ -50,6 +50,43 @@ async fn without_drover_supervisor_serve_supervises_in_its_own_process() {
     assert!(status.success(), "{status}\n{}", drover.log());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drover_supervisor_from_another_build_is_not_execed() {
+    // What `cargo run` leaves after a change: a new drover beside the
+    // drover-supervisor of an earlier build (here, one that says so).
+    let bin = TempDir::new("stale-supervisor");
+    let program = bin.path().join("drover");
+    std::fs::copy(env!("CARGO_BIN_EXE_drover"), &program).unwrap();
+    let stale = program.with_file_name("drover-supervisor");
+    std::fs::write(&stale, "#!/bin/sh\necho 0123-an-earlier-build\n").unwrap();
+    std::fs::set_permissions(&stale, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let mut drover =
+        Drover::start_with(Options { workers: 1, program: Some(&program), ..Options::default() });
+    assert_eq!(exe_name(drover.pid), "drover");
+    drover.wait_log(Duration::from_secs(5), "drover-supervisor next to drover comes from another build");
+    assert_eq!(get(drover.addr, "/healthz").await.unwrap().status, 200);
+    drover.signal(libc::SIGTERM);
+    let status = drover.wait_exit(Duration::from_secs(20)).expect("drover exits after SIGTERM");
+    assert!(status.success(), "{status}\n{}", drover.log());
+}
+
+#[test]
+fn both_executables_carry_the_same_build_id() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_drover-supervisor"))
+        .arg("--build-id")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(!id.is_empty());
+    // serve execs it only when the ids agree, as they do for one build.
+    let mut drover = Drover::start(1);
+    assert_eq!(exe_name(drover.pid), "drover-supervisor", "{}", drover.log());
+    drover.signal(libc::SIGTERM);
+    assert!(drover.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+}
+
 #[test]
 fn drover_supervisor_run_by_hand_explains_itself_and_exits_64() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_drover-supervisor")).output().unwrap();
