@@ -90,7 +90,7 @@ pub struct ConfigArgs {
     /// pretty when stderr is a terminal, else json). [log.format]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
-    /// postgres://… or sqlite://…; default SQLite in the data directory.
+    /// postgres://…, mariadb://… (or mysql://…) or sqlite://…; default SQLite in the data directory.
     /// [database.url]
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,

@@ -94,13 +94,14 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `postgres://…` or `sqlite://…`; empty for the embedded default.
+    /// `postgres://…`, `mariadb://…` / `mysql://…` or `sqlite://…`; empty for the embedded default.
     pub url: String,
     pub migrate_on_start: bool,
     pub pg_clients: usize,
     pub pg_pool_size: usize,
     pub pg_pipelining: bool,
     pub sqlite_pool_size: usize,
+    pub mysql_pool_size: usize,
     #[serde(deserialize_with = "values::duration")]
     pub connect_timeout: Duration,
     #[serde(deserialize_with = "values::duration")]
@@ -227,7 +228,10 @@ impl Config {
             ));
         }
         if !self.database.url.is_empty() && crate::repo::Backend::of(&self.database.url).is_none() {
-            return Err(("database.url", "must start with postgres://, postgresql:// or sqlite:".into()));
+            return Err((
+                "database.url",
+                "must start with postgres://, postgresql://, mariadb://, mysql:// or sqlite:".into(),
+            ));
         }
         if !["EdDSA", "HS256"].contains(&self.auth.algorithm.as_str()) {
             return Err((
@@ -340,6 +344,7 @@ impl Config {
             pg_pool_size: db.pg_pool_size,
             pg_pipelining: db.pg_pipelining,
             sqlite_pool_size: db.sqlite_pool_size,
+            mysql_pool_size: db.mysql_pool_size,
             connect_timeout: db.connect_timeout,
             query_timeout: db.query_timeout,
         }

@@ -1,33 +1,69 @@
-//! Versioned SQL migrations, one set per backend under `migrations/`,
-//! compiled into the binary. Applied by `drover migrate` and, unless
+//! Versioned SQL migrations, declared once per version ([`MIGRATIONS`])
+//! with one SQL file per backend under `migrations/`, compiled into the
+//! binary. Applied by `drover migrate` and, unless
 //! `database.migrate_on_start = false`, by the supervisor before it starts
 //! workers.
 //!
 //! Concurrent instances must not race: on PostgreSQL the whole run holds a
 //! session advisory lock; on SQLite each migration runs in a `BEGIN
 //! IMMEDIATE` transaction, which takes the database's write lock, and
-//! re-checks what is applied inside it.
+//! re-checks what is applied inside it; on MariaDB/MySQL the run holds a
+//! named lock (`GET_LOCK`). MariaDB cannot roll back DDL, so a migration
+//! that fails halfway there leaves what it did: keep each file to one
+//! statement that can fail, or statements that can be re-run.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::{Connection, Row};
 use tokio_postgres::NoTls;
 
+use super::via_sqlx::map_error;
 use super::{redact_url, Backend, RepoError};
 
-/// One migration: a version, a name for humans, and its SQL.
+/// One migration: a version, a name for humans, and its SQL for each
+/// backend.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
     pub version: i64,
     pub name: &'static str,
-    pub sql: &'static str,
+    postgres: &'static str,
+    sqlite: &'static str,
+    mysql: &'static str,
 }
 
-const POSTGRES: &[Migration] =
-    &[Migration { version: 1, name: "users", sql: include_str!("../../migrations/postgres/0001_users.sql") }];
+impl Migration {
+    /// Its SQL on `backend`.
+    pub fn sql(&self, backend: Backend) -> &'static str {
+        match backend {
+            Backend::Postgres => self.postgres,
+            Backend::Sqlite => self.sqlite,
+            Backend::MySql => self.mysql,
+        }
+    }
 
-const SQLITE: &[Migration] =
-    &[Migration { version: 1, name: "users", sql: include_str!("../../migrations/sqlite/0001_users.sql") }];
+    /// The file name each backend's SQL is in: `0001_users.sql`.
+    pub fn file_name(&self) -> String {
+        format!("{:04}_{}.sql", self.version, self.name)
+    }
+}
+
+/// Declares a migration whose SQL is `migrations/<backend>/<file>` for
+/// every backend; a missing file fails the build.
+macro_rules! migration {
+    ($version:literal, $name:literal, $file:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            postgres: include_str!(concat!("../../migrations/postgres/", $file)),
+            sqlite: include_str!(concat!("../../migrations/sqlite/", $file)),
+            mysql: include_str!(concat!("../../migrations/mysql/", $file)),
+        }
+    };
+}
+
+/// Every migration, in order. A new one is one line here and one file per
+/// backend.
+pub const MIGRATIONS: &[Migration] = &[migration!(1, "users", "0001_users.sql")];
 
 /// An arbitrary constant identifying drover's migration lock among the
 /// database's advisory locks.
@@ -41,13 +77,6 @@ pub struct Status {
     pub applied_at: Option<i64>,
 }
 
-fn migrations(backend: Backend) -> &'static [Migration] {
-    match backend {
-        Backend::Postgres => POSTGRES,
-        Backend::Sqlite => SQLITE,
-    }
-}
-
 fn backend(url: &str) -> Result<Backend, RepoError> {
     Backend::of(url).ok_or_else(|| RepoError::Other(format!("unsupported database URL: {}", redact_url(url))))
 }
@@ -57,6 +86,7 @@ pub async fn run(url: &str) -> Result<Vec<Migration>, RepoError> {
     match backend(url)? {
         Backend::Postgres => run_postgres(url).await,
         Backend::Sqlite => run_sqlite_retrying(url).await,
+        Backend::MySql => run_mysql(url).await,
     }
 }
 
@@ -81,13 +111,24 @@ pub async fn status(url: &str) -> Result<Vec<Status>, RepoError> {
             sqlx::query("SELECT version, applied_at FROM schema_migrations")
                 .fetch_all(&mut conn)
                 .await
-                .map_err(super::sqlite::map_error)?
+                .map_err(map_error)?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect()
+        }
+        Backend::MySql => {
+            let mut conn = mysql_connect(url).await?;
+            mysql_ensure_table(&mut conn).await?;
+            sqlx::query("SELECT version, applied_at FROM schema_migrations")
+                .fetch_all(&mut conn)
+                .await
+                .map_err(map_error)?
                 .iter()
                 .map(|row| (row.get(0), row.get(1)))
                 .collect()
         }
     };
-    Ok(migrations(backend)
+    Ok(MIGRATIONS
         .iter()
         .map(|m| Status {
             migration: *m,
@@ -143,9 +184,9 @@ async fn run_postgres(url: &str) -> Result<Vec<Migration>, RepoError> {
             .map(|row| row.get(0))
             .collect();
         let mut done = Vec::new();
-        for migration in POSTGRES.iter().filter(|m| !applied.contains(&m.version)) {
+        for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
             let tx = client.transaction().await.map_err(pg_error)?;
-            tx.batch_execute(migration.sql).await.map_err(|e| {
+            tx.batch_execute(migration.sql(Backend::Postgres)).await.map_err(|e| {
                 RepoError::Other(format!(
                     "migration {} ({}) failed: {}",
                     migration.version,
@@ -173,7 +214,7 @@ async fn run_postgres(url: &str) -> Result<Vec<Migration>, RepoError> {
 async fn sqlite_connect(url: &str) -> Result<sqlx::SqliteConnection, RepoError> {
     let options = super::sqlite::options(url)?;
     super::sqlite::prepare_files(url, &options)?;
-    sqlx::SqliteConnection::connect_with(&options).await.map_err(super::sqlite::map_error)
+    sqlx::SqliteConnection::connect_with(&options).await.map_err(map_error)
 }
 
 async fn sqlite_ensure_table(conn: &mut sqlx::SqliteConnection) -> Result<(), RepoError> {
@@ -187,7 +228,7 @@ async fn sqlite_ensure_table(conn: &mut sqlx::SqliteConnection) -> Result<(), Re
     .execute(&mut *conn)
     .await
     .map(drop)
-    .map_err(super::sqlite::map_error)
+    .map_err(map_error)
 }
 
 /// Retries while another instance holds the database's lock in a way the
@@ -215,21 +256,21 @@ async fn run_sqlite(url: &str) -> Result<Vec<Migration>, RepoError> {
     let mut conn = sqlite_connect(url).await?;
     sqlite_ensure_table(&mut conn).await?;
     let mut done = Vec::new();
-    for migration in SQLITE {
+    for migration in MIGRATIONS {
         // BEGIN IMMEDIATE takes the write lock now, so two instances
         // serialise here and the second sees the first's row.
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.map_err(super::sqlite::map_error)?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.map_err(map_error)?;
         let result = async {
             let applied: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
                     .bind(migration.version)
                     .fetch_optional(&mut conn)
                     .await
-                    .map_err(super::sqlite::map_error)?;
+                    .map_err(map_error)?;
             if applied.is_some() {
                 return Ok(false);
             }
-            sqlx::raw_sql(migration.sql).execute(&mut conn).await.map_err(|e| {
+            sqlx::raw_sql(migration.sql(Backend::Sqlite)).execute(&mut conn).await.map_err(|e| {
                 RepoError::Other(format!("migration {} ({}) failed: {e}", migration.version, migration.name))
             })?;
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
@@ -239,13 +280,13 @@ async fn run_sqlite(url: &str) -> Result<Vec<Migration>, RepoError> {
                 .bind(now)
                 .execute(&mut conn)
                 .await
-                .map_err(super::sqlite::map_error)?;
+                .map_err(map_error)?;
             Ok::<_, RepoError>(true)
         }
         .await;
         match result {
             Ok(applied) => {
-                sqlx::query("COMMIT").execute(&mut conn).await.map_err(super::sqlite::map_error)?;
+                sqlx::query("COMMIT").execute(&mut conn).await.map_err(map_error)?;
                 if applied {
                     tracing::info!(version = migration.version, name = migration.name, "migration applied");
                     done.push(*migration);
@@ -258,4 +299,99 @@ async fn run_sqlite(url: &str) -> Result<Vec<Migration>, RepoError> {
         }
     }
     Ok(done)
+}
+
+/// The name of drover's migration lock among the server's named locks.
+const MYSQL_LOCK: &str = "drover_migrations";
+/// How long a second instance waits for the first one's migrations.
+const MYSQL_LOCK_WAIT_S: i64 = 60;
+
+async fn mysql_connect(url: &str) -> Result<sqlx::MySqlConnection, RepoError> {
+    let options = super::mysql::options(url)?;
+    sqlx::MySqlConnection::connect_with(&options)
+        .await
+        .map_err(|e| RepoError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url))))
+}
+
+async fn mysql_ensure_table(conn: &mut sqlx::MySqlConnection) -> Result<(), RepoError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT NOT NULL PRIMARY KEY,
+            name VARCHAR(200) NOT NULL,
+            applied_at BIGINT NOT NULL
+        ) ENGINE = InnoDB",
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+    .map_err(map_error)
+}
+
+async fn run_mysql(url: &str) -> Result<Vec<Migration>, RepoError> {
+    let mut conn = mysql_connect(url).await?;
+    // Held until released or the session ends: a second instance waits here
+    // and then finds nothing left to do.
+    let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+        .bind(MYSQL_LOCK)
+        .bind(MYSQL_LOCK_WAIT_S)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(map_error)?;
+    if locked != Some(1) {
+        return Err(RepoError::Unavailable(format!(
+            "another instance held the migration lock for {MYSQL_LOCK_WAIT_S}s"
+        )));
+    }
+    let result = async {
+        mysql_ensure_table(&mut conn).await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut conn)
+            .await
+            .map_err(map_error)?;
+        let mut done = Vec::new();
+        for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            // DDL commits by itself on MariaDB: no transaction to wrap it in.
+            sqlx::raw_sql(migration.sql(Backend::MySql)).execute(&mut conn).await.map_err(|e| {
+                RepoError::Other(format!("migration {} ({}) failed: {e}", migration.version, migration.name))
+            })?;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+                .bind(migration.version)
+                .bind(migration.name)
+                .bind(now)
+                .execute(&mut conn)
+                .await
+                .map_err(map_error)?;
+            tracing::info!(version = migration.version, name = migration.name, "migration applied");
+            done.push(*migration);
+        }
+        Ok(done)
+    }
+    .await;
+    let _ = sqlx::query("SELECT RELEASE_LOCK(?)").bind(MYSQL_LOCK).execute(&mut conn).await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The files under `migrations/` and the compiled list agree: every
+    /// backend has exactly one file per declared migration, named after it.
+    #[test]
+    fn the_files_on_disk_are_the_declared_migrations() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let declared: Vec<String> = MIGRATIONS.iter().map(Migration::file_name).collect();
+        for (i, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version, i as i64 + 1, "versions run 1, 2, 3, ... in order");
+        }
+        for backend in ["postgres", "sqlite", "mysql"] {
+            let mut on_disk: Vec<String> = std::fs::read_dir(root.join(backend))
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            on_disk.sort();
+            assert_eq!(on_disk, declared, "migrations/{backend}");
+        }
+    }
 }

@@ -1,13 +1,16 @@
-//! Repositories: storage behind traits, with a PostgreSQL and a SQLite
-//! implementation. SQL lives only below this module.
+//! Repositories: storage behind traits, with implementations for
+//! PostgreSQL (tokio-postgres) and for the sqlx backends, SQLite and
+//! MariaDB/MySQL, which share theirs. SQL lives only below this module.
 //!
 //! The backend is chosen once, from `database.url`, by [`Database::connect`];
 //! everything above works with `Rc<dyn UserRepo>`.
 
 pub mod migrate;
+pub mod mysql;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+pub mod via_sqlx;
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -50,15 +53,19 @@ pub trait UserRepo {
 pub enum Backend {
     Postgres,
     Sqlite,
+    MySql,
 }
 
 impl Backend {
-    /// `postgres://…` / `postgresql://…` or `sqlite://…` / `sqlite:…`.
+    /// `postgres://…` / `postgresql://…`, `sqlite://…` / `sqlite:…`, or
+    /// `mysql://…` / `mariadb://…`.
     pub fn of(url: &str) -> Option<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Some(Backend::Postgres)
         } else if url.starts_with("sqlite:") {
             Some(Backend::Sqlite)
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            Some(Backend::MySql)
         } else {
             None
         }
@@ -78,6 +85,8 @@ pub struct DbSettings {
     pub pg_pipelining: bool,
     /// SQLite: connections per worker.
     pub sqlite_pool_size: usize,
+    /// MariaDB/MySQL: connections per worker.
+    pub mysql_pool_size: usize,
     pub connect_timeout: Duration,
     /// A query that takes longer fails as unavailable instead of hanging.
     pub query_timeout: Duration,
@@ -93,6 +102,7 @@ pub struct Database {
 enum Health {
     Postgres(Rc<postgres::PgDatabase>),
     Sqlite(sqlite::SqliteDatabase),
+    MySql(mysql::MySqlDatabase),
 }
 
 impl Database {
@@ -110,11 +120,19 @@ impl Database {
                 })
             }
             Some(Backend::Sqlite) => {
-                let db = sqlite::SqliteDatabase::connect(settings).await?;
+                let db = sqlite::connect(settings).await?;
                 Ok(Self {
                     backend: Backend::Sqlite,
-                    users: Rc::new(sqlite::SqliteUserRepo::new(db.clone())),
+                    users: Rc::new(via_sqlx::SqlxUserRepo::new(db.clone())),
                     health: Health::Sqlite(db),
+                })
+            }
+            Some(Backend::MySql) => {
+                let db = mysql::connect(settings)?;
+                Ok(Self {
+                    backend: Backend::MySql,
+                    users: Rc::new(via_sqlx::SqlxUserRepo::new(db.clone())),
+                    health: Health::MySql(db),
                 })
             }
             None => Err(RepoError::Other(format!(
@@ -128,7 +146,8 @@ impl Database {
     pub fn gauges(&self) -> Vec<(String, f64)> {
         match &self.health {
             Health::Postgres(db) => db.gauges(),
-            Health::Sqlite(db) => db.gauges(),
+            Health::Sqlite(db) => db.gauges("sqlite"),
+            Health::MySql(db) => db.gauges("mysql"),
         }
     }
 
@@ -137,6 +156,7 @@ impl Database {
         match &self.health {
             Health::Postgres(db) => db.ping().await,
             Health::Sqlite(db) => db.ping().await,
+            Health::MySql(db) => db.ping().await,
         }
     }
 }
@@ -170,6 +190,8 @@ mod tests {
         assert_eq!(redact_url("sqlite://data/drover.db"), "sqlite://data/drover.db");
         assert_eq!(Backend::of("postgresql://x"), Some(Backend::Postgres));
         assert_eq!(Backend::of("sqlite:x.db"), Some(Backend::Sqlite));
-        assert_eq!(Backend::of("mysql://x"), None);
+        assert_eq!(Backend::of("mysql://x"), Some(Backend::MySql));
+        assert_eq!(Backend::of("mariadb://x"), Some(Backend::MySql));
+        assert_eq!(Backend::of("oracle://x"), None);
     }
 }

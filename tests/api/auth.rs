@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::db::PgDatabase;
+use crate::db::{MyDatabase, PgDatabase};
 use crate::helpers::{Conn, Drover, Options, Response};
 
 /// Sends one request with optional bearer token and JSON body.
@@ -134,6 +134,18 @@ async fn user_story_on_postgres() {
         args: vec!["--database-url", &db.url],
         ..Options::default()
     });
+    user_story(drover.addr).await;
+    let migrated = drover.log();
+    assert!(migrated.contains("migration applied"), "the supervisor migrated the fresh database: {migrated}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_story_on_mariadb() {
+    let Some(db) = MyDatabase::create().await else { return };
+    // Spelled the MariaDB way; mysql:// works the same.
+    let url = db.url.replacen("mysql://", "mariadb://", 1);
+    let drover =
+        Drover::start_with(Options { workers: 2, args: vec!["--database-url", &url], ..Options::default() });
     user_story(drover.addr).await;
     let migrated = drover.log();
     assert!(migrated.contains("migration applied"), "the supervisor migrated the fresh database: {migrated}");

@@ -118,5 +118,5 @@ fn secrets_are_redacted_and_bad_keys_name_their_setting() {
         &drover(&["serve", "--data-dir", data], &[("DROVER_AUTH__ALGORITHM", "RS256")]),
         "auth.algorithm",
     );
-    assert_usage_error(&drover(&["serve", "--database-url", "mysql://x"], &[]), "database.url");
+    assert_usage_error(&drover(&["serve", "--database-url", "oracle://x"], &[]), "database.url");
 }

@@ -1,9 +1,9 @@
-//! Databases for tests: a fresh PostgreSQL database per test on the
-//! machine's server (dropped afterwards), a private PostgreSQL cluster for
-//! tests that stop and restart the server, and a fresh SQLite file.
+//! Databases for tests: a fresh PostgreSQL or MariaDB database per test on
+//! the machine's servers (dropped afterwards), a private PostgreSQL cluster
+//! for tests that stop and restart the server, and a fresh SQLite file.
 //!
-//! Without a reachable PostgreSQL, PostgreSQL tests skip with a message,
-//! except under CI (`CI=true`), where they fail.
+//! Without a reachable server, its tests skip with a message, except under
+//! CI (`CI=true`), where they fail.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -33,6 +33,69 @@ fn unavailable(why: &str) -> Option<PgDatabase> {
 
 static NEXT_DB: AtomicU64 = AtomicU64::new(0);
 
+/// A database name no other test (or test run) uses.
+fn unique_name() -> String {
+    format!(
+        "drover_test_{}_{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+    )
+}
+
+/// The MariaDB server tests create their databases on.
+pub fn mysql_admin_url() -> String {
+    std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// A MariaDB database created for one test, dropped with it.
+pub struct MyDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl MyDatabase {
+    /// A fresh, empty database, or `None` (skip) without a server.
+    pub async fn create() -> Option<Self> {
+        use sqlx::Connection;
+        let admin = mysql_admin_url();
+        let mut conn = match sqlx::MySqlConnection::connect(&admin).await {
+            Ok(conn) => conn,
+            Err(error) => {
+                assert!(!in_ci(), "MariaDB is required in CI: {error}");
+                eprintln!("SKIPPED: MariaDB not reachable ({error}); set TEST_MYSQL_URL or start it");
+                return None;
+            }
+        };
+        let name = unique_name();
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("TEST_MYSQL_URL needs a database path"),
+        };
+        Some(Self { url, name })
+    }
+}
+
+impl Drop for MyDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (mysql_admin_url(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::MySqlConnection::connect(&admin).await {
+                    // Bounded: a session left open inside a transaction would
+                    // otherwise make the drop wait (MariaDB's default is a year).
+                    let sql = format!("SET SESSION lock_wait_timeout = 10; DROP DATABASE IF EXISTS {name}");
+                    let _ = sqlx::raw_sql(&sql).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// A database created for one test, dropped with it.
 pub struct PgDatabase {
     pub url: String,
@@ -47,12 +110,7 @@ impl PgDatabase {
             Ok(client) => client,
             Err(error) => return unavailable(&error.to_string()),
         };
-        let name = format!(
-            "drover_test_{}_{}_{}",
-            std::process::id(),
-            NEXT_DB.fetch_add(1, Ordering::Relaxed),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
-        );
+        let name = unique_name();
         client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
         let url = match admin.rsplit_once('/') {
             Some((base, _)) => format!("{base}/{name}"),

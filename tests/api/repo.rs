@@ -1,5 +1,5 @@
-//! One repository test suite, run against SQLite and against the real
-//! PostgreSQL (a fresh database per test).
+//! One repository test suite, run against SQLite, the real PostgreSQL and
+//! the real MariaDB (a fresh database per test on the servers).
 
 use std::future::Future;
 use std::rc::Rc;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use drover::domain::{NewUser, Role, UserEmail, UserField, UserFields, UserId, UserName, UserPatch};
 use drover::repo::{migrate, Database, DbSettings, RepoError, UserRepo};
 
-use crate::db::PgDatabase;
+use crate::db::{MyDatabase, PgDatabase};
 use crate::helpers::TempDir;
 
 fn settings(url: String) -> DbSettings {
@@ -18,6 +18,7 @@ fn settings(url: String) -> DbSettings {
         pg_pool_size: 2,
         pg_pipelining: true,
         sqlite_pool_size: 2,
+        mysql_pool_size: 2,
         connect_timeout: Duration::from_secs(5),
         query_timeout: Duration::from_secs(10),
     }
@@ -59,8 +60,17 @@ where
     with_database(db.url.clone(), test).await;
 }
 
+pub async fn on_mysql<F, Fut>(test: F)
+where
+    F: FnOnce(Rc<dyn UserRepo>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(db) = MyDatabase::create().await else { return };
+    with_database(db.url.clone(), test).await;
+}
+
 /// Generates one test per backend for each suite function.
-macro_rules! on_both_backends {
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(#[tokio::test] async fn $name() { super::on_sqlite(super::$name).await })*
@@ -68,10 +78,13 @@ macro_rules! on_both_backends {
         mod postgres {
             $(#[tokio::test] async fn $name() { super::on_postgres(super::$name).await })*
         }
+        mod mysql {
+            $(#[tokio::test] async fn $name() { super::on_mysql(super::$name).await })*
+        }
     };
 }
 
-on_both_backends!(
+on_every_backend!(
     created_users_read_back_whole_and_sparse,
     duplicate_emails_conflict,
     credentials_are_found_by_normalised_email,
@@ -174,5 +187,11 @@ async fn concurrent_migrations_do_not_race_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrations_do_not_race_on_postgres() {
     let Some(db) = PgDatabase::create().await else { return };
+    migrate_concurrently(db.url.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_do_not_race_on_mariadb() {
+    let Some(db) = MyDatabase::create().await else { return };
     migrate_concurrently(db.url.clone()).await;
 }

@@ -3,21 +3,16 @@
 //! mode lets readers run beside the one writer, and the busy timeout makes a
 //! writer wait for the lock instead of failing.
 
-mod users;
-
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::private_files;
 
-pub use users::SqliteUserRepo;
-
+use super::via_sqlx::{map_error, SqlxPool};
 use super::{DbSettings, RepoError};
 
 /// How long a writer waits for another process's write lock. Writes here
@@ -25,50 +20,20 @@ use super::{DbSettings, RepoError};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A worker's SQLite connections. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct SqliteDatabase {
-    pool: SqlitePool,
-    query_timeout: Duration,
-}
+pub type SqliteDatabase = SqlxPool<sqlx::Sqlite>;
 
-impl SqliteDatabase {
-    pub async fn connect(settings: &DbSettings) -> Result<Self, RepoError> {
-        let options = options(&settings.url)?;
-        prepare_files(&settings.url, &options)?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(u32::try_from(settings.sqlite_pool_size.max(1)).unwrap_or(u32::MAX))
-            .acquire_timeout(settings.query_timeout)
-            .connect_with(options)
-            .await
-            .map_err(map_error)?;
-        Ok(Self { pool, query_timeout: settings.query_timeout })
-    }
-
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    pub(crate) async fn timed<T>(
-        &self,
-        future: impl std::future::Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, RepoError> {
-        match tokio::time::timeout(self.query_timeout, future).await {
-            Ok(result) => result.map_err(map_error),
-            Err(_) => Err(RepoError::Unavailable(format!("query took longer than {:?}", self.query_timeout))),
-        }
-    }
-
-    /// The pool's connections and idle connections.
-    pub fn gauges(&self) -> Vec<(String, f64)> {
-        vec![
-            ("db_sqlite_pool_connections".to_owned(), f64::from(self.pool.size())),
-            ("db_sqlite_pool_idle".to_owned(), self.pool.num_idle() as f64),
-        ]
-    }
-
-    pub async fn ping(&self) -> Result<(), RepoError> {
-        self.timed(sqlx::query("SELECT 1").execute(&self.pool)).await.map(drop)
-    }
+/// Opens a worker's SQLite pool, creating the database file (privately)
+/// if it is missing.
+pub async fn connect(settings: &DbSettings) -> Result<SqliteDatabase, RepoError> {
+    let options = options(&settings.url)?;
+    prepare_files(&settings.url, &options)?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(u32::try_from(settings.sqlite_pool_size.max(1)).unwrap_or(u32::MAX))
+        .acquire_timeout(settings.query_timeout)
+        .connect_with(options)
+        .await
+        .map_err(map_error)?;
+    Ok(SqlxPool::new(pool, settings.query_timeout))
 }
 
 /// Connection options for a `sqlite:` URL: created if missing, WAL, busy
@@ -144,22 +109,6 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-pub(crate) fn map_error(error: sqlx::Error) -> RepoError {
-    match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            RepoError::Conflict(if db.message().contains("email") { "email" } else { "value" })
-        }
-        sqlx::Error::Database(db) if db.message().contains("locked") || db.message().contains("busy") => {
-            RepoError::Unavailable(db.message().to_owned())
-        }
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::WorkerCrashed => RepoError::Unavailable(error.to_string()),
-        _ => RepoError::Other(error.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,10 +133,11 @@ mod tests {
             pg_pool_size: 1,
             pg_pipelining: true,
             sqlite_pool_size: 1,
+            mysql_pool_size: 1,
             connect_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(5),
         };
-        let database = SqliteDatabase::connect(&settings).await.unwrap();
+        let database = connect(&settings).await.unwrap();
         // A write, so the WAL and its index exist.
         database.timed(sqlx::query("CREATE TABLE t (x INTEGER)").execute(database.pool())).await.unwrap();
         database.timed(sqlx::query("INSERT INTO t VALUES (1)").execute(database.pool())).await.unwrap();
@@ -203,8 +153,8 @@ mod tests {
                 std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
             }
         }
-        let database = SqliteDatabase::connect(&settings).await.unwrap();
-        database.ping().await.unwrap();
+        let database = connect(&settings).await.unwrap();
+        database.timed(sqlx::query("SELECT 1").execute(database.pool())).await.unwrap();
         for file in [db.clone(), with_suffix(&db, "-wal"), with_suffix(&db, "-shm")] {
             assert_eq!(mode(&file), 0o600, "{}", file.display());
         }

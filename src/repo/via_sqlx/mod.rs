@@ -1,0 +1,142 @@
+//! What the two backends reached through sqlx share: SQLite (the embedded
+//! default) and MariaDB/MySQL. One repository implementation serves both;
+//! their SQL differs only where [`Dialect`] says, and each backend's module
+//! (`repo/sqlite`, `repo/mysql`) only opens its pool.
+
+pub(crate) mod users;
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::{Database, Pool};
+
+use super::RepoError;
+
+pub use users::SqlxUserRepo;
+
+/// Where the SQL of the sqlx backends differs.
+pub trait Dialect: Database {
+    /// `INSERT … RETURNING` and `UPDATE … RETURNING` work (SQLite 3.35 and
+    /// later). MariaDB has `INSERT … RETURNING`, but its prepared-statement
+    /// protocol does not describe the returned columns, and it has no
+    /// `UPDATE … RETURNING`: there a write and the read back run in one
+    /// transaction.
+    const RETURNING: bool;
+    /// The SQL for the id the connection's last insert generated.
+    const LAST_INSERT_ID: &'static str;
+}
+
+impl Dialect for sqlx::Sqlite {
+    const RETURNING: bool = true;
+    const LAST_INSERT_ID: &'static str = "last_insert_rowid()";
+}
+
+impl Dialect for sqlx::MySql {
+    const RETURNING: bool = false;
+    const LAST_INSERT_ID: &'static str = "LAST_INSERT_ID()";
+}
+
+/// A worker's pool on one sqlx backend, with the query timeout every
+/// statement runs under. Cheap to clone.
+#[derive(Debug)]
+pub struct SqlxPool<DB: Database> {
+    pool: Pool<DB>,
+    query_timeout: Duration,
+}
+
+impl<DB: Database> Clone for SqlxPool<DB> {
+    fn clone(&self) -> Self {
+        Self { pool: self.pool.clone(), query_timeout: self.query_timeout }
+    }
+}
+
+impl<DB: Database> SqlxPool<DB>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    pub(crate) fn new(pool: Pool<DB>, query_timeout: Duration) -> Self {
+        Self { pool, query_timeout }
+    }
+
+    pub(crate) fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+
+    /// Runs one statement under the query timeout.
+    pub(crate) async fn timed<T>(
+        &self,
+        future: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, RepoError> {
+        match tokio::time::timeout(self.query_timeout, future).await {
+            Ok(result) => result.map_err(map_error),
+            Err(_) => Err(RepoError::Unavailable(format!("query took longer than {:?}", self.query_timeout))),
+        }
+    }
+
+    /// Begins a transaction; end it with [`SqlxPool::finish`].
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, DB>, RepoError> {
+        self.timed(self.pool.begin()).await
+    }
+
+    /// Commits `tx` if `result` is a success, else rolls it back at once. (A
+    /// transaction sqlx rolls back on drop stays open, holding its locks,
+    /// until its connection is next used.)
+    pub(crate) async fn finish<T>(
+        &self,
+        tx: sqlx::Transaction<'static, DB>,
+        result: Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
+        match result {
+            Ok(value) => {
+                self.timed(tx.commit()).await?;
+                Ok(value)
+            }
+            Err(error) => {
+                let _ = tx.rollback().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Answers whether a trivial query succeeds now.
+    pub async fn ping(&self) -> Result<(), RepoError> {
+        self.timed(sqlx::query("SELECT 1").execute(&self.pool)).await.map(drop)
+    }
+
+    /// The pool's connections and idle connections, named for `backend`.
+    pub fn gauges(&self, backend: &str) -> Vec<(String, f64)> {
+        vec![
+            (format!("db_{backend}_pool_connections"), f64::from(self.pool.size())),
+            (format!("db_{backend}_pool_idle"), self.pool.num_idle() as f64),
+        ]
+    }
+}
+
+/// sqlx's errors as the repository's. Unique-key violations are told by the
+/// driver (SQLite's and MariaDB's codes differ), not by their text.
+pub(crate) fn map_error(error: sqlx::Error) -> RepoError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            // Which column: both drivers name the index, which is named
+            // after its column.
+            RepoError::Conflict(if db.message().contains("email") { "email" } else { "value" })
+        }
+        // SQLite: another process holds the write lock past the busy
+        // timeout. MariaDB: a deadlock or lock wait timeout (SQLSTATE 40001,
+        // HY000 with errors 1205/1213). Both pass: retry shortly.
+        sqlx::Error::Database(db)
+            if db.message().contains("locked")
+                || db.message().contains("busy")
+                || db.code().as_deref() == Some("40001")
+                || db.message().contains("Lock wait timeout") =>
+        {
+            RepoError::Unavailable(db.message().to_owned())
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => RepoError::Unavailable(error.to_string()),
+        _ => RepoError::Other(error.to_string()),
+    }
+}
