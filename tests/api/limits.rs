@@ -171,3 +171,42 @@ async fn connections_over_the_limit_get_503() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(get(drover.addr, "/healthz").await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accept_loop_survives_running_out_of_file_descriptors() {
+    use std::os::unix::fs::PermissionsExt;
+    // drover under a small open-file limit, set by a shell around it (the
+    // test process's own limit is shared with every test beside it).
+    let bin = crate::helpers::TempDir::new("nofile");
+    let wrapper = bin.path().join("drover-nofile-96");
+    let script = format!("#!/bin/sh\nulimit -n 96\nexec '{}' \"$@\"\n", env!("CARGO_BIN_EXE_drover"));
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let drover = Drover::start_with(Options { workers: 1, program: Some(&wrapper), ..Options::default() });
+    drover.wait_log(Duration::from_secs(5), "the open-file limit is below http.max_connections");
+
+    // More connections than the worker has descriptors for.
+    let mut first = Conn::connect(drover.addr).await.unwrap();
+    assert_eq!(first.get("/healthz").await.unwrap().status, 200);
+    let mut crowd = Vec::new();
+    for _ in 0..150 {
+        crowd.push(Conn::connect(drover.addr).await.unwrap());
+    }
+    drover.wait_log(Duration::from_secs(5), "cannot accept connections");
+    // The connections it holds are still served while it cannot accept...
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(first.get("/bench/json").await.unwrap().status, 200);
+    // ...and the error is logged once, not once per attempt.
+    assert_eq!(drover.log().matches("cannot accept connections").count(), 1, "{}", drover.log());
+
+    // Once descriptors are free again, new connections are accepted.
+    drop(crowd);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), get(drover.addr, "/healthz")).await {
+            Ok(Ok(response)) if response.status == 200 => break,
+            other => assert!(Instant::now() < deadline, "not accepting again: {other:?}\n{}", drover.log()),
+        }
+    }
+    drover.wait_log(Duration::from_secs(5), "accepting connections again");
+}

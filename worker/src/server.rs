@@ -40,9 +40,16 @@ const RETIRE_SWEEP_MAX: Duration = Duration::from_secs(5);
 const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// After an accept error such as EMFILE, wait this long before accepting
-/// again, rather than spinning on an error that will repeat.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// After an accept error such as EMFILE, wait before accepting again rather
+/// than spin on an error that will repeat: first this long, doubling up to
+/// [`ACCEPT_ERROR_PAUSE_MAX`] while it lasts. Connections that arrive
+/// meanwhile wait in the kernel's queue; the ones open are served as usual.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+const ACCEPT_ERROR_PAUSE_MAX: Duration = Duration::from_millis(500);
+/// Descriptors a worker needs besides its connections (listeners, control
+/// channel, event loop, database and log files), for the start-up check of
+/// `http.max_connections` against the open-file limit.
+const FD_HEADROOM: u64 = 64;
 
 /// Who this worker is, for logs and `/healthz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +225,18 @@ where
     }
     writer.send(&WorkerMessage::Ready { pid: options.info.pid });
     info!(listen = ?addrs, "worker ready");
+    if let Some(limit) = open_file_limit() {
+        let wanted = options.limits.max_connections as u64 + FD_HEADROOM;
+        if limit < wanted {
+            warn!(
+                open_file_limit = limit,
+                max_connections = options.limits.max_connections,
+                "the open-file limit is below http.max_connections plus {FD_HEADROOM}: past about {} \
+                 connections this worker stops accepting until some close (raise LimitNOFILE)",
+                limit.saturating_sub(FD_HEADROOM)
+            );
+        }
+    }
 
     let app_counters = || (shared.app.counters(), shared.app.gauges());
     let cause = tokio::select! {
@@ -302,6 +321,11 @@ async fn accept_loop<A: App>(listener: TcpListener, shared: Rc<Shared<A>>) {
     if *drain.borrow_and_update() {
         return;
     }
+    // Accept errors that are not one connection's: logged once per episode,
+    // with how long it lasted once it ends, so a full descriptor table does
+    // not flood the log.
+    let mut failing: Option<(std::time::Instant, u64)> = None;
+    let mut pause = ACCEPT_ERROR_PAUSE;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -310,6 +334,14 @@ async fn accept_loop<A: App>(listener: TcpListener, shared: Rc<Shared<A>>) {
         };
         match accepted {
             Ok((stream, _peer)) => {
+                if let Some((since, failures)) = failing.take() {
+                    info!(
+                        failures,
+                        paused_ms = since.elapsed().as_millis() as u64,
+                        "accepting connections again"
+                    );
+                    pause = ACCEPT_ERROR_PAUSE;
+                }
                 shared.last_accept.set(std::time::Instant::now());
                 // Responses are written whole; Nagle would only delay them.
                 let _ = stream.set_nodelay(true);
@@ -328,14 +360,38 @@ async fn accept_loop<A: App>(listener: TcpListener, shared: Rc<Shared<A>>) {
                 debug!(%error, "accept: connection failed before it was accepted");
             }
             Err(error) => {
-                error!(%error, "accept failed; pausing before the next attempt");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                match &mut failing {
+                    Some((_, failures)) => *failures += 1,
+                    None => {
+                        error!(
+                            %error,
+                            connections = shared.stats.connections.get(),
+                            "cannot accept connections; open ones are still served, new ones wait until this \
+                             clears (for too many open files: raise LimitNOFILE or lower http.max_connections)"
+                        );
+                        failing = Some((std::time::Instant::now(), 1));
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(ACCEPT_ERROR_PAUSE_MAX);
             }
         }
     }
     // Dropping our copy of the socket does not close it: the supervisor holds
     // it, and queued connections go to the worker that replaces us.
     debug!("stopped accepting");
+}
+
+/// This process's soft limit on open files (`RLIMIT_NOFILE`), read from
+/// /proc rather than asked of the kernel through FFI.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_file_limit(&limits)
+}
+
+fn parse_open_file_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
 }
 
 /// Errors that concern one connection, not the listener.
@@ -385,5 +441,20 @@ impl WorkerSignals {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soft_open_file_limit_is_read_from_proc() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             63421                63421                processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_file_limit(limits), Some(1024));
+        assert_eq!(parse_open_file_limit("Max open files unlimited unlimited files\n"), None);
+        assert!(open_file_limit().is_some(), "this process has a limit");
     }
 }
