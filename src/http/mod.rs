@@ -117,6 +117,7 @@ impl App for Routes {
         ]
         .into_iter()
         .map(|(name, cell)| (name.to_owned(), cell.get()))
+        .chain(self.state.db.counters())
         .collect()
     }
 

@@ -12,10 +12,12 @@ mod rows;
 pub mod sqlite;
 pub mod via_sqlx;
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::LocalBoxFuture;
 
 use crate::domain::{Credentials, NewUser, User, UserEmail, UserFields, UserId, UserPatch, UserView};
 
@@ -29,6 +31,11 @@ pub enum RepoError {
     /// Callers fail fast and tell clients to retry.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The transaction lost to a concurrent one (a serialization failure or
+    /// a deadlock) and may succeed if run again; [`Database::transaction`]
+    /// does, a bounded number of times.
+    #[error("transaction conflict: {0}")]
+    Contention(String),
     /// Anything else: a bug or a broken invariant. The text is for logs only.
     #[error("database error: {0}")]
     Other(String),
@@ -47,6 +54,35 @@ pub trait UserRepo {
     /// such user. [`RepoError::Conflict`] on a taken email.
     async fn update(&self, id: UserId, patch: &UserPatch) -> Result<Option<User>, RepoError>;
 }
+
+/// The repositories, as the database and every transaction expose them: a
+/// service written against these runs the same inside a transaction or not.
+pub trait Repos {
+    fn users(&self) -> &dyn UserRepo;
+}
+
+/// A transaction in progress (see [`Database::transaction`]).
+#[async_trait(?Send)]
+pub(crate) trait Tx {
+    /// The repositories bound to this transaction.
+    fn repos(&self) -> Rc<dyn Repos>;
+    async fn commit(self: Box<Self>) -> Result<(), RepoError>;
+    async fn rollback(self: Box<Self>);
+}
+
+/// Opens transactions on one backend.
+#[async_trait(?Send)]
+pub(crate) trait Transactor {
+    async fn begin(&self) -> Result<Box<dyn Tx>, RepoError>;
+}
+
+/// How many times [`Database::transaction`] runs a unit of work that keeps
+/// losing to concurrent ones, in all. Contention that outlasts this is
+/// reported as unavailable (503, retry shortly) rather than waited out.
+pub const TX_ATTEMPTS: u32 = 4;
+/// The pause before a retry grows from this, with jitter, so that the
+/// transactions that collided do not collide again in step.
+const TX_RETRY_PAUSE: Duration = Duration::from_millis(2);
 
 /// Which backend a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,11 +128,22 @@ pub struct DbSettings {
     pub query_timeout: Duration,
 }
 
-/// A connected database: the repositories and a health check.
+/// A connected database: the repositories, transactions over them, and a
+/// health check.
 pub struct Database {
     pub backend: Backend,
     pub users: Rc<dyn UserRepo>,
+    transactor: Rc<dyn Transactor>,
     health: Health,
+    /// Transactions committed, and runs retried after contention (metrics).
+    committed: Cell<u64>,
+    retried: Cell<u64>,
+}
+
+impl Repos for Database {
+    fn users(&self) -> &dyn UserRepo {
+        &*self.users
+    }
 }
 
 enum Health {
@@ -113,33 +160,100 @@ impl Database {
         match Backend::of(&settings.url) {
             Some(Backend::Postgres) => {
                 let db = Rc::new(postgres::PgDatabase::connect(settings).await?);
-                Ok(Self {
-                    backend: Backend::Postgres,
-                    users: Rc::new(postgres::PgUserRepo::new(db.clone())),
-                    health: Health::Postgres(db),
-                })
+                Ok(Self::new(
+                    Backend::Postgres,
+                    Rc::new(postgres::PgUserRepo::new(db.clone())),
+                    Rc::new(postgres::PgTransactor::new(db.clone())),
+                    Health::Postgres(db),
+                ))
             }
             Some(Backend::Sqlite) => {
                 let db = sqlite::connect(settings).await?;
-                Ok(Self {
-                    backend: Backend::Sqlite,
-                    users: Rc::new(via_sqlx::SqlxUserRepo::new(db.clone())),
-                    health: Health::Sqlite(db),
-                })
+                Ok(Self::new(
+                    Backend::Sqlite,
+                    Rc::new(via_sqlx::SqlxUserRepo::new(db.clone())),
+                    Rc::new(db.clone()),
+                    Health::Sqlite(db),
+                ))
             }
             Some(Backend::MySql) => {
                 let db = mysql::connect(settings)?;
-                Ok(Self {
-                    backend: Backend::MySql,
-                    users: Rc::new(via_sqlx::SqlxUserRepo::new(db.clone())),
-                    health: Health::MySql(db),
-                })
+                Ok(Self::new(
+                    Backend::MySql,
+                    Rc::new(via_sqlx::SqlxUserRepo::new(db.clone())),
+                    Rc::new(db.clone()),
+                    Health::MySql(db),
+                ))
             }
             None => Err(RepoError::Other(format!(
                 "unsupported database URL scheme: {}",
                 redact_url(&settings.url)
             ))),
         }
+    }
+
+    fn new(
+        backend: Backend,
+        users: Rc<dyn UserRepo>,
+        transactor: Rc<dyn Transactor>,
+        health: Health,
+    ) -> Self {
+        Self { backend, users, transactor, health, committed: Cell::new(0), retried: Cell::new(0) }
+    }
+
+    /// Runs `work` in one transaction over the repositories: committed if it
+    /// returns `Ok`, rolled back if it returns an error. A run that loses to
+    /// a concurrent transaction ([`RepoError::Contention`]) is rolled back
+    /// and run again, up to [`TX_ATTEMPTS`] runs in all, so `work` must
+    /// do nothing it cannot redo (no I/O beyond the repositories).
+    ///
+    /// PostgreSQL runs it on a pooled connection (never on the shared,
+    /// pipelined clients), SQLite under `BEGIN IMMEDIATE` (the write lock is
+    /// taken at once, so it cannot fail halfway on a lock upgrade), MariaDB
+    /// under `BEGIN`.
+    /// `work` gets the transaction's repositories as an `Rc` and may borrow
+    /// from its caller (`'a`): `|repos| Box::pin(async move { ... })`.
+    pub async fn transaction<'a, T, F>(&self, mut work: F) -> Result<T, RepoError>
+    where
+        F: FnMut(Rc<dyn Repos>) -> LocalBoxFuture<'a, Result<T, RepoError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let tx = self.transactor.begin().await?;
+            let outcome = match work(tx.repos()).await {
+                Ok(value) => tx.commit().await.map(|()| value),
+                Err(error) => {
+                    tx.rollback().await;
+                    Err(error)
+                }
+            };
+            match outcome {
+                Ok(value) => {
+                    self.committed.set(self.committed.get() + 1);
+                    return Ok(value);
+                }
+                Err(RepoError::Contention(why)) if attempt < TX_ATTEMPTS => {
+                    self.retried.set(self.retried.get() + 1);
+                    tracing::debug!(attempt, why, "transaction lost to a concurrent one; running it again");
+                    tokio::time::sleep(retry_pause(attempt)).await;
+                    attempt += 1;
+                }
+                Err(RepoError::Contention(why)) => {
+                    return Err(RepoError::Unavailable(format!(
+                        "contention persisted over {TX_ATTEMPTS} runs: {why}"
+                    )))
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Transactions committed and runs retried, for metrics.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        vec![
+            ("db_transactions_committed".to_owned(), self.committed.get()),
+            ("db_transaction_retries".to_owned(), self.retried.get()),
+        ]
     }
 
     /// Connection figures for metrics, by name.
@@ -159,6 +273,16 @@ impl Database {
             Health::MySql(db) => db.ping().await,
         }
     }
+}
+
+/// The pause before retry `attempt` (1-based): doubling from
+/// [`TX_RETRY_PAUSE`], with up to as much again of jitter taken from the
+/// clock's nanoseconds (no random number generator needed for this).
+fn retry_pause(attempt: u32) -> Duration {
+    let base = TX_RETRY_PAUSE * 2u32.saturating_pow(attempt.saturating_sub(1));
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    base + base.mul_f64(f64::from(nanos % 1000) / 1000.0)
 }
 
 /// A database URL with its password replaced, for logs and `config check`.

@@ -43,7 +43,7 @@ impl From<RepoError> for ServiceError {
     fn from(error: RepoError) -> Self {
         match error {
             RepoError::Conflict(field) => ServiceError::Taken(field),
-            RepoError::Unavailable(why) => ServiceError::Unavailable(why),
+            RepoError::Unavailable(why) | RepoError::Contention(why) => ServiceError::Unavailable(why),
             RepoError::Other(why) => ServiceError::Internal(why),
         }
     }

@@ -15,6 +15,7 @@
 //! with [`RepoError::Unavailable`] (the HTTP layer answers 503 with
 //! `Retry-After`) rather than waiting.
 
+mod tx;
 mod users;
 
 use std::cell::{Cell, RefCell};
@@ -29,6 +30,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 use tracing::{info, warn};
 
+pub use tx::PgTransactor;
 pub use users::PgUserRepo;
 
 use super::{redact_url, DbSettings, RepoError};
@@ -59,6 +61,8 @@ pub(crate) struct SharedClient {
 pub(crate) enum ClientRef {
     Shared(Rc<SharedClient>),
     Pooled(Box<deadpool_postgres::Object>),
+    /// The pooled connection of a transaction in progress.
+    Tx(Rc<tx::PgTxConn>),
 }
 
 impl Deref for ClientRef {
@@ -67,6 +71,7 @@ impl Deref for ClientRef {
         match self {
             ClientRef::Shared(shared) => &shared.client,
             ClientRef::Pooled(object) => object,
+            ClientRef::Tx(conn) => conn.object(),
         }
     }
 }
@@ -171,6 +176,7 @@ impl PgDatabase {
                 Ok(statement)
             }
             ClientRef::Pooled(object) => self.timed(object.prepare_cached(&sql())).await,
+            ClientRef::Tx(conn) => self.timed(conn.object().prepare_cached(&sql())).await,
         }
     }
 
@@ -282,11 +288,15 @@ fn describe(error: &tokio_postgres::Error) -> String {
 
 /// Maps a driver error: unique violations are conflicts; connection-level
 /// failures and server shutdown states are "unavailable"; the rest is a bug.
-fn map_error(error: tokio_postgres::Error) -> RepoError {
+pub(crate) fn map_error(error: tokio_postgres::Error) -> RepoError {
     if let Some(db) = error.as_db_error() {
         let code = db.code();
         if *code == SqlState::UNIQUE_VIOLATION {
             return RepoError::Conflict(unique_field(db.constraint()));
+        }
+        // Lost to a concurrent transaction: running it again can succeed.
+        if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
+            return RepoError::Contention(db.message().to_owned());
         }
         let unavailable = [
             SqlState::ADMIN_SHUTDOWN,

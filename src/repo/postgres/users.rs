@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use tokio_postgres::{Client, Row, Statement};
 
-use super::{PgDatabase, Query};
+use super::tx::PgTxConn;
+use super::{ClientRef, PgDatabase, Query};
 use crate::domain::{
     Credentials, NewUser, Role, User, UserEmail, UserField, UserFields, UserId, UserName, UserPatch, UserView,
 };
@@ -48,21 +49,35 @@ pub(super) async fn prepare(
     Ok(())
 }
 
-/// Users in PostgreSQL.
+/// Users in PostgreSQL: on the shared clients, or in one transaction.
 pub struct PgUserRepo {
     db: Rc<PgDatabase>,
+    /// Set for the repository of a transaction: its statements run on the
+    /// transaction's pooled connection.
+    tx: Option<Rc<PgTxConn>>,
 }
 
 impl PgUserRepo {
     pub fn new(db: Rc<PgDatabase>) -> Self {
-        Self { db }
+        Self { db, tx: None }
+    }
+
+    pub(super) fn in_transaction(db: Rc<PgDatabase>, tx: Rc<PgTxConn>) -> Self {
+        Self { db, tx: Some(tx) }
+    }
+
+    async fn client(&self) -> Result<ClientRef, RepoError> {
+        match &self.tx {
+            Some(tx) => Ok(ClientRef::Tx(tx.clone())),
+            None => self.db.client().await,
+        }
     }
 }
 
 #[async_trait(?Send)]
 impl UserRepo for PgUserRepo {
     async fn create(&self, user: &NewUser) -> Result<User, RepoError> {
-        let client = self.db.client().await?;
+        let client = self.client().await?;
         let statement = self.db.statement(&client, Query::Create, || sql(Query::Create)).await?;
         let row = self
             .db
@@ -76,21 +91,21 @@ impl UserRepo for PgUserRepo {
 
     async fn find(&self, id: UserId, fields: UserFields) -> Result<Option<UserView>, RepoError> {
         let query = Query::Find(fields.mask());
-        let client = self.db.client().await?;
+        let client = self.client().await?;
         let statement = self.db.statement(&client, query, || sql(query)).await?;
         let row = self.db.timed(client.query_opt(&statement, &[&id.0])).await?;
         row.map(|row| rows::view(&row, fields)).transpose()
     }
 
     async fn credentials(&self, email: &UserEmail) -> Result<Option<Credentials>, RepoError> {
-        let client = self.db.client().await?;
+        let client = self.client().await?;
         let statement = self.db.statement(&client, Query::Credentials, || sql(Query::Credentials)).await?;
         let row = self.db.timed(client.query_opt(&statement, &[&email.as_str()])).await?;
         row.map(|row| rows::credentials(&row)).transpose()
     }
 
     async fn update(&self, id: UserId, patch: &UserPatch) -> Result<Option<User>, RepoError> {
-        let client = self.db.client().await?;
+        let client = self.client().await?;
         let statement = self.db.statement(&client, Query::Update, || sql(Query::Update)).await?;
         let email = patch.email.as_ref().map(UserEmail::as_str);
         let name = patch.name.as_ref().map(UserName::as_str);

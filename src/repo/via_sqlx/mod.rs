@@ -3,6 +3,7 @@
 //! their SQL differs only where [`Dialect`] says, and each backend's module
 //! (`repo/sqlite`, `repo/mysql`) only opens its pool.
 
+mod tx;
 pub(crate) mod users;
 
 use std::future::Future;
@@ -24,16 +25,22 @@ pub trait Dialect: Database {
     const RETURNING: bool;
     /// The SQL for the id the connection's last insert generated.
     const LAST_INSERT_ID: &'static str;
+    /// How a transaction of [`crate::repo::Database::transaction`] starts.
+    const BEGIN: &'static str;
 }
 
 impl Dialect for sqlx::Sqlite {
     const RETURNING: bool = true;
     const LAST_INSERT_ID: &'static str = "last_insert_rowid()";
+    // The write lock at once: a deferred transaction that reads, then
+    // writes, fails on the lock upgrade when another writer came between.
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
 }
 
 impl Dialect for sqlx::MySql {
     const RETURNING: bool = false;
     const LAST_INSERT_ID: &'static str = "LAST_INSERT_ID()";
+    const BEGIN: &'static str = "BEGIN";
 }
 
 /// A worker's pool on one sqlx backend, with the query timeout every
@@ -50,11 +57,7 @@ impl<DB: Database> Clone for SqlxPool<DB> {
     }
 }
 
-impl<DB: Database> SqlxPool<DB>
-where
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-{
+impl<DB: Database> SqlxPool<DB> {
     pub(crate) fn new(pool: Pool<DB>, query_timeout: Duration) -> Self {
         Self { pool, query_timeout }
     }
@@ -99,17 +102,23 @@ where
         }
     }
 
-    /// Answers whether a trivial query succeeds now.
-    pub async fn ping(&self) -> Result<(), RepoError> {
-        self.timed(sqlx::query("SELECT 1").execute(&self.pool)).await.map(drop)
-    }
-
     /// The pool's connections and idle connections, named for `backend`.
     pub fn gauges(&self, backend: &str) -> Vec<(String, f64)> {
         vec![
             (format!("db_{backend}_pool_connections"), f64::from(self.pool.size())),
             (format!("db_{backend}_pool_idle"), self.pool.num_idle() as f64),
         ]
+    }
+}
+
+impl<DB: Database> SqlxPool<DB>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    /// Answers whether a trivial query succeeds now.
+    pub async fn ping(&self) -> Result<(), RepoError> {
+        self.timed(sqlx::query("SELECT 1").execute(&self.pool)).await.map(drop)
     }
 }
 
@@ -125,10 +134,16 @@ pub(crate) fn map_error(error: sqlx::Error) -> RepoError {
         // SQLite: another process holds the write lock past the busy
         // timeout. MariaDB: a deadlock or lock wait timeout (SQLSTATE 40001,
         // HY000 with errors 1205/1213). Both pass: retry shortly.
+        // MariaDB: a deadlock (error 1213, SQLSTATE 40001). Running the
+        // transaction again can succeed.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("40001") => {
+            RepoError::Contention(db.message().to_owned())
+        }
+        // SQLite: another process held the write lock past the busy timeout.
+        // MariaDB: a lock wait timeout (error 1205). Retry shortly.
         sqlx::Error::Database(db)
             if db.message().contains("locked")
                 || db.message().contains("busy")
-                || db.code().as_deref() == Some("40001")
                 || db.message().contains("Lock wait timeout") =>
         {
             RepoError::Unavailable(db.message().to_owned())

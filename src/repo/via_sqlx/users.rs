@@ -3,9 +3,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::rc::Rc;
+
 use async_trait::async_trait;
 use sqlx::{Database, Executor, IntoArguments, Row};
 
+use super::tx::{Exec, TxConn};
 use super::{Dialect, SqlxPool};
 use crate::domain::{
     Credentials, NewUser, Role, User, UserEmail, UserField, UserFields, UserId, UserName, UserPatch, UserView,
@@ -15,14 +18,55 @@ use crate::repo::{RepoError, UserRepo};
 
 const COLUMNS: &str = "id, email, name, role, created_at, updated_at";
 
-/// Users on a sqlx backend.
+/// Users on a sqlx backend, on its pool or in one transaction.
 pub struct SqlxUserRepo<DB: Database> {
-    db: SqlxPool<DB>,
+    exec: Exec<DB>,
 }
 
 impl<DB: Database> SqlxUserRepo<DB> {
     pub fn new(db: SqlxPool<DB>) -> Self {
-        Self { db }
+        Self { exec: Exec::Pool(db) }
+    }
+
+    pub(crate) fn in_transaction(conn: Rc<TxConn<DB>>) -> Self {
+        Self { exec: Exec::Tx(conn) }
+    }
+}
+
+type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>;
+
+impl<DB> SqlxUserRepo<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    /// The row `read` returns after `write` ran, both in one transaction:
+    /// their own, or the one this repository is part of.
+    async fn write_then_read<'q>(
+        &self,
+        write: Query<'q, DB>,
+        read: Query<'q, DB>,
+    ) -> Result<Option<DB::Row>, RepoError> {
+        let db = self.exec.db();
+        if self.exec.in_transaction() {
+            let mut conn = self.exec.conn().await?;
+            db.timed(write.execute(&mut *conn)).await?;
+            return db.timed(read.fetch_optional(&mut *conn)).await;
+        }
+        let mut tx = db.begin().await?;
+        let result = async {
+            db.timed(write.execute(&mut *tx)).await?;
+            db.timed(read.fetch_optional(&mut *tx)).await
+        }
+        .await;
+        db.finish(tx, result).await
+    }
+
+    /// The row `query` returns, if any.
+    async fn fetch_optional<'q>(&self, query: Query<'q, DB>) -> Result<Option<DB::Row>, RepoError> {
+        let mut conn = self.exec.conn().await?;
+        self.exec.db().timed(query.fetch_optional(&mut *conn)).await
     }
 }
 
@@ -51,33 +95,28 @@ where
                 .bind(now)
                 .bind(now)
         };
-        if DB::RETURNING {
+        let row = if DB::RETURNING {
             let sql = format!("{insert} RETURNING {COLUMNS}");
-            let row = self.db.timed(bind(&sql).fetch_one(self.db.pool())).await?;
-            return rows::user(&row);
-        }
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE id = {}", DB::LAST_INSERT_ID);
-        let mut tx = self.db.begin().await?;
-        let result = async {
-            self.db.timed(bind(insert).execute(&mut *tx)).await?;
-            self.db.timed(sqlx::query::<DB>(&sql).fetch_one(&mut *tx)).await
-        }
-        .await;
-        let row = self.db.finish(tx, result).await?;
+            self.fetch_optional(bind(&sql)).await?
+        } else {
+            let sql = format!("SELECT {COLUMNS} FROM users WHERE id = {}", DB::LAST_INSERT_ID);
+            self.write_then_read(bind(insert), sqlx::query::<DB>(&sql)).await?
+        };
+        let row = row.ok_or_else(|| RepoError::Other("an insert returned no row".into()))?;
         rows::user(&row)
     }
 
     async fn find(&self, id: UserId, fields: UserFields) -> Result<Option<UserView>, RepoError> {
         let columns: Vec<&str> = fields.iter().map(UserField::name).collect();
         let sql = format!("SELECT {} FROM users WHERE id = ?", columns.join(", "));
-        let row = self.db.timed(sqlx::query::<DB>(&sql).bind(id.0).fetch_optional(self.db.pool())).await?;
+        let row = self.fetch_optional(sqlx::query::<DB>(&sql).bind(id.0)).await?;
         row.map(|row| rows::view(&row, fields)).transpose()
     }
 
     async fn credentials(&self, email: &UserEmail) -> Result<Option<Credentials>, RepoError> {
         let query = sqlx::query::<DB>("SELECT id, role, password_hash FROM users WHERE email = ?")
             .bind(email.as_str());
-        let row = self.db.timed(query.fetch_optional(self.db.pool())).await?;
+        let row = self.fetch_optional(query).await?;
         row.map(|row| rows::credentials(&row)).transpose()
     }
 
@@ -95,21 +134,13 @@ where
                 .bind(millis(SystemTime::now()))
                 .bind(id.0)
         };
-        if DB::RETURNING {
+        let row = if DB::RETURNING {
             let sql = format!("{set} RETURNING {COLUMNS}");
-            let row = self.db.timed(bind(&sql).fetch_optional(self.db.pool())).await?;
-            return row.map(|row| rows::user(&row)).transpose();
-        }
-        // The change and the read back in one transaction, so the row read
-        // is the one this update wrote.
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?");
-        let mut tx = self.db.begin().await?;
-        let result = async {
-            self.db.timed(bind(set).execute(&mut *tx)).await?;
-            self.db.timed(sqlx::query::<DB>(&sql).bind(id.0).fetch_optional(&mut *tx)).await
-        }
-        .await;
-        let row = self.db.finish(tx, result).await?;
+            self.fetch_optional(bind(&sql)).await?
+        } else {
+            let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?");
+            self.write_then_read(bind(set), sqlx::query::<DB>(&sql).bind(id.0)).await?
+        };
         row.map(|row| rows::user(&row)).transpose()
     }
 }
