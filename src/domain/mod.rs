@@ -2,7 +2,10 @@
 //! types here; values are validated when they are built (`parse`), so a
 //! `UserEmail` in hand is always a normalised, valid address.
 
+pub mod money;
 mod password;
+pub mod proration;
+pub mod time;
 mod user;
 
 pub use password::Password;
