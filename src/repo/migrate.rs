@@ -240,9 +240,8 @@ async fn run_sqlite_retrying(url: &str) -> Result<Vec<Migration>, RepoError> {
     let mut tries = 0;
     loop {
         match run_sqlite(url).await {
-            Err(RepoError::Unavailable(why))
-                if tries < TRIES && (why.contains("locked") || why.contains("busy")) =>
-            {
+            // SQLITE_BUSY or SQLITE_LOCKED, told by their codes.
+            Err(RepoError::Contention(why)) if tries < TRIES => {
                 tries += 1;
                 tracing::debug!(why, tries, "database locked by another migrator; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -41,6 +41,18 @@ pub enum RepoError {
     Other(String),
 }
 
+impl RepoError {
+    /// Names the field of a unique violation. The repository knows which
+    /// unique key a statement can break; SQLite and MariaDB say it only in
+    /// the text of their messages, which nothing here reads.
+    pub(crate) fn unique_is(self, field: &'static str) -> Self {
+        match self {
+            RepoError::Conflict(_) => RepoError::Conflict(field),
+            other => other,
+        }
+    }
+}
+
 /// Users, stored.
 #[async_trait(?Send)]
 pub trait UserRepo {

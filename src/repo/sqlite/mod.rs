@@ -162,6 +162,26 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
+    /// A lock held by another connection is contention, told by SQLite's
+    /// result code rather than its message.
+    #[tokio::test]
+    async fn a_lock_held_elsewhere_is_contention() {
+        use sqlx::Connection;
+        let root = std::env::temp_dir().join(format!("drover-sqlite-busy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let url = format!("sqlite://{}", root.join("busy.db").display());
+        let holder_options = options(&url).unwrap();
+        let mut holder = sqlx::SqliteConnection::connect_with(&holder_options).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
+        let other_options = options(&url).unwrap().busy_timeout(Duration::ZERO);
+        let mut other = sqlx::SqliteConnection::connect_with(&other_options).await.unwrap();
+        let error = sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap_err();
+        assert!(matches!(map_error(error), RepoError::Contention(_)));
+        drop((holder, other));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn in_memory_databases_have_no_files() {
         let check = |url: &str, expect: bool| assert_eq!(in_memory(url), expect, "{url}");

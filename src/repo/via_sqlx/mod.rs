@@ -122,36 +122,60 @@ where
     }
 }
 
-/// sqlx's errors as the repository's. Unique-key violations are told by the
-/// driver (SQLite's and MariaDB's codes differ), not by their text.
+/// sqlx's errors as the repository's, by the drivers' codes, never by
+/// their text: a unique violation is a conflict (its field named by the
+/// repository, see [`RepoError::unique_is`]), a lost lock race is
+/// contention, a lock wait that timed out or a lost connection is
+/// unavailable.
 pub(crate) fn map_error(error: sqlx::Error) -> RepoError {
-    match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            // Which column: both drivers name the index, which is named
-            // after its column.
-            RepoError::Conflict(if db.message().contains("email") { "email" } else { "value" })
-        }
-        // SQLite: another process holds the write lock past the busy
-        // timeout. MariaDB: a deadlock or lock wait timeout (SQLSTATE 40001,
-        // HY000 with errors 1205/1213). Both pass: retry shortly.
-        // MariaDB: a deadlock (error 1213, SQLSTATE 40001). Running the
-        // transaction again can succeed.
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("40001") => {
-            RepoError::Contention(db.message().to_owned())
-        }
-        // SQLite: another process held the write lock past the busy timeout.
-        // MariaDB: a lock wait timeout (error 1205). Retry shortly.
-        sqlx::Error::Database(db)
-            if db.message().contains("locked")
-                || db.message().contains("busy")
-                || db.message().contains("Lock wait timeout") =>
-        {
-            RepoError::Unavailable(db.message().to_owned())
-        }
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::WorkerCrashed => RepoError::Unavailable(error.to_string()),
-        _ => RepoError::Other(error.to_string()),
+    let sqlx::Error::Database(db) = &error else {
+        return match error {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => RepoError::Unavailable(error.to_string()),
+            _ => RepoError::Other(error.to_string()),
+        };
+    };
+    if db.is_unique_violation() {
+        return RepoError::Conflict("value");
     }
+    match lock_outcome(db.as_ref()) {
+        Some(Lock::Lost) => RepoError::Contention(db.message().to_owned()),
+        Some(Lock::WaitedTooLong) => RepoError::Unavailable(db.message().to_owned()),
+        None => RepoError::Other(error.to_string()),
+    }
+}
+
+/// What a database error says about locks.
+enum Lock {
+    /// Lost a race for a lock (a deadlock; SQLite's busy or locked): the
+    /// transaction can succeed if run again.
+    Lost,
+    /// Waited for a lock as long as allowed.
+    WaitedTooLong,
+}
+
+/// SQLite's primary result codes for a lock another connection holds.
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+/// MariaDB/MySQL error numbers.
+const MYSQL_LOCK_WAIT_TIMEOUT: u16 = 1205;
+const MYSQL_DEADLOCK: u16 = 1213;
+
+fn lock_outcome(db: &dyn sqlx::error::DatabaseError) -> Option<Lock> {
+    if let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+        // Extended codes (SQLITE_BUSY_SNAPSHOT = 517, ...) keep the primary
+        // code in their low byte.
+        let code = sqlx::error::DatabaseError::code(sqlite).and_then(|c| c.parse::<i64>().ok())? & 0xff;
+        return matches!(code, SQLITE_BUSY | SQLITE_LOCKED).then_some(Lock::Lost);
+    }
+    if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return match mysql.number() {
+            MYSQL_DEADLOCK => Some(Lock::Lost),
+            MYSQL_LOCK_WAIT_TIMEOUT => Some(Lock::WaitedTooLong),
+            _ => None,
+        };
+    }
+    None
 }

@@ -97,11 +97,13 @@ where
         };
         let row = if DB::RETURNING {
             let sql = format!("{insert} RETURNING {COLUMNS}");
-            self.fetch_optional(bind(&sql)).await?
+            self.fetch_optional(bind(&sql)).await
         } else {
             let sql = format!("SELECT {COLUMNS} FROM users WHERE id = {}", DB::LAST_INSERT_ID);
-            self.write_then_read(bind(insert), sqlx::query::<DB>(&sql)).await?
+            self.write_then_read(bind(insert), sqlx::query::<DB>(&sql)).await
         };
+        // The one unique key a user can break.
+        let row = row.map_err(|e| e.unique_is("email"))?;
         let row = row.ok_or_else(|| RepoError::Other("an insert returned no row".into()))?;
         rows::user(&row)
     }
@@ -136,11 +138,12 @@ where
         };
         let row = if DB::RETURNING {
             let sql = format!("{set} RETURNING {COLUMNS}");
-            self.fetch_optional(bind(&sql)).await?
+            self.fetch_optional(bind(&sql)).await
         } else {
             let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?");
-            self.write_then_read(bind(set), sqlx::query::<DB>(&sql).bind(id.0)).await?
+            self.write_then_read(bind(set), sqlx::query::<DB>(&sql).bind(id.0)).await
         };
+        let row = row.map_err(|e| e.unique_is("email"))?;
         row.map(|row| rows::user(&row)).transpose()
     }
 }
