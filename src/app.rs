@@ -68,5 +68,6 @@ pub async fn build(config: &Config, context: WorkerContext) -> Result<Routes, St
         db: services.db,
         cache: services.cache,
         max_body_bytes: config.http.max_body_bytes,
+        bench: config.bench.enabled,
     }))
 }

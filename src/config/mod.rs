@@ -23,6 +23,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub cache: CacheConfig,
     pub log: LogConfig,
+    pub bench: BenchConfig,
 }
 
 /// The supervisor's own settings.
@@ -155,6 +156,14 @@ pub struct CacheConfig {
     pub breaker_threshold: u32,
     #[serde(deserialize_with = "values::duration")]
     pub breaker_cooldown: Duration,
+}
+
+/// The load testers' endpoints under `/bench/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchConfig {
+    /// Serve `/bench/*` (TechEmpower's plaintext and JSON tests, a delay).
+    pub enabled: bool,
 }
 
 /// Logging.

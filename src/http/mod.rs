@@ -30,6 +30,8 @@ pub struct State {
     pub cache: crate::cache::Cache,
     /// `http.max_body_bytes`, for handlers that read bodies.
     pub max_body_bytes: u64,
+    /// `bench.enabled`: whether `/bench/*` is routed.
+    pub bench: bool,
 }
 
 /// Path parameters of the matched route, in order.
@@ -72,7 +74,9 @@ impl Routes {
         let mut table = RouteTable { resources: Vec::new() };
         health::routes(&mut table);
         ready::routes(&mut table);
-        bench::routes(&mut table);
+        if state.bench {
+            bench::routes(&mut table);
+        }
         auth::routes(&mut table);
         users::routes(&mut table);
         let mut router = matchit::Router::new();

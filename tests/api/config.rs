@@ -49,6 +49,16 @@ fn bad_configuration_exits_64_naming_the_key() {
 }
 
 #[test]
+fn the_systemd_example_configuration_checks_and_turns_the_bench_routes_off() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/drover.toml");
+    let output = drover(&["config", "check", "--config", example], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let effective: toml::Table = String::from_utf8(output.stdout).unwrap().parse().unwrap();
+    assert_eq!(effective["bench"]["enabled"].as_bool(), Some(false));
+    assert_eq!(effective["log"]["format"].as_str(), Some("json"));
+}
+
+#[test]
 fn config_check_prints_the_effective_configuration() {
     let dir = TempDir::new("config");
     let file = dir.path().join("ok.toml");

@@ -57,6 +57,19 @@ async fn bench_endpoints_follow_techempower() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_routes_can_be_turned_off() {
+    let drover = Drover::start_with(Options {
+        workers: 1,
+        env: vec![("DROVER_BENCH__ENABLED", "false")],
+        ..Options::default()
+    });
+    for path in ["/bench/plaintext", "/bench/json", "/bench/delay/1"] {
+        assert_error_shape(&get(drover.addr, path).await.unwrap(), 404, "not_found");
+    }
+    assert_eq!(get(drover.addr, "/healthz").await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_heads_and_bodies_are_refused() {
     let drover = Drover::start(1);
     // One header larger than max_header_bytes (16 KiB by default).
