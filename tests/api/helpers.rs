@@ -42,6 +42,19 @@ impl Drop for TempDir {
     }
 }
 
+/// An executable script in `dir` that runs `setup` in a shell and then
+/// execs the drover under test with its arguments: for what a test cannot
+/// change in its own process (the umask, rlimits) without changing it for
+/// every test running beside it.
+pub fn drover_wrapped(dir: &TempDir, setup: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let wrapper = dir.path().join("drover-wrapped");
+    let script = format!("#!/bin/sh\n{setup}\nexec '{}' \"$@\"\n", env!("CARGO_BIN_EXE_drover"));
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
 /// A running `drover serve`, killed with all its workers on drop.
 pub struct Drover {
     child: Option<Child>,

@@ -187,14 +187,10 @@ async fn connections_over_the_limit_get_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_accept_loop_survives_running_out_of_file_descriptors() {
-    use std::os::unix::fs::PermissionsExt;
     // drover under a small open-file limit, set by a shell around it (the
     // test process's own limit is shared with every test beside it).
     let bin = crate::helpers::TempDir::new("nofile");
-    let wrapper = bin.path().join("drover-nofile-96");
-    let script = format!("#!/bin/sh\nulimit -n 96\nexec '{}' \"$@\"\n", env!("CARGO_BIN_EXE_drover"));
-    std::fs::write(&wrapper, script).unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = crate::helpers::drover_wrapped(&bin, "ulimit -n 96");
     let drover = Drover::start_with(Options { workers: 1, program: Some(&wrapper), ..Options::default() });
     drover.wait_log(Duration::from_secs(5), "the open-file limit is below http.max_connections");
 

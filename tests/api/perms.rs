@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::auth::register;
-use crate::helpers::{Drover, Options, TempDir};
+use crate::helpers::{drover_wrapped, Drover, Options, TempDir};
 
 /// A file's permission bits, in octal as `ls` and `chmod` spell them.
 fn mode(path: &Path) -> String {
@@ -27,10 +27,7 @@ async fn the_data_directory_and_database_files_are_private_whatever_the_umask() 
     // drover started through a shell that clears the umask: the test's own
     // umask is process-wide and shared with tests running beside it.
     let bin = TempDir::new("umask");
-    let wrapper = bin.path().join("drover-umask-000");
-    let script = format!("#!/bin/sh\numask 000\nexec '{}' \"$@\"\n", env!("CARGO_BIN_EXE_drover"));
-    std::fs::write(&wrapper, script).unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = drover_wrapped(&bin, "umask 000");
     let drover = Drover::start_with(Options { workers: 1, program: Some(&wrapper), ..Options::default() });
     if let Some(umask) = umask_of(drover.pid) {
         assert_eq!(umask, 0, "drover should run with umask 000");
