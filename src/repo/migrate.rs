@@ -78,7 +78,8 @@ pub struct Status {
 }
 
 fn backend(url: &str) -> Result<Backend, RepoError> {
-    Backend::of(url).ok_or_else(|| RepoError::Other(format!("unsupported database URL: {}", redact_url(url))))
+    Backend::of(url)
+        .ok_or_else(|| RepoError::Other(format!("unsupported database URL: {}", redact_url(url)).into()))
 }
 
 /// Applies every pending migration; returns those applied now.
@@ -140,7 +141,7 @@ pub async fn status(url: &str) -> Result<Vec<Status>, RepoError> {
 async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, RepoError> {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
-        .map_err(|e| RepoError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url))))?;
+        .map_err(|e| RepoError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url)).into()))?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "migration connection ended");
@@ -151,8 +152,8 @@ async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, RepoError> {
 
 fn pg_error(error: tokio_postgres::Error) -> RepoError {
     match error.as_db_error() {
-        Some(db) => RepoError::Other(format!("{}: {}", db.code().code(), db.message())),
-        None => RepoError::Unavailable(error.to_string()),
+        Some(db) => RepoError::Other(format!("{}: {}", db.code().code(), db.message()).into()),
+        None => RepoError::Unavailable(error.into()),
     }
 }
 
@@ -187,12 +188,10 @@ async fn run_postgres(url: &str) -> Result<Vec<Migration>, RepoError> {
         for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
             let tx = client.transaction().await.map_err(pg_error)?;
             tx.batch_execute(migration.sql(Backend::Postgres)).await.map_err(|e| {
-                RepoError::Other(format!(
-                    "migration {} ({}) failed: {}",
-                    migration.version,
-                    migration.name,
-                    pg_error(e)
-                ))
+                RepoError::Other(
+                    format!("migration {} ({}) failed: {}", migration.version, migration.name, pg_error(e))
+                        .into(),
+                )
             })?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
@@ -270,7 +269,9 @@ async fn run_sqlite(url: &str) -> Result<Vec<Migration>, RepoError> {
                 return Ok(false);
             }
             sqlx::raw_sql(migration.sql(Backend::Sqlite)).execute(&mut conn).await.map_err(|e| {
-                RepoError::Other(format!("migration {} ({}) failed: {e}", migration.version, migration.name))
+                RepoError::Other(
+                    format!("migration {} ({}) failed: {e}", migration.version, migration.name).into(),
+                )
             })?;
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
             sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
@@ -309,7 +310,7 @@ async fn mysql_connect(url: &str) -> Result<sqlx::MySqlConnection, RepoError> {
     let options = super::mysql::options(url)?;
     sqlx::MySqlConnection::connect_with(&options)
         .await
-        .map_err(|e| RepoError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url))))
+        .map_err(|e| RepoError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url)).into()))
 }
 
 async fn mysql_ensure_table(conn: &mut sqlx::MySqlConnection) -> Result<(), RepoError> {
@@ -337,9 +338,9 @@ async fn run_mysql(url: &str) -> Result<Vec<Migration>, RepoError> {
         .await
         .map_err(map_error)?;
     if locked != Some(1) {
-        return Err(RepoError::Unavailable(format!(
-            "another instance held the migration lock for {MYSQL_LOCK_WAIT_S}s"
-        )));
+        return Err(RepoError::Unavailable(
+            format!("another instance held the migration lock for {MYSQL_LOCK_WAIT_S}s").into(),
+        ));
     }
     let result = async {
         mysql_ensure_table(&mut conn).await?;
@@ -351,7 +352,9 @@ async fn run_mysql(url: &str) -> Result<Vec<Migration>, RepoError> {
         for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
             // DDL commits by itself on MariaDB: no transaction to wrap it in.
             sqlx::raw_sql(migration.sql(Backend::MySql)).execute(&mut conn).await.map_err(|e| {
-                RepoError::Other(format!("migration {} ({}) failed: {e}", migration.version, migration.name))
+                RepoError::Other(
+                    format!("migration {} ({}) failed: {e}", migration.version, migration.name).into(),
+                )
             })?;
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
             sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")

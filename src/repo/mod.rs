@@ -21,6 +21,10 @@ use futures_util::future::LocalBoxFuture;
 
 use crate::domain::{Credentials, NewUser, User, UserEmail, UserFields, UserId, UserPatch, UserView};
 
+/// The cause of a repository error: the driver's own error where there is
+/// one, so it can be inspected by type (never by its text), or a message.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// What can go wrong in a repository.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -30,15 +34,15 @@ pub enum RepoError {
     /// The database cannot be reached now (down, restarting, timed out).
     /// Callers fail fast and tell clients to retry.
     #[error("database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Cause),
     /// The transaction lost to a concurrent one (a serialization failure or
     /// a deadlock) and may succeed if run again; [`Database::transaction`]
     /// does, a bounded number of times.
     #[error("transaction conflict: {0}")]
-    Contention(String),
-    /// Anything else: a bug or a broken invariant. The text is for logs only.
+    Contention(Cause),
+    /// Anything else: a bug or a broken invariant. For logs only.
     #[error("database error: {0}")]
-    Other(String),
+    Other(Cause),
 }
 
 impl RepoError {
@@ -197,10 +201,9 @@ impl Database {
                     Health::MySql(db),
                 ))
             }
-            None => Err(RepoError::Other(format!(
-                "unsupported database URL scheme: {}",
-                redact_url(&settings.url)
-            ))),
+            None => Err(RepoError::Other(
+                format!("unsupported database URL scheme: {}", redact_url(&settings.url)).into(),
+            )),
         }
     }
 
@@ -246,14 +249,14 @@ impl Database {
                 }
                 Err(RepoError::Contention(why)) if attempt < TX_ATTEMPTS => {
                     self.retried.set(self.retried.get() + 1);
-                    tracing::debug!(attempt, why, "transaction lost to a concurrent one; running it again");
+                    tracing::debug!(attempt, %why, "transaction lost to a concurrent one; running it again");
                     tokio::time::sleep(retry_pause(attempt)).await;
                     attempt += 1;
                 }
                 Err(RepoError::Contention(why)) => {
-                    return Err(RepoError::Unavailable(format!(
-                        "contention persisted over {TX_ATTEMPTS} runs: {why}"
-                    )))
+                    return Err(RepoError::Unavailable(
+                        format!("contention persisted over {TX_ATTEMPTS} runs: {why}").into(),
+                    ))
                 }
                 Err(error) => return Err(error),
             }

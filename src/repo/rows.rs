@@ -16,13 +16,14 @@ pub(crate) trait UserRow {
 
 fn role(row: &impl UserRow) -> Result<Role, RepoError> {
     let text = row.text("role")?;
-    Role::parse(text).ok_or_else(|| RepoError::Other(format!("unknown role {text:?} in the database")))
+    Role::parse(text).ok_or_else(|| RepoError::Other(format!("unknown role {text:?} in the database").into()))
 }
 
 /// The requested fields of a row.
 pub(crate) fn view(row: &impl UserRow, fields: UserFields) -> Result<UserView, RepoError> {
-    let stored =
-        |e: crate::domain::Invalid| RepoError::Other(format!("stored value breaks a domain rule: {e}"));
+    let stored = |e: crate::domain::Invalid| {
+        RepoError::Other(format!("stored value breaks a domain rule: {e}").into())
+    };
     let mut view = UserView::default();
     for field in fields.iter() {
         match field {

@@ -41,7 +41,7 @@ impl AuthService {
             Some(credentials) if matches && bounded => self
                 .tokens
                 .issue(Principal { user: credentials.id, role: credentials.role })
-                .map_err(|e| ServiceError::Internal(e.to_string())),
+                .map_err(|e| ServiceError::Internal(e.into())),
             _ => Err(ServiceError::BadCredentials),
         }
     }

@@ -31,12 +31,12 @@ pub enum ServiceError {
     /// The CPU pool for hashing is full; retry shortly.
     #[error("busy")]
     Busy,
-    /// A dependency (the database) is down; retry shortly.
+    /// A dependency (the database) is down; retry shortly. Keeps its cause.
     #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// A bug or broken invariant; the text is for logs only.
+    Unavailable(crate::repo::Cause),
+    /// A bug or broken invariant; for logs only. Keeps its cause.
     #[error("{0}")]
-    Internal(String),
+    Internal(crate::repo::Cause),
 }
 
 impl From<RepoError> for ServiceError {

@@ -62,7 +62,7 @@ impl Passwords {
             .pool
             .run(move || {
                 let parsed = PasswordHash::new(&stored)
-                    .map_err(|e| ServiceError::Internal(format!("stored hash unreadable: {e}")))?;
+                    .map_err(|e| ServiceError::Internal(format!("stored hash unreadable: {e}").into()))?;
                 Ok::<_, ServiceError>(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
             })
             .await
@@ -78,5 +78,5 @@ fn hash(password: &str) -> Result<String, ServiceError> {
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
-        .map_err(|e| ServiceError::Internal(format!("hashing failed: {e}")))
+        .map_err(|e| ServiceError::Internal(format!("hashing failed: {e}").into()))
 }

@@ -21,7 +21,7 @@ pub fn options(url: &str) -> Result<MySqlConnectOptions, RepoError> {
     };
     MySqlConnectOptions::from_str(&url)
         .map(|options| options.charset("utf8mb4"))
-        .map_err(|e| RepoError::Other(format!("invalid MariaDB/MySQL URL {}: {e}", redact_url(&url))))
+        .map_err(|e| RepoError::Other(format!("invalid MariaDB/MySQL URL {}: {e}", redact_url(&url)).into()))
 }
 
 /// Opens a worker's pool. Connections are made as they are needed, so this

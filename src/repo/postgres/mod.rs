@@ -95,7 +95,7 @@ impl PgDatabase {
     /// the clients reconnect.
     pub async fn connect(settings: &DbSettings) -> Result<Self, RepoError> {
         let mut config: tokio_postgres::Config = settings.url.parse().map_err(|e| {
-            RepoError::Other(format!("invalid PostgreSQL URL {}: {e}", redact_url(&settings.url)))
+            RepoError::Other(format!("invalid PostgreSQL URL {}: {e}", redact_url(&settings.url)).into())
         })?;
         config.connect_timeout(settings.connect_timeout);
         if config.get_application_name().is_none() {
@@ -117,7 +117,7 @@ impl PgDatabase {
             .create_timeout(Some(settings.connect_timeout))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
-            .map_err(|e| RepoError::Other(format!("cannot build the PostgreSQL pool: {e}")))?;
+            .map_err(|e| RepoError::Other(format!("cannot build the PostgreSQL pool: {e}").into()))?;
         let db = Self {
             slots,
             next: Cell::new(0),
@@ -142,7 +142,7 @@ impl PgDatabase {
         if !self.pipelining {
             return match tokio::time::timeout(self.query_timeout, self.pool.get()).await {
                 Ok(Ok(object)) => Ok(ClientRef::Pooled(Box::new(object))),
-                Ok(Err(e)) => Err(RepoError::Unavailable(format!("pool: {e}"))),
+                Ok(Err(e)) => Err(RepoError::Unavailable(format!("pool: {e}").into())),
                 Err(_) => Err(RepoError::Unavailable("pool checkout timed out".into())),
             };
         }
@@ -187,7 +187,9 @@ impl PgDatabase {
     ) -> Result<T, RepoError> {
         match tokio::time::timeout(self.query_timeout, future).await {
             Ok(result) => result.map_err(map_error),
-            Err(_) => Err(RepoError::Unavailable(format!("query took longer than {:?}", self.query_timeout))),
+            Err(_) => {
+                Err(RepoError::Unavailable(format!("query took longer than {:?}", self.query_timeout).into()))
+            }
         }
     }
 
@@ -196,7 +198,7 @@ impl PgDatabase {
     pub async fn pooled(&self) -> Result<deadpool_postgres::Object, RepoError> {
         match tokio::time::timeout(self.query_timeout, self.pool.get()).await {
             Ok(Ok(object)) => Ok(object),
-            Ok(Err(e)) => Err(RepoError::Unavailable(format!("pool: {e}"))),
+            Ok(Err(e)) => Err(RepoError::Unavailable(format!("pool: {e}").into())),
             Err(_) => Err(RepoError::Unavailable("pool checkout timed out".into())),
         }
     }
@@ -289,29 +291,31 @@ fn describe(error: &tokio_postgres::Error) -> String {
 /// Maps a driver error: unique violations are conflicts; connection-level
 /// failures and server shutdown states are "unavailable"; the rest is a bug.
 pub(crate) fn map_error(error: tokio_postgres::Error) -> RepoError {
-    if let Some(db) = error.as_db_error() {
-        let code = db.code();
-        if *code == SqlState::UNIQUE_VIOLATION {
-            return RepoError::Conflict(unique_field(db.constraint()));
-        }
-        // Lost to a concurrent transaction: running it again can succeed.
-        if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
-            return RepoError::Contention(db.message().to_owned());
-        }
-        let unavailable = [
-            SqlState::ADMIN_SHUTDOWN,
-            SqlState::CRASH_SHUTDOWN,
-            SqlState::CANNOT_CONNECT_NOW,
-            SqlState::TOO_MANY_CONNECTIONS,
-            SqlState::QUERY_CANCELED,
-        ];
-        if unavailable.contains(code) || code.code().starts_with("08") {
-            return RepoError::Unavailable(db.message().to_owned());
-        }
-        return RepoError::Other(format!("{}: {}", code.code(), db.message()));
+    let Some(db) = error.as_db_error() else {
+        // No server error: the connection is closed or failed (I/O).
+        return RepoError::Unavailable(error.into());
+    };
+    let code = db.code();
+    if *code == SqlState::UNIQUE_VIOLATION {
+        return RepoError::Conflict(unique_field(db.constraint()));
     }
-    // No server error: the connection is closed or failed (I/O).
-    RepoError::Unavailable(error.to_string())
+    let unavailable = [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::QUERY_CANCELED,
+    ];
+    // The driver's error is kept whole as the cause (its code, detail and
+    // position), for logs and for callers that inspect it by type.
+    if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
+        // Lost to a concurrent transaction: running it again can succeed.
+        RepoError::Contention(error.into())
+    } else if unavailable.contains(code) || code.code().starts_with("08") {
+        RepoError::Unavailable(error.into())
+    } else {
+        RepoError::Other(error.into())
+    }
 }
 
 /// The field a unique constraint protects, by its name (`users_email_key`).

@@ -119,7 +119,7 @@ impl UserRepo for PgUserRepo {
 }
 
 fn column(error: tokio_postgres::Error) -> RepoError {
-    RepoError::Other(format!("unexpected column type: {error}"))
+    RepoError::Other(format!("unexpected column type: {error}").into())
 }
 
 impl UserRow for Row {

@@ -40,7 +40,7 @@ pub async fn connect(settings: &DbSettings) -> Result<SqliteDatabase, RepoError>
 /// timeout, foreign keys on.
 pub fn options(url: &str) -> Result<SqliteConnectOptions, RepoError> {
     Ok(SqliteConnectOptions::from_str(url)
-        .map_err(|e| RepoError::Other(format!("invalid SQLite URL {url}: {e}")))?
+        .map_err(|e| RepoError::Other(format!("invalid SQLite URL {url}: {e}").into()))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         // NORMAL is durable across application crashes in WAL mode and only
@@ -66,8 +66,9 @@ pub(crate) fn prepare_files(url: &str, options: &SqliteConnectOptions) -> Result
         return Ok(());
     }
     let path = options.get_filename();
-    let failed =
-        |what: &Path, e: std::io::Error| RepoError::Other(format!("cannot create {}: {e}", what.display()));
+    let failed = |what: &Path, e: std::io::Error| {
+        RepoError::Other(format!("cannot create {}: {e}", what.display()).into())
+    };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         private_files::create_dir(parent).map_err(|e| failed(parent, e))?;
     }
@@ -177,7 +178,11 @@ mod tests {
         let other_options = options(&url).unwrap().busy_timeout(Duration::ZERO);
         let mut other = sqlx::SqliteConnection::connect_with(&other_options).await.unwrap();
         let error = sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap_err();
-        assert!(matches!(map_error(error), RepoError::Contention(_)));
+        // The driver's error is the cause, whole: inspectable by type.
+        match map_error(error) {
+            RepoError::Contention(cause) => assert!(cause.downcast_ref::<sqlx::Error>().is_some(), "{cause}"),
+            other => panic!("expected contention, got {other:?}"),
+        }
         drop((holder, other));
         std::fs::remove_dir_all(&root).unwrap();
     }

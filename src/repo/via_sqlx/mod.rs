@@ -73,7 +73,9 @@ impl<DB: Database> SqlxPool<DB> {
     ) -> Result<T, RepoError> {
         match tokio::time::timeout(self.query_timeout, future).await {
             Ok(result) => result.map_err(map_error),
-            Err(_) => Err(RepoError::Unavailable(format!("query took longer than {:?}", self.query_timeout))),
+            Err(_) => {
+                Err(RepoError::Unavailable(format!("query took longer than {:?}", self.query_timeout).into()))
+            }
         }
     }
 
@@ -133,17 +135,18 @@ pub(crate) fn map_error(error: sqlx::Error) -> RepoError {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
-            | sqlx::Error::WorkerCrashed => RepoError::Unavailable(error.to_string()),
-            _ => RepoError::Other(error.to_string()),
+            | sqlx::Error::WorkerCrashed => RepoError::Unavailable(error.into()),
+            _ => RepoError::Other(error.into()),
         };
     };
     if db.is_unique_violation() {
         return RepoError::Conflict("value");
     }
+    // The driver's error is kept whole as the cause.
     match lock_outcome(db.as_ref()) {
-        Some(Lock::Lost) => RepoError::Contention(db.message().to_owned()),
-        Some(Lock::WaitedTooLong) => RepoError::Unavailable(db.message().to_owned()),
-        None => RepoError::Other(error.to_string()),
+        Some(Lock::Lost) => RepoError::Contention(error.into()),
+        Some(Lock::WaitedTooLong) => RepoError::Unavailable(error.into()),
+        None => RepoError::Other(error.into()),
     }
 }
 

@@ -159,7 +159,7 @@ fn from_millis(ms: i64) -> SystemTime {
 }
 
 fn column(error: sqlx::Error) -> RepoError {
-    RepoError::Other(format!("unexpected column: {error}"))
+    RepoError::Other(format!("unexpected column: {error}").into())
 }
 
 /// Column access for a sqlx row type (a blanket impl would overlap the one
