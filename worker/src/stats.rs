@@ -45,3 +45,24 @@ impl Stats {
         counters.sum_us += latency.as_micros() as u64;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_counted_per_route() {
+        let stats = Stats::default();
+        stats.record("/a", 200, Duration::from_micros(100));
+        stats.record("/b", 404, Duration::from_micros(100));
+        stats.record("/a", 503, Duration::from_millis(20));
+        // The same route from another literal is one route.
+        let a_again: &'static str = String::from("/a").leak();
+        stats.record(a_again, 201, Duration::ZERO);
+        let snapshot = stats.snapshot();
+        let routes: Vec<(&str, [u64; 5])> =
+            snapshot.routes.iter().map(|r| (r.route.as_str(), r.by_class)).collect();
+        assert_eq!(routes, [("/a", [0, 2, 0, 0, 1]), ("/b", [0, 0, 0, 1, 0])]);
+        assert_eq!(snapshot.routes[0].sum_us, 100 + 20_000);
+    }
+}
