@@ -9,6 +9,7 @@ pub mod migrate;
 pub mod mysql;
 pub mod postgres;
 mod rows;
+pub mod sql;
 pub mod sqlite;
 pub mod via_sqlx;
 
@@ -75,6 +76,22 @@ pub trait UserRepo {
 /// service written against these runs the same inside a transaction or not.
 pub trait Repos {
     fn users(&self) -> &dyn UserRepo;
+    /// The portable statement executor ([`sql`]) the resources' repositories
+    /// are written on: the pool's, or the transaction's.
+    fn sql(&self) -> sql::SqlRef;
+}
+
+/// The error of a unit of work run by [`Database::transaction`]: a
+/// repository error, or one that wraps it.
+pub trait TxError: From<RepoError> + std::fmt::Display {
+    /// Lost to a concurrent transaction: running it again may succeed.
+    fn is_contention(&self) -> bool;
+}
+
+impl TxError for RepoError {
+    fn is_contention(&self) -> bool {
+        matches!(self, RepoError::Contention(_))
+    }
 }
 
 /// A transaction in progress (see [`Database::transaction`]).
@@ -149,6 +166,7 @@ pub struct DbSettings {
 pub struct Database {
     pub backend: Backend,
     pub users: Rc<dyn UserRepo>,
+    sql: sql::SqlRef,
     transactor: Rc<dyn Transactor>,
     health: Health,
     /// Transactions committed, and runs retried after contention (metrics).
@@ -159,6 +177,10 @@ pub struct Database {
 impl Repos for Database {
     fn users(&self) -> &dyn UserRepo {
         &*self.users
+    }
+
+    fn sql(&self) -> sql::SqlRef {
+        self.sql.clone()
     }
 }
 
@@ -179,6 +201,7 @@ impl Database {
                 Ok(Self::new(
                     Backend::Postgres,
                     Rc::new(postgres::PgUserRepo::new(db.clone())),
+                    Rc::new(postgres::PgSql::new(db.clone())),
                     Rc::new(postgres::PgTransactor::new(db.clone())),
                     Health::Postgres(db),
                 ))
@@ -188,6 +211,7 @@ impl Database {
                 Ok(Self::new(
                     Backend::Sqlite,
                     Rc::new(via_sqlx::SqlxUserRepo::new(db.clone())),
+                    Rc::new(via_sqlx::SqlxSql::new(db.clone())),
                     Rc::new(db.clone()),
                     Health::Sqlite(db),
                 ))
@@ -197,6 +221,7 @@ impl Database {
                 Ok(Self::new(
                     Backend::MySql,
                     Rc::new(via_sqlx::SqlxUserRepo::new(db.clone())),
+                    Rc::new(via_sqlx::SqlxSql::new(db.clone())),
                     Rc::new(db.clone()),
                     Health::MySql(db),
                 ))
@@ -210,10 +235,11 @@ impl Database {
     fn new(
         backend: Backend,
         users: Rc<dyn UserRepo>,
+        sql: sql::SqlRef,
         transactor: Rc<dyn Transactor>,
         health: Health,
     ) -> Self {
-        Self { backend, users, transactor, health, committed: Cell::new(0), retried: Cell::new(0) }
+        Self { backend, users, sql, transactor, health, committed: Cell::new(0), retried: Cell::new(0) }
     }
 
     /// Runs `work` in one transaction over the repositories: committed if it
@@ -228,15 +254,20 @@ impl Database {
     /// under `BEGIN`.
     /// `work` gets the transaction's repositories as an `Rc` and may borrow
     /// from its caller (`'a`): `|repos| Box::pin(async move { ... })`.
-    pub async fn transaction<'a, T, F>(&self, mut work: F) -> Result<T, RepoError>
+    /// The error type `E` may be the caller's own (a service's), so that a
+    /// business rule broken halfway (an item out of stock) rolls back
+    /// everything before it; [`TxError`] says which of its values are
+    /// contention.
+    pub async fn transaction<'a, T, E, F>(&self, mut work: F) -> Result<T, E>
     where
-        F: FnMut(Rc<dyn Repos>) -> LocalBoxFuture<'a, Result<T, RepoError>>,
+        E: TxError,
+        F: FnMut(Rc<dyn Repos>) -> LocalBoxFuture<'a, Result<T, E>>,
     {
         let mut attempt = 1;
         loop {
             let tx = self.transactor.begin().await?;
             let outcome = match work(tx.repos()).await {
-                Ok(value) => tx.commit().await.map(|()| value),
+                Ok(value) => tx.commit().await.map(|()| value).map_err(E::from),
                 Err(error) => {
                     tx.rollback().await;
                     Err(error)
@@ -247,16 +278,16 @@ impl Database {
                     self.committed.set(self.committed.get() + 1);
                     return Ok(value);
                 }
-                Err(RepoError::Contention(why)) if attempt < TX_ATTEMPTS => {
+                Err(error) if error.is_contention() && attempt < TX_ATTEMPTS => {
                     self.retried.set(self.retried.get() + 1);
-                    tracing::debug!(attempt, %why, "transaction lost to a concurrent one; running it again");
+                    tracing::debug!(attempt, %error, "transaction lost to a concurrent one; running it again");
                     tokio::time::sleep(retry_pause(attempt)).await;
                     attempt += 1;
                 }
-                Err(RepoError::Contention(why)) => {
-                    return Err(RepoError::Unavailable(
-                        format!("contention persisted over {TX_ATTEMPTS} runs: {why}").into(),
-                    ))
+                Err(error) if error.is_contention() => {
+                    return Err(E::from(RepoError::Unavailable(
+                        format!("contention persisted over {TX_ATTEMPTS} runs: {error}").into(),
+                    )))
                 }
                 Err(error) => return Err(error),
             }

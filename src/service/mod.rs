@@ -28,12 +28,39 @@ pub enum ServiceError {
     NotFound,
     #[error("email or password is wrong")]
     BadCredentials,
+    /// The caller is known but may not do this (an admin-only action).
+    #[error("forbidden")]
+    Forbidden,
+    /// Not enough stock available for these products (ids).
+    #[error("out of stock: {0:?}")]
+    OutOfStock(Vec<i64>),
+    /// An adjustment would take a product's stock below what placed orders
+    /// hold (or past the most a product may hold).
+    #[error("stock would fall below the reserved units")]
+    StockReserved,
+    /// A state change the lifecycle does not allow, from `from` to `to`.
+    #[error("cannot go from {from} to {to}")]
+    InvalidTransition { from: &'static str, to: &'static str },
+    /// Amounts in more than one currency where one is required (an order,
+    /// an invoice).
+    #[error("mixed currencies: {0}")]
+    MixedCurrencies(String),
+    /// An idempotency key sent again with a different request.
+    #[error("idempotency key reused for a different request")]
+    IdempotencyKeyReused,
+    /// An idempotency key whose first request is still running.
+    #[error("a request with this idempotency key is in progress")]
+    RequestInProgress,
     /// The CPU pool for hashing is full; retry shortly.
     #[error("busy")]
     Busy,
     /// A dependency (the database) is down; retry shortly. Keeps its cause.
     #[error("unavailable: {0}")]
     Unavailable(crate::repo::Cause),
+    /// A transaction lost to a concurrent one; [`crate::repo::Database::transaction`]
+    /// runs it again, and one that keeps losing ends as unavailable.
+    #[error("contention: {0}")]
+    Contention(crate::repo::Cause),
     /// A bug or broken invariant; for logs only. Keeps its cause.
     #[error("{0}")]
     Internal(crate::repo::Cause),
@@ -43,8 +70,15 @@ impl From<RepoError> for ServiceError {
     fn from(error: RepoError) -> Self {
         match error {
             RepoError::Conflict(field) => ServiceError::Taken(field),
-            RepoError::Unavailable(why) | RepoError::Contention(why) => ServiceError::Unavailable(why),
+            RepoError::Unavailable(why) => ServiceError::Unavailable(why),
+            RepoError::Contention(why) => ServiceError::Contention(why),
             RepoError::Other(why) => ServiceError::Internal(why),
         }
+    }
+}
+
+impl crate::repo::TxError for ServiceError {
+    fn is_contention(&self) -> bool {
+        matches!(self, ServiceError::Contention(_))
     }
 }

@@ -15,6 +15,7 @@
 //! with [`RepoError::Unavailable`] (the HTTP layer answers 503 with
 //! `Retry-After`) rather than waiting.
 
+mod sql;
 mod tx;
 mod users;
 
@@ -30,6 +31,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 use tracing::{info, warn};
 
+pub use sql::PgSql;
 pub use tx::PgTransactor;
 pub use users::PgUserRepo;
 
@@ -55,6 +57,9 @@ pub(crate) enum Query {
 pub(crate) struct SharedClient {
     client: Client,
     statements: RefCell<HashMap<Query, Statement>>,
+    /// Statements of the portable layer ([`crate::repo::sql`]), by their
+    /// SQL: a finite set, written in the repositories.
+    by_sql: RefCell<HashMap<String, Statement>>,
 }
 
 /// A client to run a query on: a shared one, or a pool checkout.
@@ -180,6 +185,23 @@ impl PgDatabase {
         }
     }
 
+    /// The statement for portable `sql` (already numbered) on `client`,
+    /// prepared once per connection.
+    pub(crate) async fn statement_for(&self, client: &ClientRef, sql: &str) -> Result<Statement, RepoError> {
+        match client {
+            ClientRef::Shared(shared) => {
+                if let Some(statement) = shared.by_sql.borrow().get(sql) {
+                    return Ok(statement.clone());
+                }
+                let statement = self.timed(shared.client.prepare(sql)).await?;
+                shared.by_sql.borrow_mut().insert(sql.to_owned(), statement.clone());
+                Ok(statement)
+            }
+            ClientRef::Pooled(object) => self.timed(object.prepare_cached(sql)).await,
+            ClientRef::Tx(conn) => self.timed(conn.object().prepare_cached(sql)).await,
+        }
+    }
+
     /// Runs a query future with the query timeout, mapping errors.
     pub(crate) async fn timed<T>(
         &self,
@@ -232,7 +254,11 @@ async fn maintain(index: usize, slot: Slot, config: tokio_postgres::Config, conn
     loop {
         match config.connect(NoTls).await {
             Ok((client, connection)) => {
-                let shared = Rc::new(SharedClient { client, statements: RefCell::new(HashMap::new()) });
+                let shared = Rc::new(SharedClient {
+                    client,
+                    statements: RefCell::new(HashMap::new()),
+                    by_sql: RefCell::new(HashMap::new()),
+                });
                 // The connection future does the socket I/O, so it must be
                 // driven while the statements are prepared.
                 let mut connection = std::pin::pin!(connection);

@@ -7,7 +7,8 @@ use std::rc::Rc;
 
 use async_trait::async_trait;
 
-use super::{PgDatabase, PgUserRepo};
+use super::{PgDatabase, PgSql, PgUserRepo};
+use crate::repo::sql::SqlRef;
 use crate::repo::{RepoError, Repos, Transactor, Tx, UserRepo};
 
 /// The pooled connection a transaction runs on.
@@ -57,7 +58,10 @@ impl Transactor for PgTransactor {
         let conn = Rc::new(PgTxConn { object: Some(object), ended: Cell::new(true) });
         self.db.timed(conn.object().batch_execute("BEGIN")).await?;
         conn.ended.set(false);
-        let repos = Rc::new(PgTxRepos { users: PgUserRepo::in_transaction(self.db.clone(), conn.clone()) });
+        let repos = Rc::new(PgTxRepos {
+            users: PgUserRepo::in_transaction(self.db.clone(), conn.clone()),
+            sql: Rc::new(PgSql::in_transaction(self.db.clone(), conn.clone())),
+        });
         Ok(Box::new(PgTx { db: self.db.clone(), conn, repos }))
     }
 }
@@ -71,11 +75,16 @@ struct PgTx {
 /// The repositories bound to one transaction.
 struct PgTxRepos {
     users: PgUserRepo,
+    sql: SqlRef,
 }
 
 impl Repos for PgTxRepos {
     fn users(&self) -> &dyn UserRepo {
         &self.users
+    }
+
+    fn sql(&self) -> SqlRef {
+        self.sql.clone()
     }
 }
 

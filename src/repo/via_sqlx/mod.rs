@@ -3,6 +3,7 @@
 //! their SQL differs only where [`Dialect`] says, and each backend's module
 //! (`repo/sqlite`, `repo/mysql`) only opens its pool.
 
+mod sql;
 mod tx;
 pub(crate) mod users;
 
@@ -11,8 +12,9 @@ use std::time::Duration;
 
 use sqlx::{Database, Pool};
 
-use super::RepoError;
+use super::{Backend, RepoError};
 
+pub use sql::SqlxSql;
 pub use users::SqlxUserRepo;
 
 /// Where the SQL of the sqlx backends differs.
@@ -27,6 +29,12 @@ pub trait Dialect: Database {
     const LAST_INSERT_ID: &'static str;
     /// How a transaction of [`crate::repo::Database::transaction`] starts.
     const BEGIN: &'static str;
+    const BACKEND: Backend;
+    /// A row for the portable layer ([`crate::repo::sql`]).
+    fn row(row: Self::Row) -> crate::repo::sql::Row;
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+    /// The id the statement's insert generated.
+    fn inserted_id(result: &Self::QueryResult) -> i64;
 }
 
 impl Dialect for sqlx::Sqlite {
@@ -35,12 +43,35 @@ impl Dialect for sqlx::Sqlite {
     // The write lock at once: a deferred transaction that reads, then
     // writes, fails on the lock upgrade when another writer came between.
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    const BACKEND: Backend = Backend::Sqlite;
+    fn row(row: Self::Row) -> crate::repo::sql::Row {
+        crate::repo::sql::Row::Sqlite(row)
+    }
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+    fn inserted_id(result: &Self::QueryResult) -> i64 {
+        result.last_insert_rowid()
+    }
 }
 
 impl Dialect for sqlx::MySql {
     const RETURNING: bool = false;
     const LAST_INSERT_ID: &'static str = "LAST_INSERT_ID()";
     const BEGIN: &'static str = "BEGIN";
+    const BACKEND: Backend = Backend::MySql;
+    fn row(row: Self::Row) -> crate::repo::sql::Row {
+        crate::repo::sql::Row::MySql(row)
+    }
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        // Rows changed, not rows matched (the client does not ask for
+        // CLIENT_FOUND_ROWS): the conditional updates here always change
+        // the row they match.
+        result.rows_affected()
+    }
+    fn inserted_id(result: &Self::QueryResult) -> i64 {
+        i64::try_from(result.last_insert_id()).unwrap_or(i64::MAX)
+    }
 }
 
 /// A worker's pool on one sqlx backend, with the query timeout every

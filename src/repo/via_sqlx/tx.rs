@@ -9,8 +9,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Database, Executor, IntoArguments, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::{Dialect, SqlxPool, SqlxUserRepo};
+use super::{Dialect, SqlxPool, SqlxSql, SqlxUserRepo};
 use crate::repo::rows::UserRow;
+use crate::repo::sql::{Sql, SqlRef};
 use crate::repo::{RepoError, Repos, Transactor, Tx, UserRepo};
 
 /// The transaction a repository is part of. Its statements run one at a
@@ -105,6 +106,7 @@ struct SqlxTx<DB: Database> {
 /// The repositories bound to one transaction.
 struct SqlxTxRepos<DB: Database> {
     users: SqlxUserRepo<DB>,
+    sql: SqlRef,
 }
 
 impl<DB> Repos for SqlxTxRepos<DB>
@@ -114,6 +116,10 @@ where
 {
     fn users(&self) -> &dyn UserRepo {
         &self.users
+    }
+
+    fn sql(&self) -> SqlRef {
+        self.sql.clone()
     }
 }
 
@@ -149,13 +155,17 @@ where
     DB: Dialect,
     DB::Row: UserRow,
     SqlxUserRepo<DB>: UserRepo,
+    SqlxSql<DB>: Sql + 'static,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
 {
     async fn begin(&self) -> Result<Box<dyn Tx>, RepoError> {
         let tx = self.timed(self.pool().begin_with(DB::BEGIN)).await?;
         let conn = Rc::new(TxConn { db: self.clone(), tx: Mutex::new(Some(tx)) });
-        let repos = Rc::new(SqlxTxRepos { users: SqlxUserRepo::in_transaction(conn.clone()) });
+        let repos = Rc::new(SqlxTxRepos {
+            users: SqlxUserRepo::in_transaction(conn.clone()),
+            sql: Rc::new(SqlxSql::in_transaction(conn.clone())),
+        });
         Ok(Box::new(SqlxTx { conn, repos }))
     }
 }
