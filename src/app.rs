@@ -9,8 +9,12 @@ use drover_worker::{BlockingPool, Broadcast, WorkerContext};
 use crate::cache::Cache;
 
 use crate::config::Config;
+use crate::domain::time::{Clock, SystemClock};
 use crate::http::{Routes, State};
 use crate::repo::{Database, RepoError};
+use crate::resources::idempotency::IdempotencyService;
+use crate::resources::orders::OrderService;
+use crate::resources::products::ProductService;
 use crate::service::{AuthService, KeyError, KeySet, Passwords, ServiceError, TokenService, UserService};
 
 /// Why a worker's application could not start.
@@ -30,6 +34,9 @@ pub struct Services {
     pub users: UserService,
     pub auth: AuthService,
     pub cache: Cache,
+    pub products: ProductService,
+    pub orders: OrderService,
+    pub idempotency: IdempotencyService,
 }
 
 impl Services {
@@ -54,7 +61,11 @@ impl Services {
         };
         let users = UserService::new(db.users.clone(), passwords.clone(), cache.clone());
         let auth = AuthService::new(db.users.clone(), passwords, tokens);
-        Ok(Self { db, users, auth, cache })
+        let clock: Rc<dyn Clock> = Rc::new(SystemClock);
+        let products = ProductService::new(db.clone(), cache.clone(), clock.clone());
+        let orders = OrderService::new(db.clone(), products.clone(), clock.clone());
+        let idempotency = IdempotencyService::new(db.clone(), clock);
+        Ok(Self { db, users, auth, cache, products, orders, idempotency })
     }
 }
 
@@ -65,6 +76,9 @@ pub async fn build(config: &Config, context: WorkerContext) -> Result<Routes, St
         worker: context.info,
         users: services.users,
         auth: services.auth,
+        products: services.products,
+        orders: services.orders,
+        idempotency: services.idempotency,
         db: services.db,
         cache: services.cache,
         max_body_bytes: config.http.max_body_bytes,

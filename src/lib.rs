@@ -12,5 +12,6 @@ pub mod domain;
 pub mod http;
 pub mod private_files;
 pub mod repo;
+pub mod resources;
 pub mod service;
 pub mod telemetry;

@@ -30,6 +30,20 @@ pub enum ApiError {
     MethodNotAllowed { allow: String },
     /// 409: a unique value (such as an email) is taken.
     Conflict { field: &'static str },
+    /// 403: signed in, but not allowed to do this.
+    Forbidden,
+    /// 409 `out_of_stock`: names the products that lack stock.
+    OutOfStock { products: Vec<i64> },
+    /// 409 `stock_reserved`: an adjustment below the reserved units.
+    StockReserved,
+    /// 409 `invalid_transition`: names both states.
+    InvalidTransition { from: &'static str, to: &'static str },
+    /// 422 `mixed_currencies`.
+    MixedCurrencies { issue: String },
+    /// 422 `idempotency_key_reused`: the key came with another request.
+    IdempotencyKeyReused,
+    /// 409 `request_in_progress`: the key's first request still runs.
+    RequestInProgress,
     /// 408: the client paused its body for longer than
     /// `http.body_read_timeout` (the connection closes).
     BodyTimeout,
@@ -63,8 +77,16 @@ impl ApiError {
         ApiError::Invalid { details: vec![ErrorDetail { field: field.into(), issue: issue.into() }] }
     }
 
-    pub fn into_response(self) -> Response {
-        let (status, code, message, details) = match &self {
+    /// The status and the JSON body of this error (what
+    /// [`ApiError::into_response`] sends, without its headers): stored to
+    /// replay the answer to an idempotent request.
+    pub fn status_and_body(&self) -> (StatusCode, bytes::Bytes) {
+        let (status, code, message, details) = self.describe();
+        (status, drover_worker::json_error_body(code, &message, &details))
+    }
+
+    fn describe(&self) -> (StatusCode, &'static str, String, Vec<ErrorDetail>) {
+        match self {
             ApiError::Invalid { details } => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -148,7 +170,63 @@ impl ApiError {
                 format!("internal error; quote id {id} when reporting it"),
                 vec![],
             ),
-        };
+            ApiError::Forbidden => {
+                (StatusCode::FORBIDDEN, "forbidden", "this needs an administrator".to_owned(), vec![])
+            }
+            ApiError::OutOfStock { products } => (
+                StatusCode::CONFLICT,
+                "out_of_stock",
+                format!(
+                    "not enough stock for product{} {}",
+                    if products.len() == 1 { "" } else { "s" },
+                    products.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+                ),
+                products
+                    .iter()
+                    .map(|id| ErrorDetail {
+                        field: format!("product {id}"),
+                        issue: "not enough stock".into(),
+                    })
+                    .collect(),
+            ),
+            ApiError::StockReserved => (
+                StatusCode::CONFLICT,
+                "stock_reserved",
+                "on hand would fall below the units reserved by placed orders".to_owned(),
+                vec![ErrorDetail { field: "delta".into(), issue: "too low for the reserved units".into() }],
+            ),
+            ApiError::InvalidTransition { from, to } => (
+                StatusCode::CONFLICT,
+                "invalid_transition",
+                format!("an order that is {from} cannot become {to}"),
+                vec![ErrorDetail { field: "status".into(), issue: format!("{from} -> {to} is not allowed") }],
+            ),
+            ApiError::MixedCurrencies { issue } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "mixed_currencies",
+                "all amounts must be in one currency".to_owned(),
+                vec![ErrorDetail { field: "items".into(), issue: issue.clone() }],
+            ),
+            ApiError::IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request".to_owned(),
+                vec![ErrorDetail {
+                    field: "idempotency-key".into(),
+                    issue: "used with another request".into(),
+                }],
+            ),
+            ApiError::RequestInProgress => (
+                StatusCode::CONFLICT,
+                "request_in_progress",
+                "a request with this Idempotency-Key is still in progress; retry shortly".to_owned(),
+                vec![],
+            ),
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        let (status, code, message, details) = self.describe();
         let mut response = json_error(status, code, &message, &details);
         let headers = response.headers_mut();
         match self {
@@ -166,7 +244,7 @@ impl ApiError {
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 );
             }
-            ApiError::Unavailable | ApiError::Busy => {
+            ApiError::Unavailable | ApiError::Busy | ApiError::RequestInProgress => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Internal { id } => {
@@ -187,8 +265,15 @@ impl From<ServiceError> for ApiError {
             ServiceError::Taken(field) => ApiError::Conflict { field },
             ServiceError::NotFound => ApiError::NotFound,
             ServiceError::BadCredentials => ApiError::BadCredentials,
+            ServiceError::Forbidden => ApiError::Forbidden,
+            ServiceError::OutOfStock(products) => ApiError::OutOfStock { products },
+            ServiceError::StockReserved => ApiError::StockReserved,
+            ServiceError::InvalidTransition { from, to } => ApiError::InvalidTransition { from, to },
+            ServiceError::MixedCurrencies(issue) => ApiError::MixedCurrencies { issue },
+            ServiceError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            ServiceError::RequestInProgress => ApiError::RequestInProgress,
             ServiceError::Busy => ApiError::Busy,
-            ServiceError::Unavailable(why) => {
+            ServiceError::Unavailable(why) | ServiceError::Contention(why) => {
                 // Debug, not warn: during an outage every request lands here,
                 // and the outage itself is logged once where it is noticed.
                 tracing::debug!(%why, "dependency unavailable; answering 503");

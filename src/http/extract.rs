@@ -339,6 +339,36 @@ pub fn normalized_email_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Op
     Ok(raw.map(|s| s.trim().to_lowercase()))
 }
 
+/// The path parameter `{id}` (the first one) as a positive integer.
+pub fn id(params: &super::Params) -> Result<i64, ApiError> {
+    params
+        .first()
+        .and_then(|(_, v)| v.parse::<i64>().ok())
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::invalid("id", "must be a positive integer"))
+}
+
+/// `?limit=` (1 to `max`, `default` when absent) and `?cursor=` (from a
+/// page's `next`) of a keyset-paginated list.
+pub fn page(request: &Request, default: i64, max: i64) -> Result<(i64, Option<i64>), ApiError> {
+    let limit = match query_param(request, "limit") {
+        None => default,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", &format!("must be an integer from 1 to {max}")))?,
+    };
+    let after = match query_param(request, "cursor") {
+        None => None,
+        Some(raw) => Some(
+            crate::resources::parse_cursor(&raw)
+                .ok_or_else(|| ApiError::invalid("cursor", "must be the `next` of a previous page"))?,
+        ),
+    };
+    Ok((limit, after))
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;

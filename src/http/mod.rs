@@ -5,10 +5,10 @@
 mod auth;
 mod bench;
 mod error;
-mod extract;
+pub(crate) mod extract;
 mod health;
 mod ready;
-mod reply;
+pub(crate) mod reply;
 mod users;
 
 use std::rc::Rc;
@@ -25,6 +25,9 @@ pub struct State {
     pub worker: drover_worker::WorkerInfo,
     pub users: crate::service::UserService,
     pub auth: crate::service::AuthService,
+    pub products: crate::resources::products::ProductService,
+    pub orders: crate::resources::orders::OrderService,
+    pub idempotency: crate::resources::idempotency::IdempotencyService,
     pub db: Rc<crate::repo::Database>,
     /// For `/readyz` (Redis status) and `/healthz` (counters).
     pub cache: crate::cache::Cache,
@@ -79,6 +82,8 @@ impl Routes {
         }
         auth::routes(&mut table);
         users::routes(&mut table);
+        crate::resources::products::http::routes(&mut table);
+        crate::resources::orders::http::routes(&mut table);
         let mut router = matchit::Router::new();
         for (path, resource) in table.resources {
             // Paths are literals in this crate; a conflict is a programming

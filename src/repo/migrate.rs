@@ -63,7 +63,12 @@ macro_rules! migration {
 
 /// Every migration, in order. A new one is one line here and one file per
 /// backend.
-pub const MIGRATIONS: &[Migration] = &[migration!(1, "users", "0001_users.sql")];
+pub const MIGRATIONS: &[Migration] = &[
+    migration!(1, "users", "0001_users.sql"),
+    migration!(2, "products", "0002_products.sql"),
+    migration!(3, "orders", "0003_orders.sql"),
+    migration!(4, "idempotency_keys", "0004_idempotency_keys.sql"),
+];
 
 /// An arbitrary constant identifying drover's migration lock among the
 /// database's advisory locks.

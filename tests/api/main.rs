@@ -5,6 +5,7 @@
 mod auth;
 mod cache;
 mod cluster;
+mod commerce;
 mod config;
 mod db;
 mod helpers;

@@ -94,6 +94,10 @@ on_every_backend!(
     a_transaction_reads_its_own_writes,
     contention_is_retried_a_bounded_number_of_times_and_counted,
     a_dropped_transaction_is_rolled_back_and_frees_its_connection,
+    stock_changes_are_conditional_and_summed_in_the_database,
+    products_list_in_pages_with_only_the_asked_for_columns,
+    idempotency_keys_claim_replay_expire_and_release,
+    orders_round_trip_and_change_state_once,
 );
 
 fn new_user(email: &str, name: &str) -> NewUser {
@@ -203,7 +207,7 @@ async fn a_transaction_commits_all_or_nothing(db: Rc<Database>) {
             Box::pin(async move {
                 let ada = repos.users().create(&new_user("ada@example.com", "Ada")).await?;
                 let bob = repos.users().create(&new_user("bob@example.com", "Bob")).await?;
-                Ok((ada.id, bob.id))
+                Ok::<_, RepoError>((ada.id, bob.id))
             })
         })
         .await
@@ -284,7 +288,7 @@ async fn a_dropped_transaction_is_rolled_back_and_frees_its_connection(db: Rc<Da
             Box::pin(async move {
                 repos.users().create(&new_user("ada@example.com", "Ada")).await?;
                 std::future::pending::<()>().await;
-                Ok(())
+                Ok::<_, RepoError>(())
             })
         }),
     )
@@ -305,7 +309,7 @@ async fn migrate_concurrently(url: String) {
     let (a, b, c, d) =
         tokio::join!(migrate::run(&url), migrate::run(&url), migrate::run(&url), migrate::run(&url));
     let applied: usize = [a, b, c, d].into_iter().map(|r| r.expect("every instance succeeds").len()).sum();
-    assert_eq!(applied, 1, "the users migration is applied by exactly one instance");
+    assert_eq!(applied, migrate::MIGRATIONS.len(), "each migration is applied by exactly one instance");
     let status = migrate::status(&url).await.unwrap();
     assert!(status.iter().all(|s| s.applied_at.is_some()), "{status:?}");
 }
@@ -326,4 +330,158 @@ async fn concurrent_migrations_do_not_race_on_postgres() {
 async fn concurrent_migrations_do_not_race_on_mariadb() {
     let Some(db) = MyDatabase::create().await else { return };
     migrate_concurrently(db.url.clone()).await;
+}
+
+// --- The resources' repositories, on the portable statement layer.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use drover::domain::money::{Currency, Money};
+use drover::resources::idempotency::{self, Claim, Fingerprint, IdempotencyKey, StoredResponse};
+use drover::resources::orders::{
+    Order, OrderId, OrderLine, OrderQuery, OrderRepo, OrderStatus, SqlOrderRepo,
+};
+use drover::resources::products::repo::StockChange;
+use drover::resources::products::{
+    NewProduct, ProductFields, ProductId, ProductName, ProductQuery, ProductRepo, Sku, SqlProductRepo,
+};
+
+fn at(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms as u64)
+}
+
+fn eur(amount: i64) -> Money {
+    Money::new(amount, Currency::parse("EUR").unwrap())
+}
+
+fn new_product(sku: &str, amount: i64, stock: i64) -> NewProduct {
+    NewProduct {
+        sku: Sku::parse(sku).unwrap(),
+        name: ProductName::parse(sku).unwrap(),
+        price: eur(amount),
+        stock,
+    }
+}
+
+async fn stock_changes_are_conditional_and_summed_in_the_database(db: Rc<Database>) {
+    let repo = SqlProductRepo::new(db.sql());
+    let now = at(1_700_000_000_000);
+    let p = repo.create(&new_product("A-1", 250, 5), now).await.unwrap();
+    assert!(matches!(repo.create(&new_product("A-1", 1, 1), now).await, Err(RepoError::Conflict("sku"))));
+    assert_eq!(repo.reserve(p.id, 3, now).await.unwrap(), StockChange::Done);
+    assert_eq!(repo.reserve(p.id, 3, now).await.unwrap(), StockChange::Short);
+    // on_hand may not fall below what is reserved.
+    assert_eq!(repo.adjust(p.id, -3, now).await.unwrap(), StockChange::Short);
+    assert_eq!(repo.adjust(p.id, -2, now).await.unwrap(), StockChange::Done);
+    assert_eq!(repo.release(p.id, 1, now).await.unwrap(), StockChange::Done);
+    assert_eq!(repo.ship(p.id, 2, now).await.unwrap(), StockChange::Done);
+    assert_eq!(repo.ship(p.id, 1, now).await.unwrap(), StockChange::Short);
+    let read = repo.find(p.id).await.unwrap().unwrap();
+    assert_eq!((read.stock.on_hand, read.stock.reserved), (1, 0));
+    assert_eq!(read.created_at, now, "times round-trip to the millisecond");
+    assert_eq!(repo.reserve(ProductId(987_654), 1, now).await.unwrap(), StockChange::NoSuchProduct);
+    repo.create(&new_product("B-1", 100, 10), now).await.unwrap();
+    let usd =
+        NewProduct { price: Money::new(7, Currency::parse("USD").unwrap()), ..new_product("C-1", 0, 3) };
+    repo.create(&usd, now).await.unwrap();
+    let lines = repo.inventory().await.unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!((lines[0].currency.as_str(), lines[0].products, lines[0].on_hand), ("EUR", 2, 11));
+    assert_eq!(lines[0].stock_value, 250 + 10 * 100);
+    assert_eq!((lines[1].currency.as_str(), lines[1].stock_value), ("USD", 21));
+}
+
+async fn products_list_in_pages_with_only_the_asked_for_columns(db: Rc<Database>) {
+    let repo = SqlProductRepo::new(db.sql());
+    let now = at(1_700_000_000_000);
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(repo.create(&new_product(&format!("P-{n}"), 10, n), now).await.unwrap().id);
+    }
+    let page = |after, fields| ProductQuery { after, limit: 2, sku: None, fields };
+    let first = repo.list(&page(None, ProductFields::ALL)).await.unwrap();
+    assert_eq!(first.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids[..2]);
+    let sparse = ProductFields::parse_list("sku,stock").unwrap();
+    let second = repo.list(&page(Some(ids[1]), sparse)).await.unwrap();
+    assert_eq!(second[0].0, ids[2]);
+    let view = &second[0].1;
+    assert_eq!(view.sku.as_ref().map(Sku::as_str), Some("P-2"));
+    assert_eq!(view.stock.map(|s| s.on_hand), Some(2));
+    assert!(view.id.is_none() && view.name.is_none() && view.price.is_none(), "{view:?}");
+    let by_sku = ProductQuery { sku: Some(Sku::parse("P-4").unwrap()), ..page(None, ProductFields::ALL) };
+    let found = repo.list(&by_sku).await.unwrap();
+    assert_eq!(found.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![ids[4]]);
+    assert_eq!(repo.find_many(&[ids[3], ProductId(987_654), ids[0]]).await.unwrap().len(), 2);
+}
+
+async fn idempotency_keys_claim_replay_expire_and_release(db: Rc<Database>) {
+    let sql = db.sql();
+    let user = db.users.create(&new_user("ada@example.com", "Ada")).await.unwrap().id;
+    let key = IdempotencyKey::parse("key-1").unwrap();
+    let (fp, other) = (Fingerprint::of("request a"), Fingerprint::of("request b"));
+    let t0 = at(1_700_000_000_000);
+    let later = |secs: u64| t0 + Duration::from_secs(secs);
+    assert_eq!(idempotency::claim(&*sql, user, &key, &fp, t0).await.unwrap(), Claim::Claimed);
+    assert_eq!(idempotency::claim(&*sql, user, &key, &fp, later(1)).await.unwrap(), Claim::InProgress);
+    assert_eq!(idempotency::claim(&*sql, user, &key, &other, later(1)).await.unwrap(), Claim::Reused);
+    // Keys compare exactly, and belong to one user.
+    let upper = IdempotencyKey::parse("KEY-1").unwrap();
+    assert_eq!(idempotency::claim(&*sql, user, &upper, &fp, later(1)).await.unwrap(), Claim::Claimed);
+    let stored = StoredResponse { status: 201, body: "{\"id\":1}".into() };
+    idempotency::complete(&*sql, user, &key, &stored).await.unwrap();
+    assert_eq!(idempotency::claim(&*sql, user, &key, &fp, later(2)).await.unwrap(), Claim::Replay(stored));
+    // After 24 hours the key is new again.
+    let day = later(24 * 3600);
+    assert_eq!(idempotency::claim(&*sql, user, &key, &other, day).await.unwrap(), Claim::Claimed);
+    // A claim whose request died is taken over once stale, by one claimant.
+    assert_eq!(
+        idempotency::claim(&*sql, user, &key, &other, day + Duration::from_secs(61)).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        idempotency::claim(&*sql, user, &key, &other, day + Duration::from_secs(62)).await.unwrap(),
+        Claim::InProgress
+    );
+    // A released claim (a 5xx) can be claimed again at once.
+    idempotency::release(&*sql, user, &key).await.unwrap();
+    assert_eq!(
+        idempotency::claim(&*sql, user, &key, &fp, day + Duration::from_secs(63)).await.unwrap(),
+        Claim::Claimed
+    );
+}
+
+async fn orders_round_trip_and_change_state_once(db: Rc<Database>) {
+    let user = db.users.create(&new_user("ada@example.com", "Ada")).await.unwrap().id;
+    let now = at(1_700_000_000_000);
+    let product = SqlProductRepo::new(db.sql()).create(&new_product("A-1", 250, 5), now).await.unwrap();
+    let repo = SqlOrderRepo::new(db.sql());
+    let line = OrderLine {
+        product: product.id,
+        sku: "A-1".into(),
+        name: "A-1".into(),
+        quantity: 2,
+        unit_price: eur(250),
+        total: eur(500),
+    };
+    let mut order = Order {
+        id: OrderId(0),
+        user,
+        status: OrderStatus::Placed,
+        total: eur(500),
+        lines: vec![line],
+        created_at: now,
+        updated_at: now,
+    };
+    order.id = repo.insert(&order).await.unwrap();
+    assert_eq!(repo.find(order.id).await.unwrap().as_ref(), Some(&order));
+    let second = repo.insert(&order).await.unwrap();
+    let newest_first = repo.list(&OrderQuery { user: Some(user), before: None, limit: 10 }).await.unwrap();
+    assert_eq!(newest_first.iter().map(|o| o.id).collect::<Vec<_>>(), vec![second, order.id]);
+    let older = repo.list(&OrderQuery { user: None, before: Some(second), limit: 10 }).await.unwrap();
+    assert_eq!(older.len(), 1);
+    assert_eq!(older[0].lines.len(), 1);
+    assert!(repo.transition(order.id, OrderStatus::Placed, OrderStatus::Paid, now).await.unwrap());
+    assert!(!repo.transition(order.id, OrderStatus::Placed, OrderStatus::Cancelled, now).await.unwrap());
+    assert_eq!(repo.find(order.id).await.unwrap().unwrap().status, OrderStatus::Paid);
+    assert!(repo.find(OrderId(987_654)).await.unwrap().is_none());
 }

@@ -21,7 +21,7 @@ mod wire;
 pub use blocking::BlockingPool;
 pub use body::{BodyError, RequestBody};
 pub use control::Broadcast;
-pub use error::{json_error, ErrorDetail};
+pub use error::{json_error, json_error_body, ErrorDetail};
 pub use limits::Limits;
 pub use server::{run, ServeOptions, WorkerContext, WorkerInfo};
 

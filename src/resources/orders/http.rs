@@ -1,0 +1,254 @@
+//! `/v1/orders`: place (with a required `Idempotency-Key`), list, read,
+//! and `pay`, `ship`, `cancel`.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use drover_worker::{Body, Request, Response};
+use garde::Validate;
+use http::{header, HeaderValue, Method, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::service::{check_items, Receipt};
+use super::{Order, OrderId, OrderItem, OrderService};
+use crate::domain::{Invalid, UserId};
+use crate::http::{extract, reply, ApiError, Params, Reply, RouteTable, State};
+use crate::resources::idempotency::{Claim, Fingerprint, IdempotencyKey, StoredResponse};
+use crate::resources::products::http::{rfc3339, MoneyBody};
+use crate::resources::products::ProductId;
+use crate::resources::{cursor, DEFAULT_PAGE, MAX_PAGE};
+use crate::service::{Principal, ServiceError};
+
+pub fn routes(table: &mut RouteTable) {
+    table.add("/v1/orders", Method::POST, place);
+    table.add("/v1/orders", Method::GET, list);
+    table.add("/v1/orders/{id}", Method::GET, get);
+    table.add("/v1/orders/{id}/pay", Method::POST, pay);
+    table.add("/v1/orders/{id}/ship", Method::POST, ship);
+    table.add("/v1/orders/{id}/cancel", Method::POST, cancel);
+}
+
+#[derive(Serialize)]
+struct LineBody {
+    product_id: i64,
+    sku: String,
+    name: String,
+    quantity: i64,
+    unit_price: MoneyBody,
+    total: MoneyBody,
+}
+
+#[derive(Serialize)]
+struct OrderBody {
+    id: i64,
+    user_id: i64,
+    status: &'static str,
+    total: MoneyBody,
+    lines: Vec<LineBody>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&Order> for OrderBody {
+    fn from(order: &Order) -> Self {
+        Self {
+            id: order.id.0,
+            user_id: order.user.0,
+            status: order.status.as_str(),
+            total: order.total.into(),
+            lines: order
+                .lines
+                .iter()
+                .map(|l| LineBody {
+                    product_id: l.product.0,
+                    sku: l.sku.clone(),
+                    name: l.name.clone(),
+                    quantity: l.quantity,
+                    unit_price: l.unit_price.into(),
+                    total: l.total.into(),
+                })
+                .collect(),
+            created_at: rfc3339(order.created_at),
+            updated_at: rfc3339(order.updated_at),
+        }
+    }
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+struct ItemBody {
+    #[garde(range(min = 1))]
+    product_id: i64,
+    #[garde(range(min = 1, max = super::MAX_QUANTITY))]
+    quantity: i64,
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+struct PlaceBody {
+    #[garde(length(min = 1, max = super::MAX_ITEMS), dive)]
+    items: Vec<ItemBody>,
+}
+
+fn invalid(e: Invalid) -> ApiError {
+    ApiError::invalid(e.field, &e.issue)
+}
+
+/// The `Idempotency-Key` header: required on `POST /v1/orders`.
+fn idempotency_key(request: &Request) -> Result<IdempotencyKey, ApiError> {
+    let mut values = request.headers().get_all("idempotency-key").iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(ApiError::invalid(
+            "idempotency-key",
+            "send exactly one Idempotency-Key header (1-255 visible ASCII characters)",
+        ));
+    };
+    let text = value.to_str().map_err(|_| ApiError::invalid("idempotency-key", "must be visible ASCII"))?;
+    IdempotencyKey::parse(text).map_err(invalid)
+}
+
+/// A stored answer, sent again.
+fn replay(stored: StoredResponse) -> Response {
+    let mut response = Response::new(Body::new(Bytes::from(stored.body)));
+    *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+fn render(order: &Order) -> StoredResponse {
+    // Strings and integers always serialise.
+    StoredResponse { status: 201, body: serde_json::to_string(&OrderBody::from(order)).unwrap_or_default() }
+}
+
+fn place(state: &Rc<State>, request: Request, _params: Params) -> Reply {
+    let (principal, key) =
+        match extract::principal(state, &request).and_then(|p| Ok((p, idempotency_key(&request)?))) {
+            Ok(found) => found,
+            Err(error) => return error.into(),
+        };
+    let state = state.clone();
+    Reply::later(async move {
+        let body: PlaceBody = extract::json(request, state.max_body_bytes).await?;
+        let mut items: Vec<OrderItem> = body
+            .items
+            .iter()
+            .map(|i| OrderItem { product: ProductId(i.product_id), quantity: i.quantity })
+            .collect();
+        // Refused before the key is claimed: a malformed request has no
+        // outcome to remember.
+        check_items(&items).map_err(invalid)?;
+        items.sort_by_key(|i| i.product);
+        let canonical: Vec<String> =
+            items.iter().map(|i| format!("{}x{}", i.product.0, i.quantity)).collect();
+        let fingerprint = Fingerprint::of(&format!("POST /v1/orders {}", canonical.join(",")));
+        match state.idempotency.claim(principal.user, &key, &fingerprint).await? {
+            Claim::Claimed => {}
+            Claim::Replay(stored) => return Ok(replay(stored)),
+            Claim::InProgress => return Err(ApiError::RequestInProgress),
+            Claim::Reused => return Err(ApiError::IdempotencyKeyReused),
+        }
+        let receipt = Receipt { key: &key, render: &render };
+        match state.orders.place(principal, &items, Some(receipt)).await {
+            Ok(order) => {
+                let stored = render(&order);
+                let mut response = replay(stored);
+                response.headers_mut().remove("idempotent-replayed");
+                Ok(response)
+            }
+            Err(error) => {
+                let error = ApiError::from(error);
+                let (status, body) = error.status_and_body();
+                let outcome = StoredResponse {
+                    status: status.as_u16(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                };
+                if let Err(settle) = state.idempotency.settle(principal.user, &key, &outcome).await {
+                    // The key stays claimed; it is taken over once stale.
+                    tracing::warn!(error = %settle, "could not store the outcome of an idempotent request");
+                }
+                Err(error)
+            }
+        }
+    })
+}
+
+#[derive(Serialize)]
+struct PageBody {
+    items: Vec<OrderBody>,
+    next: Option<String>,
+}
+
+fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
+    let parsed = extract::principal(state, &request).and_then(|p| {
+        let (limit, before) = extract::page(&request, DEFAULT_PAGE, MAX_PAGE)?;
+        let user = match extract::query_param(&request, "user_id") {
+            None => None,
+            Some(raw) => Some(UserId(
+                raw.parse::<i64>()
+                    .ok()
+                    .filter(|id| *id > 0)
+                    .ok_or_else(|| ApiError::invalid("user_id", "must be a positive integer"))?,
+            )),
+        };
+        Ok((p, limit, before, user))
+    });
+    let (principal, limit, before, user) = match parsed {
+        Ok(found) => found,
+        Err(error) => return error.into(),
+    };
+    let state = state.clone();
+    Reply::later(async move {
+        let (orders, next) = state.orders.list(principal, user, before.map(OrderId), limit).await?;
+        let body = PageBody {
+            items: orders.iter().map(OrderBody::from).collect(),
+            next: next.map(|id| cursor(id.0)),
+        };
+        Ok(reply::json(StatusCode::OK, &body))
+    })
+}
+
+fn get(state: &Rc<State>, request: Request, params: Params) -> Reply {
+    let (principal, id) =
+        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
+            Ok(found) => found,
+            Err(error) => return error.into(),
+        };
+    let state = state.clone();
+    Reply::later(async move {
+        let order = state.orders.get(principal, OrderId(id)).await?;
+        Ok(reply::json(StatusCode::OK, &OrderBody::from(&order)))
+    })
+}
+
+type Transition = for<'a> fn(
+    &'a OrderService,
+    Principal,
+    OrderId,
+) -> futures_util::future::LocalBoxFuture<'a, Result<Order, ServiceError>>;
+
+fn transition(state: &Rc<State>, request: Request, params: Params, change: Transition) -> Reply {
+    let (principal, id) =
+        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
+            Ok(found) => found,
+            Err(error) => return error.into(),
+        };
+    let state = state.clone();
+    Reply::later(async move {
+        let order = change(&state.orders, principal, OrderId(id)).await?;
+        Ok(reply::json(StatusCode::OK, &OrderBody::from(&order)))
+    })
+}
+
+fn pay(state: &Rc<State>, request: Request, params: Params) -> Reply {
+    transition(state, request, params, |orders, by, id| Box::pin(orders.pay(by, id)))
+}
+
+fn ship(state: &Rc<State>, request: Request, params: Params) -> Reply {
+    transition(state, request, params, |orders, by, id| Box::pin(orders.ship(by, id)))
+}
+
+fn cancel(state: &Rc<State>, request: Request, params: Params) -> Reply {
+    transition(state, request, params, |orders, by, id| Box::pin(orders.cancel(by, id)))
+}
