@@ -13,8 +13,11 @@ use crate::domain::time::{Clock, SystemClock};
 use crate::http::{Routes, State};
 use crate::repo::{Database, RepoError};
 use crate::resources::idempotency::IdempotencyService;
+use crate::resources::invoices::InvoiceService;
 use crate::resources::orders::OrderService;
+use crate::resources::plans::PlanService;
 use crate::resources::products::ProductService;
+use crate::resources::subscriptions::SubscriptionService;
 use crate::service::{AuthService, KeyError, KeySet, Passwords, ServiceError, TokenService, UserService};
 
 /// Why a worker's application could not start.
@@ -37,6 +40,9 @@ pub struct Services {
     pub products: ProductService,
     pub orders: OrderService,
     pub idempotency: IdempotencyService,
+    pub plans: PlanService,
+    pub subscriptions: SubscriptionService,
+    pub invoices: InvoiceService,
 }
 
 impl Services {
@@ -64,8 +70,11 @@ impl Services {
         let clock: Rc<dyn Clock> = Rc::new(SystemClock);
         let products = ProductService::new(db.clone(), cache.clone(), clock.clone());
         let orders = OrderService::new(db.clone(), products.clone(), clock.clone());
-        let idempotency = IdempotencyService::new(db.clone(), clock);
-        Ok(Self { db, users, auth, cache, products, orders, idempotency })
+        let idempotency = IdempotencyService::new(db.clone(), clock.clone());
+        let plans = PlanService::new(db.clone(), clock.clone());
+        let subscriptions = SubscriptionService::new(db.clone(), clock);
+        let invoices = InvoiceService::new(db.clone());
+        Ok(Self { db, users, auth, cache, products, orders, idempotency, plans, subscriptions, invoices })
     }
 }
 
@@ -79,6 +88,9 @@ pub async fn build(config: &Config, context: WorkerContext) -> Result<Routes, St
         products: services.products,
         orders: services.orders,
         idempotency: services.idempotency,
+        plans: services.plans,
+        subscriptions: services.subscriptions,
+        invoices: services.invoices,
         db: services.db,
         cache: services.cache,
         max_body_bytes: config.http.max_body_bytes,

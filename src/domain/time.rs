@@ -48,6 +48,29 @@ pub enum Interval {
     Year,
 }
 
+impl Interval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interval::Month => "month",
+            Interval::Year => "year",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, super::Invalid> {
+        match text {
+            "month" => Ok(Interval::Month),
+            "year" => Ok(Interval::Year),
+            _ => Err(super::Invalid::new("interval", "must be \"month\" or \"year\"")),
+        }
+    }
+}
+
+/// The calendar year (UTC) of an instant: invoice numbers count per year.
+pub fn year_of(time: SystemTime) -> i64 {
+    let seconds = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    civil_from_days(seconds.div_euclid(86_400)).0
+}
+
 /// The end of period `n` (1 for the first) of a subscription that started
 /// at `anchor`: `n` months or years later, on the anchor's day of the month
 /// clamped to the length of the target month (31 Jan → 28 or 29 Feb → 31

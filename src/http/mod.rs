@@ -28,6 +28,9 @@ pub struct State {
     pub products: crate::resources::products::ProductService,
     pub orders: crate::resources::orders::OrderService,
     pub idempotency: crate::resources::idempotency::IdempotencyService,
+    pub plans: crate::resources::plans::PlanService,
+    pub subscriptions: crate::resources::subscriptions::SubscriptionService,
+    pub invoices: crate::resources::invoices::InvoiceService,
     pub db: Rc<crate::repo::Database>,
     /// For `/readyz` (Redis status) and `/healthz` (counters).
     pub cache: crate::cache::Cache,
@@ -84,6 +87,9 @@ impl Routes {
         users::routes(&mut table);
         crate::resources::products::http::routes(&mut table);
         crate::resources::orders::http::routes(&mut table);
+        crate::resources::plans::http::routes(&mut table);
+        crate::resources::subscriptions::http::routes(&mut table);
+        crate::resources::invoices::http::routes(&mut table);
         let mut router = matchit::Router::new();
         for (path, resource) in table.resources {
             // Paths are literals in this crate; a conflict is a programming

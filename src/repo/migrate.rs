@@ -68,6 +68,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "products", "0002_products.sql"),
     migration!(3, "orders", "0003_orders.sql"),
     migration!(4, "idempotency_keys", "0004_idempotency_keys.sql"),
+    migration!(5, "plans", "0005_plans.sql"),
+    migration!(6, "subscriptions", "0006_subscriptions.sql"),
 ];
 
 /// An arbitrary constant identifying drover's migration lock among the

@@ -6,8 +6,11 @@
 //! a line each in the router, the services and the migration list.
 
 pub mod idempotency;
+pub mod invoices;
 pub mod orders;
+pub mod plans;
 pub mod products;
+pub mod subscriptions;
 
 /// Keyset pagination: at most this many items per page.
 pub const MAX_PAGE: i64 = 100;

@@ -13,7 +13,7 @@ use crate::db::{MyDatabase, PgDatabase};
 use crate::helpers::{Conn, Drover, Options, Response};
 
 /// Sends one request with a bearer token, a JSON body and extra headers.
-async fn send(
+pub async fn send(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -41,13 +41,13 @@ async fn order(addr: SocketAddr, token: &str, key: &str, items: Value) -> Respon
         .await
 }
 
-fn expect(response: &Response, status: u16) -> Value {
+pub fn expect(response: &Response, status: u16) -> Value {
     let body = if response.body.is_empty() { Value::Null } else { response.json() };
     assert_eq!(response.status, status, "{body}");
     body
 }
 
-fn expect_error(response: &Response, status: u16, code: &str) -> Value {
+pub fn expect_error(response: &Response, status: u16, code: &str) -> Value {
     let body = expect(response, status);
     assert_eq!(body["error"]["code"], code, "{body}");
     body
@@ -55,7 +55,7 @@ fn expect_error(response: &Response, status: u16, code: &str) -> Value {
 
 /// Makes the first administrator through the CLI (the documented way) and
 /// returns a token for them.
-async fn admin_token(drover: &Drover, database_url: Option<&str>) -> String {
+pub async fn admin_token(drover: &Drover, database_url: Option<&str>) -> String {
     let mut command = Command::new(env!("CARGO_BIN_EXE_drover"));
     command
         .args([
@@ -86,7 +86,7 @@ async fn admin_token(drover: &Drover, database_url: Option<&str>) -> String {
     token_for(drover.addr, "root@example.com", "root password").await
 }
 
-async fn customer(addr: SocketAddr, n: usize) -> String {
+pub async fn customer(addr: SocketAddr, n: usize) -> String {
     let email = format!("customer{n}@example.com");
     expect(&register(addr, &email, "correct horse", &format!("Customer {n}")).await, 201);
     token_for(addr, &email, "correct horse").await

@@ -3,6 +3,7 @@
 //! only; every process started is killed by pid when its test ends.
 
 mod auth;
+mod billing;
 mod cache;
 mod cluster;
 mod commerce;

@@ -1,0 +1,11 @@
+-- Subscription plans: a price per month or per year. Codes compare exactly.
+CREATE TABLE plans (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    code         VARCHAR(64) NOT NULL,
+    name         VARCHAR(200) NOT NULL,
+    price_amount INTEGER NOT NULL CHECK (price_amount >= 0),
+    currency     VARCHAR(3) NOT NULL,
+    billing_interval VARCHAR(8) NOT NULL CHECK (billing_interval IN ('month', 'year')),
+    created_at   INTEGER NOT NULL,
+    CONSTRAINT plans_code_key UNIQUE (code)
+);

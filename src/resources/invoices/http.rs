@@ -1,0 +1,103 @@
+//! `GET /v1/invoices` (your own, newest first) and `GET /v1/invoices/{id}`
+//! (owner or admin).
+
+use std::rc::Rc;
+
+use drover_worker::Request;
+use http::{Method, StatusCode};
+use serde::Serialize;
+
+use super::{Invoice, InvoiceId};
+use crate::domain::proration::LineKind;
+use crate::http::{extract, reply, Params, Reply, RouteTable, State};
+use crate::resources::products::http::{rfc3339, MoneyBody};
+use crate::resources::{cursor, DEFAULT_PAGE, MAX_PAGE};
+
+pub fn routes(table: &mut RouteTable) {
+    table.add("/v1/invoices", Method::GET, list);
+    table.add("/v1/invoices/{id}", Method::GET, get);
+}
+
+#[derive(Serialize)]
+struct LineBody {
+    kind: &'static str,
+    description: String,
+    amount: MoneyBody,
+    period_start: String,
+    period_end: String,
+}
+
+#[derive(Serialize)]
+pub struct InvoiceBody {
+    id: i64,
+    number: String,
+    user_id: i64,
+    subscription_id: Option<i64>,
+    total: MoneyBody,
+    lines: Vec<LineBody>,
+    created_at: String,
+}
+
+impl From<&Invoice> for InvoiceBody {
+    fn from(invoice: &Invoice) -> Self {
+        Self {
+            id: invoice.id.0,
+            number: invoice.number.clone(),
+            user_id: invoice.user.0,
+            subscription_id: invoice.subscription,
+            total: invoice.total.into(),
+            lines: invoice
+                .lines
+                .iter()
+                .map(|l| LineBody {
+                    kind: match l.kind {
+                        LineKind::Charge => "charge",
+                        LineKind::Credit => "credit",
+                    },
+                    description: l.description.clone(),
+                    amount: l.amount.into(),
+                    period_start: rfc3339(l.period_start),
+                    period_end: rfc3339(l.period_end),
+                })
+                .collect(),
+            created_at: rfc3339(invoice.created_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PageBody {
+    items: Vec<InvoiceBody>,
+    next: Option<String>,
+}
+
+fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
+    let parsed = extract::principal(state, &request)
+        .and_then(|p| Ok((p, extract::page(&request, DEFAULT_PAGE, MAX_PAGE)?)));
+    let (principal, (limit, before)) = match parsed {
+        Ok(found) => found,
+        Err(error) => return error.into(),
+    };
+    let state = state.clone();
+    Reply::later(async move {
+        let (invoices, next) = state.invoices.list(principal, before.map(InvoiceId), limit).await?;
+        let body = PageBody {
+            items: invoices.iter().map(InvoiceBody::from).collect(),
+            next: next.map(|id| cursor(id.0)),
+        };
+        Ok(reply::json(StatusCode::OK, &body))
+    })
+}
+
+fn get(state: &Rc<State>, request: Request, params: Params) -> Reply {
+    let (principal, id) =
+        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
+            Ok(found) => found,
+            Err(error) => return error.into(),
+        };
+    let state = state.clone();
+    Reply::later(async move {
+        let invoice = state.invoices.get(principal, InvoiceId(id)).await?;
+        Ok(reply::json(StatusCode::OK, &InvoiceBody::from(&invoice)))
+    })
+}

@@ -1,0 +1,93 @@
+//! `POST /v1/plans` (admin) and `GET /v1/plans` (anyone signed in).
+
+use std::rc::Rc;
+
+use drover_worker::Request;
+use garde::Validate;
+use http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::{NewPlan, Plan, PlanCode};
+use crate::domain::proration::PlanTerms;
+use crate::domain::time::Interval;
+use crate::http::{extract, reply, ApiError, Params, Reply, RouteTable, State};
+use crate::resources::products::http::{rfc3339, MoneyBody};
+
+pub fn routes(table: &mut RouteTable) {
+    table.add("/v1/plans", Method::POST, create);
+    table.add("/v1/plans", Method::GET, list);
+}
+
+#[derive(Serialize)]
+pub struct PlanBody {
+    id: i64,
+    code: String,
+    name: String,
+    price: MoneyBody,
+    interval: &'static str,
+    created_at: String,
+}
+
+impl From<&Plan> for PlanBody {
+    fn from(plan: &Plan) -> Self {
+        Self {
+            id: plan.id.0,
+            code: plan.code.as_str().to_owned(),
+            name: plan.name.clone(),
+            price: plan.terms.price.into(),
+            interval: plan.terms.interval.as_str(),
+            created_at: rfc3339(plan.created_at),
+        }
+    }
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[garde(skip)]
+    code: String,
+    #[garde(length(chars, min = 1, max = 200))]
+    name: String,
+    #[garde(dive)]
+    price: MoneyBody,
+    #[garde(skip)]
+    interval: String,
+}
+
+fn create(state: &Rc<State>, request: Request, _params: Params) -> Reply {
+    let principal = match extract::principal(state, &request) {
+        Ok(principal) => principal,
+        Err(error) => return error.into(),
+    };
+    let state = state.clone();
+    Reply::later(async move {
+        let body: CreateBody = extract::json(request, state.max_body_bytes).await?;
+        let invalid = |field: &str, e: crate::domain::Invalid| ApiError::invalid(field, &e.issue);
+        let plan = NewPlan {
+            code: PlanCode::parse(&body.code).map_err(|e| invalid("code", e))?,
+            name: body.name.trim().to_owned(),
+            terms: PlanTerms {
+                price: body.price.parse("price")?,
+                interval: Interval::parse(&body.interval).map_err(|e| invalid("interval", e))?,
+            },
+        };
+        let created = state.plans.create(principal, plan).await?;
+        Ok(reply::json(StatusCode::CREATED, &PlanBody::from(&created)))
+    })
+}
+
+#[derive(Serialize)]
+struct ListBody {
+    items: Vec<PlanBody>,
+}
+
+fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
+    if let Err(error) = extract::principal(state, &request) {
+        return error.into();
+    }
+    let state = state.clone();
+    Reply::later(async move {
+        let plans = state.plans.list().await?;
+        Ok(reply::json(StatusCode::OK, &ListBody { items: plans.iter().map(PlanBody::from).collect() }))
+    })
+}

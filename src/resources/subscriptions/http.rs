@@ -1,0 +1,211 @@
+//! `/v1/subscriptions`: subscribe, read, preview and make a plan change,
+//! cancel. Each change answers with the invoice it issued.
+
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use drover_worker::Request;
+use garde::Validate;
+use http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::service::Subscribed;
+use super::SubscriptionId;
+use crate::domain::proration::LineKind;
+use crate::http::{extract, reply, ApiError, Params, Reply, RouteTable, State};
+use crate::resources::invoices::http::InvoiceBody;
+use crate::resources::invoices::Invoice;
+use crate::resources::plans::http::PlanBody;
+use crate::resources::plans::PlanCode;
+use crate::resources::products::http::{rfc3339, MoneyBody};
+
+pub fn routes(table: &mut RouteTable) {
+    table.add("/v1/subscriptions", Method::POST, subscribe);
+    table.add("/v1/subscriptions/{id}", Method::GET, get);
+    table.add("/v1/subscriptions/{id}/change-preview", Method::GET, preview);
+    table.add("/v1/subscriptions/{id}/change", Method::POST, change);
+    table.add("/v1/subscriptions/{id}/cancel", Method::POST, cancel);
+}
+
+#[derive(Serialize)]
+struct SubscriptionBody {
+    id: i64,
+    user_id: i64,
+    plan: PlanBody,
+    status: &'static str,
+    current_period_start: String,
+    current_period_end: String,
+    cancel_at_period_end: bool,
+    cancelled_at: Option<String>,
+    created_at: String,
+}
+
+impl From<&Subscribed> for SubscriptionBody {
+    fn from(s: &Subscribed) -> Self {
+        let sub = &s.subscription;
+        Self {
+            id: sub.id.0,
+            user_id: sub.user.0,
+            plan: PlanBody::from(&s.plan),
+            status: sub.status.as_str(),
+            current_period_start: rfc3339(sub.period.start),
+            current_period_end: rfc3339(sub.period.end),
+            cancel_at_period_end: sub.cancel_at_period_end,
+            cancelled_at: sub.cancelled_at.map(rfc3339),
+            created_at: rfc3339(sub.created_at),
+        }
+    }
+}
+
+/// A subscription and the invoice its change issued.
+#[derive(Serialize)]
+struct ChangedBody {
+    subscription: SubscriptionBody,
+    invoice: Option<InvoiceBody>,
+}
+
+fn changed(subscribed: &Subscribed, invoice: Option<&Invoice>) -> ChangedBody {
+    ChangedBody { subscription: subscribed.into(), invoice: invoice.map(InvoiceBody::from) }
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+struct PlanChoice {
+    #[garde(skip)]
+    plan: String,
+}
+
+fn plan_code(raw: &str) -> Result<PlanCode, ApiError> {
+    PlanCode::parse(raw).map_err(|e| ApiError::invalid("plan", &e.issue))
+}
+
+fn subscribe(state: &Rc<State>, request: Request, _params: Params) -> Reply {
+    let principal = match extract::principal(state, &request) {
+        Ok(principal) => principal,
+        Err(error) => return error.into(),
+    };
+    let state = state.clone();
+    Reply::later(async move {
+        let body: PlanChoice = extract::json(request, state.max_body_bytes).await?;
+        let code = plan_code(&body.plan)?;
+        let (subscribed, invoice) = state.subscriptions.subscribe(principal, &code).await?;
+        Ok(reply::json(StatusCode::CREATED, &changed(&subscribed, Some(&invoice))))
+    })
+}
+
+fn get(state: &Rc<State>, request: Request, params: Params) -> Reply {
+    let (principal, id) =
+        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
+            Ok(found) => found,
+            Err(error) => return error.into(),
+        };
+    let state = state.clone();
+    Reply::later(async move {
+        let subscribed = state.subscriptions.get(principal, SubscriptionId(id)).await?;
+        Ok(reply::json(StatusCode::OK, &SubscriptionBody::from(&subscribed)))
+    })
+}
+
+#[derive(Serialize)]
+struct PreviewLine {
+    kind: &'static str,
+    amount: MoneyBody,
+    period_start: String,
+    period_end: String,
+}
+
+#[derive(Serialize)]
+struct PreviewBody {
+    plan: PlanBody,
+    at: String,
+    lines: Vec<PreviewLine>,
+    total: MoneyBody,
+    /// The period after the change.
+    current_period_start: String,
+    current_period_end: String,
+}
+
+fn preview(state: &Rc<State>, request: Request, params: Params) -> Reply {
+    let parsed = extract::principal(state, &request).and_then(|p| {
+        let id = extract::id(&params)?;
+        let code = plan_code(
+            &extract::query_param(&request, "plan")
+                .ok_or_else(|| ApiError::invalid("plan", "is required"))?,
+        )?;
+        let at = match extract::query_param(&request, "at") {
+            None => None,
+            Some(raw) => Some(humantime::parse_rfc3339_weak(&raw).map_err(|_| {
+                ApiError::invalid("at", "must be an RFC 3339 time in UTC, such as 2026-12-03T10:00:00Z")
+            })?),
+        };
+        Ok((p, id, code, at))
+    });
+    let (principal, id, code, at) = match parsed {
+        Ok(found) => found,
+        Err(error) => return error.into(),
+    };
+    let state = state.clone();
+    Reply::later(async move {
+        let preview = state.subscriptions.preview(principal, SubscriptionId(id), &code, at).await?;
+        let p = &preview.proration;
+        let at = at.unwrap_or_else(|| p.lines.first().map_or_else(SystemTime::now, |l| l.from));
+        let body = PreviewBody {
+            plan: PlanBody::from(&preview.plan),
+            at: rfc3339(at),
+            lines: p
+                .lines
+                .iter()
+                .map(|l| PreviewLine {
+                    kind: match l.kind {
+                        LineKind::Charge => "charge",
+                        LineKind::Credit => "credit",
+                    },
+                    amount: l.amount.into(),
+                    period_start: rfc3339(l.from),
+                    period_end: rfc3339(l.to),
+                })
+                .collect(),
+            total: p.total.into(),
+            current_period_start: rfc3339(p.period.start),
+            current_period_end: rfc3339(p.period.end),
+        };
+        Ok(reply::json(StatusCode::OK, &body))
+    })
+}
+
+fn change(state: &Rc<State>, request: Request, params: Params) -> Reply {
+    let (principal, id) =
+        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
+            Ok(found) => found,
+            Err(error) => return error.into(),
+        };
+    let state = state.clone();
+    Reply::later(async move {
+        let body: PlanChoice = extract::json(request, state.max_body_bytes).await?;
+        let code = plan_code(&body.plan)?;
+        let (subscribed, invoice) = state.subscriptions.change(principal, SubscriptionId(id), &code).await?;
+        Ok(reply::json(StatusCode::OK, &changed(&subscribed, Some(&invoice))))
+    })
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    #[garde(skip)]
+    at_period_end: bool,
+}
+
+fn cancel(state: &Rc<State>, request: Request, params: Params) -> Reply {
+    let (principal, id) =
+        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
+            Ok(found) => found,
+            Err(error) => return error.into(),
+        };
+    let state = state.clone();
+    Reply::later(async move {
+        let body: CancelBody = extract::json(request, state.max_body_bytes).await?;
+        let (subscribed, invoice) =
+            state.subscriptions.cancel(principal, SubscriptionId(id), body.at_period_end).await?;
+        Ok(reply::json(StatusCode::OK, &changed(&subscribed, invoice.as_ref())))
+    })
+}

@@ -1,0 +1,278 @@
+//! The rules of subscriptions: who may see and change one, the first
+//! period and its invoice, prorated plan changes and cancellations, each
+//! with its invoice in the same transaction.
+
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use super::{SqlSubscriptionRepo, Subscription, SubscriptionId, SubscriptionRepo, SubscriptionStatus};
+use crate::domain::proration::{
+    credit_for_unused, prorate_change, LineKind, Period, Proration, ProrationError, ProrationLine,
+};
+use crate::domain::time::{period_end, Clock};
+use crate::domain::{Invalid, Role};
+use crate::repo::sql;
+use crate::repo::{Database, Repos};
+use crate::resources::invoices::{self, Invoice, InvoiceLine, InvoiceRepo, NewInvoice};
+use crate::resources::plans::{self, Plan, PlanCode, PlanRepo};
+use crate::service::{Principal, ServiceError};
+
+fn subscriptions(repos: &dyn Repos) -> SqlSubscriptionRepo {
+    SqlSubscriptionRepo::new(repos.sql())
+}
+
+/// A subscription with its plan.
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    pub subscription: Subscription,
+    pub plan: Plan,
+}
+
+/// What a plan change would cost: the lines, their total, and the period
+/// after it.
+#[derive(Debug, Clone)]
+pub struct ChangePreview {
+    pub plan: Plan,
+    pub proration: Proration,
+}
+
+#[derive(Clone)]
+pub struct SubscriptionService {
+    db: Rc<Database>,
+    clock: Rc<dyn Clock>,
+}
+
+fn proration_error(error: ProrationError) -> ServiceError {
+    match error {
+        ProrationError::OutsidePeriod => {
+            Invalid::new("at", "must be within the subscription's current period").into()
+        }
+        ProrationError::Money(crate::domain::money::MoneyError::MixedCurrencies(a, b)) => {
+            ServiceError::MixedCurrencies(format!("a plan in {a} cannot be changed for one in {b}"))
+        }
+        ProrationError::Money(other) => Invalid::new("plan", other.to_string()).into(),
+    }
+}
+
+fn line(plan: &Plan, line: &ProrationLine) -> InvoiceLine {
+    let description = match line.kind {
+        LineKind::Charge => format!("{} ({})", plan.name, plan.code.as_str()),
+        LineKind::Credit => format!("unused time on {} ({})", plan.name, plan.code.as_str()),
+    };
+    InvoiceLine {
+        kind: line.kind,
+        description,
+        amount: line.amount,
+        period_start: line.from,
+        period_end: line.to,
+    }
+}
+
+/// Owners and admins see a subscription; to anyone else it does not exist.
+fn visible(viewer: Principal, subscription: &Subscription) -> Result<(), ServiceError> {
+    if subscription.user == viewer.user || viewer.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ServiceError::NotFound)
+    }
+}
+
+/// Issues an invoice for `lines` in the caller's transaction.
+async fn invoice(
+    repos: &dyn Repos,
+    subscription: &Subscription,
+    plan: &Plan,
+    lines: Vec<InvoiceLine>,
+    now: SystemTime,
+) -> Result<Invoice, ServiceError> {
+    let new = NewInvoice {
+        user: subscription.user,
+        subscription: Some(subscription.id.0),
+        currency: plan.terms.price.currency,
+        lines,
+    };
+    let total = new.total()?;
+    Ok(invoices::repo(repos).issue(&new, total, now).await?)
+}
+
+impl SubscriptionService {
+    pub fn new(db: Rc<Database>, clock: Rc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+
+    /// "Now", as stored: to the millisecond.
+    fn now(&self) -> SystemTime {
+        sql::from_millis(sql::millis(self.clock.now()))
+    }
+
+    /// Subscribes `by` to the plan `code`: the first period starts now,
+    /// and its invoice charges the plan in full.
+    pub async fn subscribe(
+        &self,
+        by: Principal,
+        code: &PlanCode,
+    ) -> Result<(Subscribed, Invoice), ServiceError> {
+        let now = self.now();
+        self.db
+            .transaction(|repos| {
+                Box::pin(async move {
+                    let plan = plans::repo(&*repos)
+                        .find_by_code(code)
+                        .await?
+                        .ok_or_else(|| Invalid::new("plan", "no such plan"))?;
+                    let period = Period { start: now, end: period_end(now, plan.terms.interval, 1) };
+                    let mut subscription = Subscription {
+                        id: SubscriptionId(0),
+                        user: by.user,
+                        plan: plan.id,
+                        status: SubscriptionStatus::Active,
+                        period,
+                        cancel_at_period_end: false,
+                        cancelled_at: None,
+                        created_at: now,
+                        updated_at: now,
+                    };
+                    subscription.id = subscriptions(&*repos).insert(&subscription).await?;
+                    let charge = ProrationLine {
+                        kind: LineKind::Charge,
+                        amount: plan.terms.price,
+                        from: period.start,
+                        to: period.end,
+                    };
+                    let first =
+                        invoice(&*repos, &subscription, &plan, vec![line(&plan, &charge)], now).await?;
+                    Ok((Subscribed { subscription, plan }, first))
+                })
+            })
+            .await
+    }
+
+    pub async fn get(&self, viewer: Principal, id: SubscriptionId) -> Result<Subscribed, ServiceError> {
+        let subscription = subscriptions(&*self.db).find(id).await?.ok_or(ServiceError::NotFound)?;
+        visible(viewer, &subscription)?;
+        let plan = plans::repo(&*self.db)
+            .find(subscription.plan)
+            .await?
+            .ok_or_else(|| ServiceError::Internal("a subscription's plan is gone".into()))?;
+        Ok(Subscribed { subscription, plan })
+    }
+
+    /// What changing to plan `code` at `at` (default now) would cost,
+    /// without changing anything.
+    pub async fn preview(
+        &self,
+        viewer: Principal,
+        id: SubscriptionId,
+        code: &PlanCode,
+        at: Option<SystemTime>,
+    ) -> Result<ChangePreview, ServiceError> {
+        let current = self.get(viewer, id).await?;
+        let plan = plans::repo(&*self.db)
+            .find_by_code(code)
+            .await?
+            .ok_or_else(|| Invalid::new("plan", "no such plan"))?;
+        let at = at.unwrap_or_else(|| self.now());
+        let proration = Self::prorate(&current, &plan, at)?;
+        Ok(ChangePreview { plan, proration })
+    }
+
+    fn prorate(current: &Subscribed, plan: &Plan, at: SystemTime) -> Result<Proration, ServiceError> {
+        if current.subscription.status == SubscriptionStatus::Cancelled {
+            return Err(ServiceError::InvalidTransition { from: "cancelled", to: "changed" });
+        }
+        if plan.id == current.plan.id {
+            return Err(Invalid::new("plan", "is the subscription's current plan").into());
+        }
+        prorate_change(current.plan.terms, plan.terms, current.subscription.period, at)
+            .map_err(proration_error)
+    }
+
+    /// Changes to plan `code` now: the period stays (or, for a change of
+    /// interval, a new one starts now), and an invoice credits the unused
+    /// part of the old plan and charges the new one.
+    pub async fn change(
+        &self,
+        by: Principal,
+        id: SubscriptionId,
+        code: &PlanCode,
+    ) -> Result<(Subscribed, Invoice), ServiceError> {
+        let now = self.now();
+        self.db
+            .transaction(|repos| {
+                Box::pin(async move {
+                    let old = subscriptions(&*repos).find(id).await?.ok_or(ServiceError::NotFound)?;
+                    visible(by, &old)?;
+                    let plans_repo = plans::repo(&*repos);
+                    let current_plan = plans_repo
+                        .find(old.plan)
+                        .await?
+                        .ok_or_else(|| ServiceError::Internal("a subscription's plan is gone".into()))?;
+                    let plan = plans_repo
+                        .find_by_code(code)
+                        .await?
+                        .ok_or_else(|| Invalid::new("plan", "no such plan"))?;
+                    let current = Subscribed { subscription: old.clone(), plan: current_plan.clone() };
+                    let proration = Self::prorate(&current, &plan, now)?;
+                    let new = Subscription {
+                        plan: plan.id,
+                        period: proration.period,
+                        updated_at: now,
+                        ..old.clone()
+                    };
+                    subscriptions(&*repos).replace(&old, &new).await?;
+                    let lines = proration
+                        .lines
+                        .iter()
+                        .map(|l| match l.kind {
+                            LineKind::Credit => line(&current_plan, l),
+                            LineKind::Charge => line(&plan, l),
+                        })
+                        .collect();
+                    let bill = invoice(&*repos, &new, &plan, lines, now).await?;
+                    Ok((Subscribed { subscription: new, plan }, bill))
+                })
+            })
+            .await
+    }
+
+    /// Cancels at the end of the period (nothing is invoiced), or now, with
+    /// an invoice crediting the unused time.
+    pub async fn cancel(
+        &self,
+        by: Principal,
+        id: SubscriptionId,
+        at_period_end: bool,
+    ) -> Result<(Subscribed, Option<Invoice>), ServiceError> {
+        let now = self.now();
+        self.db
+            .transaction(|repos| {
+                Box::pin(async move {
+                    let old = subscriptions(&*repos).find(id).await?.ok_or(ServiceError::NotFound)?;
+                    visible(by, &old)?;
+                    if old.status == SubscriptionStatus::Cancelled {
+                        return Err(ServiceError::InvalidTransition { from: "cancelled", to: "cancelled" });
+                    }
+                    let plan = plans::repo(&*repos)
+                        .find(old.plan)
+                        .await?
+                        .ok_or_else(|| ServiceError::Internal("a subscription's plan is gone".into()))?;
+                    if at_period_end {
+                        let new = Subscription { cancel_at_period_end: true, updated_at: now, ..old.clone() };
+                        subscriptions(&*repos).replace(&old, &new).await?;
+                        return Ok((Subscribed { subscription: new, plan }, None));
+                    }
+                    let credit = credit_for_unused(plan.terms, old.period, now).map_err(proration_error)?;
+                    let new = Subscription {
+                        status: SubscriptionStatus::Cancelled,
+                        cancelled_at: Some(now),
+                        updated_at: now,
+                        ..old.clone()
+                    };
+                    subscriptions(&*repos).replace(&old, &new).await?;
+                    let bill = invoice(&*repos, &new, &plan, vec![line(&plan, &credit)], now).await?;
+                    Ok((Subscribed { subscription: new, plan }, Some(bill)))
+                })
+            })
+            .await
+    }
+}
