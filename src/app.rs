@@ -83,16 +83,7 @@ pub async fn build(config: &Config, context: WorkerContext) -> Result<Routes, St
     let services = Services::build(config, context.blocking.clone(), context.broadcast.clone()).await?;
     Ok(Routes::new(State {
         worker: context.info,
-        users: services.users,
-        auth: services.auth,
-        products: services.products,
-        orders: services.orders,
-        idempotency: services.idempotency,
-        plans: services.plans,
-        subscriptions: services.subscriptions,
-        invoices: services.invoices,
-        db: services.db,
-        cache: services.cache,
+        services,
         max_body_bytes: config.http.max_body_bytes,
         bench: config.bench.enabled,
     }))

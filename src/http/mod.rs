@@ -23,21 +23,20 @@ pub use reply::Reply;
 /// worker by [`crate::app::build`].
 pub struct State {
     pub worker: drover_worker::WorkerInfo,
-    pub users: crate::service::UserService,
-    pub auth: crate::service::AuthService,
-    pub products: crate::resources::products::ProductService,
-    pub orders: crate::resources::orders::OrderService,
-    pub idempotency: crate::resources::idempotency::IdempotencyService,
-    pub plans: crate::resources::plans::PlanService,
-    pub subscriptions: crate::resources::subscriptions::SubscriptionService,
-    pub invoices: crate::resources::invoices::InvoiceService,
-    pub db: Rc<crate::repo::Database>,
-    /// For `/readyz` (Redis status) and `/healthz` (counters).
-    pub cache: crate::cache::Cache,
+    /// Every service (users, products, orders, ...): `state.orders` reads
+    /// through to them.
+    pub services: crate::app::Services,
     /// `http.max_body_bytes`, for handlers that read bodies.
     pub max_body_bytes: u64,
     /// `bench.enabled`: whether `/bench/*` is routed.
     pub bench: bool,
+}
+
+impl std::ops::Deref for State {
+    type Target = crate::app::Services;
+    fn deref(&self) -> &crate::app::Services {
+        &self.services
+    }
 }
 
 /// Path parameters of the matched route, in order.
