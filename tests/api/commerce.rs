@@ -163,6 +163,14 @@ async fn commerce_story(drover: &Drover, database_url: Option<&str>) {
         404,
         "not_found",
     );
+    let clash =
+        send(addr, "PATCH", &format!("/v1/products/{mug}"), &admin, Some(&json!({"sku": "CUP-1"})), &[])
+            .await;
+    assert_eq!(expect_error(&clash, 409, "conflict")["error"]["details"][0]["field"], "sku");
+    let empty = send(addr, "PATCH", &format!("/v1/products/{mug}"), &admin, Some(&json!({})), &[]).await;
+    expect_error(&empty, 400, "invalid_request");
+    expect_error(&send(addr, "GET", "/v1/products/999999", &ada, None, &[]).await, 404, "not_found");
+    expect_error(&send(addr, "GET", "/v1/products/abc", &ada, None, &[]).await, 400, "invalid_request");
 
     // Listing: keyset pages, sparse fields pushed down, SKU filter.
     let first = expect(&send(addr, "GET", "/v1/products?limit=2", &ada, None, &[]).await, 200);
@@ -278,6 +286,8 @@ async fn commerce_story(drover: &Drover, database_url: Option<&str>) {
         404,
         "not_found",
     );
+    expect_error(&send(addr, "GET", "/v1/orders/999999", &admin, None, &[]).await, 404, "not_found");
+    expect_error(&call(addr, "GET", "/v1/orders", None, None).await, 401, "unauthenticated");
     expect(&send(addr, "GET", &format!("/v1/orders/{ada_order}"), &admin, None, &[]).await, 200);
     expect_error(&send(addr, "POST", &path(ada_order, "cancel"), &bob, None, &[]).await, 404, "not_found");
     expect_error(&send(addr, "POST", &path(ada_order, "pay"), &ada, None, &[]).await, 403, "forbidden");
