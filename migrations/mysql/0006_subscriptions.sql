@@ -32,14 +32,15 @@ CREATE TABLE IF NOT EXISTS invoices (
     created_at      BIGINT NOT NULL,
     UNIQUE KEY invoices_number (number),
     KEY invoices_user (user_id, id),
-    CONSTRAINT invoices_user_fk FOREIGN KEY (user_id) REFERENCES users (id)
+    CONSTRAINT invoices_user_fk FOREIGN KEY (user_id) REFERENCES users (id),
+    CONSTRAINT invoices_subscription_fk FOREIGN KEY (subscription_id) REFERENCES subscriptions (id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
 
 CREATE TABLE IF NOT EXISTS invoice_lines (
     id           BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
     invoice_id   BIGINT NOT NULL,
     kind         VARCHAR(8) NOT NULL CHECK (kind IN ('charge', 'credit')),
-    description  VARCHAR(200) NOT NULL,
+    description  VARCHAR(300) NOT NULL,
     amount       BIGINT NOT NULL,
     period_start BIGINT NOT NULL,
     period_end   BIGINT NOT NULL,

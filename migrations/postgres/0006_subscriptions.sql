@@ -35,7 +35,7 @@ CREATE TABLE invoice_lines (
     id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     invoice_id   BIGINT NOT NULL REFERENCES invoices (id),
     kind         VARCHAR(8) NOT NULL CHECK (kind IN ('charge', 'credit')),
-    description  VARCHAR(200) NOT NULL,
+    description  VARCHAR(300) NOT NULL,
     amount       BIGINT NOT NULL,
     period_start BIGINT NOT NULL,
     period_end   BIGINT NOT NULL

@@ -35,7 +35,7 @@ CREATE TABLE invoice_lines (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     invoice_id   INTEGER NOT NULL REFERENCES invoices (id),
     kind         VARCHAR(8) NOT NULL CHECK (kind IN ('charge', 'credit')),
-    description  VARCHAR(200) NOT NULL,
+    description  VARCHAR(300) NOT NULL,
     amount       INTEGER NOT NULL,
     period_start INTEGER NOT NULL,
     period_end   INTEGER NOT NULL

@@ -198,7 +198,7 @@ impl ApiError {
             ApiError::InvalidTransition { from, to } => (
                 StatusCode::CONFLICT,
                 "invalid_transition",
-                format!("an order that is {from} cannot become {to}"),
+                format!("cannot go from {from} to {to}"),
                 vec![ErrorDetail { field: "status".into(), issue: format!("{from} -> {to} is not allowed") }],
             ),
             ApiError::MixedCurrencies { issue } => (

@@ -265,13 +265,17 @@ impl Database {
     {
         let mut attempt = 1;
         loop {
-            let tx = self.transactor.begin().await?;
-            let outcome = match work(tx.repos()).await {
-                Ok(value) => tx.commit().await.map(|()| value).map_err(E::from),
-                Err(error) => {
-                    tx.rollback().await;
-                    Err(error)
-                }
+            // A BEGIN that loses a lock race (SQLite's `BEGIN IMMEDIATE`
+            // while another process writes) is retried like the rest.
+            let outcome = match self.transactor.begin().await {
+                Err(error) => Err(E::from(error)),
+                Ok(tx) => match work(tx.repos()).await {
+                    Ok(value) => tx.commit().await.map(|()| value).map_err(E::from),
+                    Err(error) => {
+                        tx.rollback().await;
+                        Err(error)
+                    }
+                },
             };
             match outcome {
                 Ok(value) => {

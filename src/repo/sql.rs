@@ -159,9 +159,12 @@ pub fn sum(backend: Backend, expr: &str) -> String {
     }
 }
 
-/// `INSERT` that does nothing when it would break a unique key (the
-/// statement must start with `INSERT INTO`; its changed-row count tells
-/// whether it inserted).
+/// `INSERT` that does nothing when it would break a unique key; its
+/// changed-row count tells whether it inserted. On MariaDB this is `INSERT
+/// IGNORE`, which also turns other errors (a foreign key, a value too long)
+/// into warnings: use it only on tables where a duplicate key is the one
+/// thing that can go wrong. (`ON DUPLICATE KEY UPDATE a = a` would not do:
+/// sqlx connects with `CLIENT_FOUND_ROWS`, so it counts the row it found.)
 pub fn insert_ignore(backend: Backend, insert: &str) -> String {
     match backend {
         Backend::MySql => insert.replacen("INSERT INTO", "INSERT IGNORE INTO", 1),

@@ -457,11 +457,14 @@ async fn no_oversell(drover: &Drover, database_url: Option<&str>) {
             order(addr, &token, &format!("k-{i}"), json!([{"product_id": product, "quantity": 1}])).await
         }));
     }
-    let (mut placed, mut refused) = (0, 0);
+    let (mut placed, mut refused, mut ids) = (0, 0, Vec::new());
     for task in orders {
         let response = task.await.unwrap();
         match response.status {
-            201 => placed += 1,
+            201 => {
+                placed += 1;
+                ids.push(response.json()["id"].as_i64().unwrap());
+            }
             409 => {
                 expect_error(&response, 409, "out_of_stock");
                 refused += 1;
@@ -471,6 +474,21 @@ async fn no_oversell(drover: &Drover, database_url: Option<&str>) {
     }
     assert_eq!((placed, refused), (50, 150));
     assert_eq!(stock(addr, &admin, product).await, json!({"on_hand": 50, "reserved": 50, "available": 0}));
+
+    // Paying, then shipping, all 50 at once: every one succeeds (shipments of
+    // one product take its row lock before their ledger rows, so they cannot
+    // deadlock), and the stock ends sold.
+    for action in ["pay", "ship"] {
+        let mut changes = Vec::new();
+        for id in &ids {
+            let (admin, path) = (admin.clone(), format!("/v1/orders/{id}/{action}"));
+            changes.push(tokio::spawn(async move { send(addr, "POST", &path, &admin, None, &[]).await }));
+        }
+        for task in changes {
+            expect(&task.await.unwrap(), 200);
+        }
+    }
+    assert_eq!(stock(addr, &admin, product).await, json!({"on_hand": 0, "reserved": 0, "available": 0}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -421,33 +421,36 @@ async fn idempotency_keys_claim_replay_expire_and_release(db: Rc<Database>) {
     let (fp, other) = (Fingerprint::of("request a"), Fingerprint::of("request b"));
     let t0 = at(1_700_000_000_000);
     let later = |secs: u64| t0 + Duration::from_secs(secs);
-    assert_eq!(idempotency::claim(&*sql, user, &key, &fp, t0).await.unwrap(), Claim::Claimed);
-    assert_eq!(idempotency::claim(&*sql, user, &key, &fp, later(1)).await.unwrap(), Claim::InProgress);
-    assert_eq!(idempotency::claim(&*sql, user, &key, &other, later(1)).await.unwrap(), Claim::Reused);
+    let claim = |key: &IdempotencyKey, fp: &Fingerprint, when: SystemTime| {
+        let (sql, key, fp) = (sql.clone(), key.clone(), fp.clone());
+        async move { idempotency::claim(&*sql, user, &key, &fp, when).await.unwrap() }
+    };
+    let token = |claim: Claim| match claim {
+        Claim::Claimed(token) => token,
+        other => panic!("expected a claim, got {other:?}"),
+    };
+    let first = token(claim(&key, &fp, t0).await);
+    assert_eq!(claim(&key, &fp, later(1)).await, Claim::InProgress);
+    assert_eq!(claim(&key, &other, later(1)).await, Claim::Reused);
     // Keys compare exactly, and belong to one user.
     let upper = IdempotencyKey::parse("KEY-1").unwrap();
-    assert_eq!(idempotency::claim(&*sql, user, &upper, &fp, later(1)).await.unwrap(), Claim::Claimed);
+    token(claim(&upper, &fp, later(1)).await);
     let stored = StoredResponse { status: 201, body: "{\"id\":1}".into() };
-    idempotency::complete(&*sql, user, &key, &stored).await.unwrap();
-    assert_eq!(idempotency::claim(&*sql, user, &key, &fp, later(2)).await.unwrap(), Claim::Replay(stored));
+    assert!(idempotency::complete(&*sql, user, &key, first, &stored).await.unwrap());
+    assert_eq!(claim(&key, &fp, later(2)).await, Claim::Replay(stored.clone()));
     // After 24 hours the key is new again.
     let day = later(24 * 3600);
-    assert_eq!(idempotency::claim(&*sql, user, &key, &other, day).await.unwrap(), Claim::Claimed);
-    // A claim whose request died is taken over once stale, by one claimant.
-    assert_eq!(
-        idempotency::claim(&*sql, user, &key, &other, day + Duration::from_secs(61)).await.unwrap(),
-        Claim::Claimed
-    );
-    assert_eq!(
-        idempotency::claim(&*sql, user, &key, &other, day + Duration::from_secs(62)).await.unwrap(),
-        Claim::InProgress
-    );
+    let dead = token(claim(&key, &other, day).await);
+    // A claim whose request died is taken over once stale, by one claimant,
+    // and the old claim can no longer store an outcome or release the key.
+    let taker = token(claim(&key, &other, day + Duration::from_secs(61)).await);
+    assert_eq!(claim(&key, &other, day + Duration::from_secs(62)).await, Claim::InProgress);
+    assert!(!idempotency::complete(&*sql, user, &key, dead, &stored).await.unwrap());
+    idempotency::release(&*sql, user, &key, dead).await.unwrap();
+    assert_eq!(claim(&key, &other, day + Duration::from_secs(62)).await, Claim::InProgress);
     // A released claim (a 5xx) can be claimed again at once.
-    idempotency::release(&*sql, user, &key).await.unwrap();
-    assert_eq!(
-        idempotency::claim(&*sql, user, &key, &fp, day + Duration::from_secs(63)).await.unwrap(),
-        Claim::Claimed
-    );
+    idempotency::release(&*sql, user, &key, taker).await.unwrap();
+    token(claim(&key, &fp, day + Duration::from_secs(63)).await);
 }
 
 async fn orders_round_trip_and_change_state_once(db: Rc<Database>) {

@@ -40,7 +40,17 @@ pub fn connect(settings: &DbSettings) -> Result<MySqlDatabase, RepoError> {
         .acquire_timeout(settings.connect_timeout)
         .after_connect(move |conn, _| {
             let session = session.clone();
-            Box::pin(async move { sqlx::Executor::execute(conn, session.as_str()).await.map(drop) })
+            Box::pin(async move {
+                sqlx::Executor::execute(&mut *conn, session.as_str()).await?;
+                // READ COMMITTED, as on PostgreSQL: every statement sees what
+                // is committed when it starts. Under InnoDB's default
+                // REPEATABLE READ a transaction that reads, then updates a
+                // row another one changed meanwhile, fails (MariaDB 11.6's
+                // snapshot isolation, error 1020) or reads a stale snapshot.
+                sqlx::Executor::execute(&mut *conn, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await
+                    .map(drop)
+            })
         })
         .connect_lazy_with(options(&settings.url)?);
     Ok(SqlxPool::new(pool, settings.query_timeout))

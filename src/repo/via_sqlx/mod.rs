@@ -64,9 +64,9 @@ impl Dialect for sqlx::MySql {
         crate::repo::sql::Row::MySql(row)
     }
     fn rows_affected(result: &Self::QueryResult) -> u64 {
-        // Rows changed, not rows matched (the client does not ask for
-        // CLIENT_FOUND_ROWS): the conditional updates here always change
-        // the row they match.
+        // Rows matched, as on the other backends: sqlx connects with
+        // CLIENT_FOUND_ROWS (without it MariaDB counts only rows whose
+        // values changed).
         result.rows_affected()
     }
     fn inserted_id(result: &Self::QueryResult) -> i64 {
@@ -196,6 +196,9 @@ const SQLITE_LOCKED: i64 = 6;
 /// MariaDB/MySQL error numbers.
 const MYSQL_LOCK_WAIT_TIMEOUT: u16 = 1205;
 const MYSQL_DEADLOCK: u16 = 1213;
+/// "Record has changed since last read": a snapshot-isolation conflict
+/// (MariaDB 11.6 and later under REPEATABLE READ).
+const MYSQL_CHECKREAD: u16 = 1020;
 
 fn lock_outcome(db: &dyn sqlx::error::DatabaseError) -> Option<Lock> {
     if let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
@@ -206,7 +209,7 @@ fn lock_outcome(db: &dyn sqlx::error::DatabaseError) -> Option<Lock> {
     }
     if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
         return match mysql.number() {
-            MYSQL_DEADLOCK => Some(Lock::Lost),
+            MYSQL_DEADLOCK | MYSQL_CHECKREAD => Some(Lock::Lost),
             MYSQL_LOCK_WAIT_TIMEOUT => Some(Lock::WaitedTooLong),
             _ => None,
         };

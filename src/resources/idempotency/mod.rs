@@ -65,11 +65,18 @@ pub struct StoredResponse {
     pub body: String,
 }
 
+/// Proof of a claim: the instant it was taken. Storing the outcome checks
+/// it, so a request whose claim was taken over (it looked dead) cannot
+/// store its outcome, and its transaction fails instead of placing a second
+/// effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimToken(i64);
+
 /// What claiming a key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// The key is this request's now: do the work.
-    Claimed,
+    Claimed(ClaimToken),
     /// The first request with this key finished: answer what it answered.
     Replay(StoredResponse),
     /// The first request with this key is still running.
@@ -94,7 +101,7 @@ pub async fn claim(
     // Twice at most: once more after removing an expired key.
     for _ in 0..2 {
         if db.execute(&insert, params![user.0, key.as_str(), fingerprint.0.as_str(), now, now]).await? == 1 {
-            return Ok(Claim::Claimed);
+            return Ok(Claim::Claimed(ClaimToken(sql::millis(now))));
         }
         let row = db
             .query_opt(
@@ -121,7 +128,8 @@ pub async fn claim(
             return Ok(Claim::Replay(StoredResponse { status, body: row.opt_text(2)?.unwrap_or_default() }));
         }
         let locked_at = row.time(4)?;
-        if locked_at + STALE_CLAIM <= now {
+        // Taken over only with a later token: the old one stops working.
+        if locked_at + STALE_CLAIM <= now && sql::millis(now) > sql::millis(locked_at) {
             // Taken over only if no one else took it first.
             let taken = db
                 .execute(
@@ -131,7 +139,7 @@ pub async fn claim(
                 )
                 .await?;
             if taken == 1 {
-                return Ok(Claim::Claimed);
+                return Ok(Claim::Claimed(ClaimToken(sql::millis(now))));
             }
         }
         return Ok(Claim::InProgress);
@@ -140,26 +148,35 @@ pub async fn claim(
 }
 
 /// Stores the outcome of the claimed request (inside the transaction of
-/// its effect, where there is one).
+/// its effect, where there is one). `false` if the claim is no longer this
+/// request's (it was taken over): the caller must not keep its effect.
 pub async fn complete(
     db: &dyn Sql,
     user: UserId,
     key: &IdempotencyKey,
+    token: ClaimToken,
     response: &StoredResponse,
-) -> Result<(), RepoError> {
-    db.execute(
-        "UPDATE idempotency_keys SET status_code = ?, body = ? WHERE user_id = ? AND idem_key = ?",
-        params![i64::from(response.status), response.body.as_str(), user.0, key.as_str()],
-    )
-    .await
-    .map(drop)
+) -> Result<bool, RepoError> {
+    let changed = db
+        .execute(
+            "UPDATE idempotency_keys SET status_code = ?, body = ? \
+             WHERE user_id = ? AND idem_key = ? AND status_code IS NULL AND locked_at = ?",
+            params![i64::from(response.status), response.body.as_str(), user.0, key.as_str(), token.0],
+        )
+        .await?;
+    Ok(changed == 1)
 }
 
 /// Gives up a claim without an outcome, so that a retry runs afresh.
-pub async fn release(db: &dyn Sql, user: UserId, key: &IdempotencyKey) -> Result<(), RepoError> {
+pub async fn release(
+    db: &dyn Sql,
+    user: UserId,
+    key: &IdempotencyKey,
+    token: ClaimToken,
+) -> Result<(), RepoError> {
     db.execute(
-        "DELETE FROM idempotency_keys WHERE user_id = ? AND idem_key = ? AND status_code IS NULL",
-        params![user.0, key.as_str()],
+        "DELETE FROM idempotency_keys WHERE user_id = ? AND idem_key = ? AND status_code IS NULL AND locked_at = ?",
+        params![user.0, key.as_str(), token.0],
     )
     .await
     .map(drop)
@@ -213,14 +230,16 @@ impl IdempotencyService {
         &self,
         user: UserId,
         key: &IdempotencyKey,
+        token: ClaimToken,
         response: &StoredResponse,
     ) -> Result<(), crate::service::ServiceError> {
         use crate::repo::Repos;
         let sql = self.db.sql();
         if response.status >= 500 {
-            release(&*sql, user, key).await?;
+            release(&*sql, user, key, token).await?;
         } else {
-            complete(&*sql, user, key, response).await?;
+            // A claim taken over meanwhile keeps the other request's outcome.
+            complete(&*sql, user, key, token, response).await?;
         }
         Ok(())
     }

@@ -143,13 +143,13 @@ fn place(state: &Rc<State>, request: Request, _params: Params) -> Reply {
         let canonical: Vec<String> =
             items.iter().map(|i| format!("{}x{}", i.product.0, i.quantity)).collect();
         let fingerprint = Fingerprint::of(&format!("POST /v1/orders {}", canonical.join(",")));
-        match state.idempotency.claim(principal.user, &key, &fingerprint).await? {
-            Claim::Claimed => {}
+        let token = match state.idempotency.claim(principal.user, &key, &fingerprint).await? {
+            Claim::Claimed(token) => token,
             Claim::Replay(stored) => return Ok(replay(stored)),
             Claim::InProgress => return Err(ApiError::RequestInProgress),
             Claim::Reused => return Err(ApiError::IdempotencyKeyReused),
-        }
-        let receipt = Receipt { key: &key, render: &render };
+        };
+        let receipt = Receipt { key: &key, token, render: &render };
         match state.orders.place(principal, &items, Some(receipt)).await {
             Ok(order) => {
                 let stored = render(&order);
@@ -164,7 +164,7 @@ fn place(state: &Rc<State>, request: Request, _params: Params) -> Reply {
                     status: status.as_u16(),
                     body: String::from_utf8_lossy(&body).into_owned(),
                 };
-                if let Err(settle) = state.idempotency.settle(principal.user, &key, &outcome).await {
+                if let Err(settle) = state.idempotency.settle(principal.user, &key, token, &outcome).await {
                     // The key stays claimed; it is taken over once stale.
                     tracing::warn!(error = %settle, "could not store the outcome of an idempotent request");
                 }

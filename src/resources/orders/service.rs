@@ -11,7 +11,7 @@ use crate::domain::time::Clock;
 use crate::domain::{Invalid, Role, UserId};
 use crate::repo::sql;
 use crate::repo::{Database, Repos};
-use crate::resources::idempotency::{self, IdempotencyKey, StoredResponse};
+use crate::resources::idempotency::{self, ClaimToken, IdempotencyKey, StoredResponse};
 use crate::resources::products::repo::{Movement, StockChange};
 use crate::resources::products::service::{admin_only, repo as products};
 use crate::resources::products::{ProductId, ProductRepo, ProductService};
@@ -26,6 +26,8 @@ fn orders(repos: &dyn Repos) -> SqlOrderRepo {
 /// the placed order (the service knows no HTTP).
 pub struct Receipt<'a> {
     pub key: &'a IdempotencyKey,
+    /// The claim the request holds on the key.
+    pub token: ClaimToken,
     pub render: &'a dyn Fn(&Order) -> StoredResponse,
 }
 
@@ -140,7 +142,15 @@ impl OrderService {
                     order.id = orders(&*repos).insert(&order).await?;
                     if let Some(receipt) = receipt {
                         let response = (receipt.render)(&order);
-                        idempotency::complete(&*repos.sql(), by.user, receipt.key, &response).await?;
+                        let sql = repos.sql();
+                        if !idempotency::complete(&*sql, by.user, receipt.key, receipt.token, &response)
+                            .await?
+                        {
+                            // The claim was taken over by a retry (this
+                            // request looked dead): that one places the
+                            // order, this one rolls back.
+                            return Err(ServiceError::RequestInProgress);
+                        }
                     }
                     Ok(order)
                 })
@@ -228,8 +238,13 @@ impl OrderService {
                                     user_id: Some(by.user.0),
                                     order_id: Some(id.0),
                                 };
+                                // The row lock first: the ledger row's foreign
+                                // key check would take a shared lock on the
+                                // product, and two shipments upgrading it
+                                // would deadlock (InnoDB).
+                                let shipped = products_repo.ship(line.product, line.quantity, now).await?;
                                 products_repo.record_movement(&movement, now).await?;
-                                products_repo.ship(line.product, line.quantity, now).await?
+                                shipped
                             }
                             OrderStatus::Placed | OrderStatus::Paid => StockChange::Done,
                         };

@@ -63,6 +63,9 @@ fn create(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     Reply::later(async move {
         let body: CreateBody = extract::json(request, state.max_body_bytes).await?;
         let invalid = |field: &str, e: crate::domain::Invalid| ApiError::invalid(field, &e.issue);
+        if body.name.trim().is_empty() {
+            return Err(ApiError::invalid("name", "must not be blank"));
+        }
         let plan = NewPlan {
             code: PlanCode::parse(&body.code).map_err(|e| invalid("code", e))?,
             name: body.name.trim().to_owned(),

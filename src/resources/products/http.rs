@@ -257,7 +257,11 @@ fn adjust(state: &Rc<State>, request: Request, params: Params) -> Reply {
     let state = state.clone();
     Reply::later(async move {
         let body: AdjustBody = extract::json(request, state.max_body_bytes).await?;
-        let adjustment = StockAdjustment { delta: body.delta, reason: body.reason.trim().to_owned() };
+        let reason = body.reason.trim();
+        if reason.is_empty() {
+            return Err(ApiError::invalid("reason", "must not be blank"));
+        }
+        let adjustment = StockAdjustment { delta: body.delta, reason: reason.to_owned() };
         let product = state.products.adjust(principal, ProductId(id), adjustment).await?;
         Ok(reply::json(StatusCode::OK, &ProductBody::from(ProductView::from(product))))
     })

@@ -210,8 +210,7 @@ impl ProductRepo for SqlProductRepo {
         now: SystemTime,
     ) -> Result<Option<Product>, RepoError> {
         // One statement for every patch: NULL leaves a column as it is.
-        // MariaDB counts rows changed, not matched: a patch to the same
-        // values changes none, so existence is read back, not counted.
+        // The product is read back, which also tells whether it exists.
         self.sql
             .execute(
                 "UPDATE products SET sku = COALESCE(?, sku), name = COALESCE(?, name), \

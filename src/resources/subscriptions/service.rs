@@ -61,7 +61,9 @@ fn line(plan: &Plan, line: &ProrationLine) -> InvoiceLine {
     };
     InvoiceLine {
         kind: line.kind,
-        description,
+        // Within the column (300): a plan's name is at most 200 and its
+        // code 64 characters.
+        description: description.chars().take(300).collect(),
         amount: line.amount,
         period_start: line.from,
         period_end: line.to,
@@ -257,6 +259,10 @@ impl SubscriptionService {
                         .await?
                         .ok_or_else(|| ServiceError::Internal("a subscription's plan is gone".into()))?;
                     if at_period_end {
+                        if old.cancel_at_period_end {
+                            // Already so: nothing to change.
+                            return Ok((Subscribed { subscription: old, plan }, None));
+                        }
                         let new = Subscription { cancel_at_period_end: true, updated_at: now, ..old.clone() };
                         subscriptions(&*repos).replace(&old, &new).await?;
                         return Ok((Subscribed { subscription: new, plan }, None));
