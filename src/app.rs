@@ -18,6 +18,7 @@ use crate::resources::orders::OrderService;
 use crate::resources::plans::PlanService;
 use crate::resources::products::ProductService;
 use crate::resources::subscriptions::SubscriptionService;
+use crate::resources::tfb::BenchService;
 use crate::service::{AuthService, KeyError, KeySet, Passwords, ServiceError, TokenService, UserService};
 
 /// Why a worker's application could not start.
@@ -43,6 +44,8 @@ pub struct Services {
     pub plans: PlanService,
     pub subscriptions: SubscriptionService,
     pub invoices: InvoiceService,
+    /// The TechEmpower database tests (`/bench/db`, ...).
+    pub tfb: BenchService,
 }
 
 impl Services {
@@ -74,7 +77,20 @@ impl Services {
         let plans = PlanService::new(db.clone(), clock.clone());
         let subscriptions = SubscriptionService::new(db.clone(), clock);
         let invoices = InvoiceService::new(db.clone());
-        Ok(Self { db, users, auth, cache, products, orders, idempotency, plans, subscriptions, invoices })
+        let tfb = BenchService::new(db.clone());
+        Ok(Self {
+            db,
+            users,
+            auth,
+            cache,
+            products,
+            orders,
+            idempotency,
+            plans,
+            subscriptions,
+            invoices,
+            tfb,
+        })
     }
 }
 

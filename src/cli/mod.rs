@@ -1,5 +1,6 @@
 //! The command line: one file per command.
 
+mod bench;
 mod config_check;
 mod ctl;
 mod migrate;
@@ -49,6 +50,9 @@ enum Command {
     User(user::UserCommand),
     /// Talk to a running supervisor over its control socket.
     Ctl(ctl::CtlArgs),
+    /// The TechEmpower benchmark's tables: `drover bench setup`.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Internal: one worker process, started by `drover serve`.
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -164,6 +168,7 @@ pub fn main() -> ExitCode {
         Command::Preflight(args) => preflight::run(&args),
         Command::Migrate(args) => migrate::run(&args),
         Command::User(command) => user::run(command),
+        Command::Bench(command) => bench::run(command),
         Command::Ctl(args) => ctl::run(&args),
     }
 }

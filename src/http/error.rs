@@ -44,6 +44,8 @@ pub enum ApiError {
     IdempotencyKeyReused,
     /// 409 `request_in_progress`: the key's first request still runs.
     RequestInProgress,
+    /// 503 `not_set_up`: the benchmark tables are missing.
+    NotSetUp,
     /// 408: the client paused its body for longer than
     /// `http.body_read_timeout` (the connection closes).
     BodyTimeout,
@@ -215,6 +217,13 @@ impl ApiError {
                     field: "idempotency-key".into(),
                     issue: "used with another request".into(),
                 }],
+            ),
+            ApiError::NotSetUp => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_set_up",
+                "the benchmark tables are missing: run `drover bench setup` with this server's database"
+                    .to_owned(),
+                vec![],
             ),
             ApiError::RequestInProgress => (
                 StatusCode::CONFLICT,

@@ -81,6 +81,7 @@ impl Routes {
         ready::routes(&mut table);
         if state.bench {
             bench::routes(&mut table);
+            crate::resources::tfb::http::routes(&mut table);
         }
         auth::routes(&mut table);
         users::routes(&mut table);

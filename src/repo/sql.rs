@@ -80,7 +80,18 @@ impl Row {
     pub fn opt_int(&self, index: usize) -> Result<Option<i64>, RepoError> {
         use sqlx::Row as _;
         match self {
-            Row::Postgres(row) => row.try_get(index).map_err(|e| column(index, e)),
+            // tokio-postgres decodes only the column's own width.
+            Row::Postgres(row) => match row.columns().get(index).map(|c| c.type_().clone()) {
+                Some(tokio_postgres::types::Type::INT4) => row
+                    .try_get::<_, Option<i32>>(index)
+                    .map(|v| v.map(i64::from))
+                    .map_err(|e| column(index, e)),
+                Some(tokio_postgres::types::Type::INT2) => row
+                    .try_get::<_, Option<i16>>(index)
+                    .map(|v| v.map(i64::from))
+                    .map_err(|e| column(index, e)),
+                _ => row.try_get(index).map_err(|e| column(index, e)),
+            },
             Row::Sqlite(row) => row.try_get(index).map_err(|e| column(index, e)),
             Row::MySql(row) => row.try_get(index).map_err(|e| column(index, e)),
         }

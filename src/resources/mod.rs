@@ -11,6 +11,7 @@ pub mod orders;
 pub mod plans;
 pub mod products;
 pub mod subscriptions;
+pub mod tfb;
 
 /// Keyset pagination: at most this many items per page.
 pub const MAX_PAGE: i64 = 100;

@@ -22,4 +22,5 @@ mod repo;
 mod stalls;
 mod supervisor;
 mod systemd;
+mod tfb;
 mod upgrade;
