@@ -10,7 +10,7 @@ use clap::Subcommand;
 
 use super::migrate::EXIT_UNAVAILABLE;
 use super::{block_on_local, config_failure, ConfigArgs};
-use crate::repo::{redact_url, Database, RepoError};
+use crate::repo::{migrate, redact_url, Database, RepoError};
 use crate::resources::tfb;
 use crate::telemetry::{self, Role};
 
@@ -29,6 +29,11 @@ pub fn run(command: BenchCommand) -> ExitCode {
     telemetry::init(&config.log, Role::Command);
     let settings = config.db_settings();
     let result = block_on_local(async {
+        // The product's schema first, as `drover serve` would: a database
+        // set up for the benchmark is then ready to serve from.
+        if config.database.migrate_on_start {
+            migrate::run(&settings.url).await?;
+        }
         let db = Database::connect(&settings).await?;
         tfb::setup(&db).await
     });

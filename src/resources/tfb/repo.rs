@@ -97,26 +97,37 @@ impl BenchRepo for SqlBenchRepo {
         if worlds.is_empty() {
             return Ok(());
         }
-        // `CASE id WHEN … THEN …`: one statement on every backend. The
-        // values are cast, or PostgreSQL would type them as text.
-        let cast = match self.sql.backend() {
-            Backend::MySql => "CAST(? AS SIGNED)",
-            Backend::Postgres | Backend::Sqlite => "CAST(? AS INTEGER)",
-        };
-        let mut sql = String::from("UPDATE world SET randomnumber = CASE id");
         let mut params = Vec::with_capacity(worlds.len() * 3);
-        for w in worlds {
-            sql.push_str(" WHEN ? THEN ");
-            sql.push_str(cast);
-            params.push(Value::Int(i64::from(w.id)));
-            params.push(Value::Int(i64::from(w.random_number)));
-        }
-        sql.push_str(" ELSE randomnumber END WHERE id IN (");
-        for (i, w) in worlds.iter().enumerate() {
-            sql.push_str(if i == 0 { "?" } else { ", ?" });
-            params.push(Value::Int(i64::from(w.id)));
-        }
-        sql.push(')');
+        let sql = if self.sql.backend() == Backend::Postgres {
+            // A join on a VALUES list: one pass over the rows (the first
+            // pair typed, the rest follow it).
+            let mut sql = String::from("UPDATE world SET randomnumber = v.r FROM (VALUES ");
+            for (i, w) in worlds.iter().enumerate() {
+                sql.push_str(if i == 0 { "(CAST(? AS INTEGER), CAST(? AS INTEGER))" } else { ", (?, ?)" });
+                params.push(Value::Int(i64::from(w.id)));
+                params.push(Value::Int(i64::from(w.random_number)));
+            }
+            sql.push_str(") AS v (id, r) WHERE world.id = v.id");
+            sql
+        } else {
+            // `CASE id WHEN … THEN …`: one statement on SQLite and MariaDB.
+            let cast =
+                if self.sql.backend() == Backend::MySql { "CAST(? AS SIGNED)" } else { "CAST(? AS INTEGER)" };
+            let mut sql = String::from("UPDATE world SET randomnumber = CASE id");
+            for w in worlds {
+                sql.push_str(" WHEN ? THEN ");
+                sql.push_str(cast);
+                params.push(Value::Int(i64::from(w.id)));
+                params.push(Value::Int(i64::from(w.random_number)));
+            }
+            sql.push_str(" ELSE randomnumber END WHERE id IN (");
+            for (i, w) in worlds.iter().enumerate() {
+                sql.push_str(if i == 0 { "?" } else { ", ?" });
+                params.push(Value::Int(i64::from(w.id)));
+            }
+            sql.push(')');
+            sql
+        };
         self.sql.execute(&sql, &params).await.map(drop)
     }
 
