@@ -34,11 +34,15 @@ if (cluster.isPrimary) {
     const latest = new Map();
     for (const w of worlds) { w.randomNumber = randomId(); latest.set(w.id, w.randomNumber); }
     for (const w of worlds) w.randomNumber = latest.get(w.id);
+    // One statement, the same drover sends: a join on a VALUES list.
     const values = [];
-    let sql = 'UPDATE world SET randomnumber = CASE id';
-    for (const [id, n] of latest) { values.push(id, n); sql += ` WHEN $${values.length - 1} THEN $${values.length}::int`; }
-    sql += ' ELSE randomnumber END WHERE id IN (' + [...latest.keys()].map((id) => { values.push(id); return `$${values.length}`; }).join(', ') + ')';
-    await pool.query(sql, values);
+    const rows = [];
+    for (const [id, n] of latest) {
+      values.push(id, n);
+      const [a, b] = [values.length - 1, values.length];
+      rows.push(rows.length === 0 ? `(CAST($${a} AS INTEGER), CAST($${b} AS INTEGER))` : `($${a}, $${b})`);
+    }
+    await pool.query(`UPDATE world SET randomnumber = v.r FROM (VALUES ${rows.join(', ')}) AS v (id, r) WHERE world.id = v.id`, values);
     return worlds;
   });
   fastify.get('/bench/fortunes', async (req, reply) => {

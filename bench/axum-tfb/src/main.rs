@@ -102,20 +102,20 @@ async fn updates(State(state): State<Shared>, Query(params): Query<HashMap<Strin
     for w in &mut worlds {
         w.random_number = distinct[&w.id];
     }
-    // One statement: CASE over the rows.
-    let mut sql = String::from("UPDATE world SET randomnumber = CASE id");
+    // One statement, the same drover sends: a join on a VALUES list.
+    let mut sql = String::from("UPDATE world SET randomnumber = v.r FROM (VALUES ");
     let mut params: Vec<i32> = Vec::new();
-    for (id, n) in &distinct {
+    for (i, (id, n)) in distinct.iter().enumerate() {
         params.push(*id);
         params.push(*n);
-        sql.push_str(&format!(" WHEN ${} THEN ${}::int", params.len() - 1, params.len()));
+        let (a, b) = (params.len() - 1, params.len());
+        if i == 0 {
+            sql.push_str(&format!("(CAST(${a} AS INTEGER), CAST(${b} AS INTEGER))"));
+        } else {
+            sql.push_str(&format!(", (${a}, ${b})"));
+        }
     }
-    sql.push_str(" ELSE randomnumber END WHERE id IN (");
-    for (i, id) in distinct.keys().enumerate() {
-        params.push(*id);
-        sql.push_str(&format!("{}${}", if i == 0 { "" } else { ", " }, params.len()));
-    }
-    sql.push(')');
+    sql.push_str(") AS v (id, r) WHERE world.id = v.id");
     let stmt = client.prepare_cached(&sql).await.map_err(internal)?;
     let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
         params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
