@@ -339,6 +339,16 @@ pub fn normalized_email_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Op
     Ok(raw.map(|s| s.trim().to_lowercase()))
 }
 
+/// The principal of the request and its path's `{id}`: what every handler
+/// of one resource's item needs first.
+pub fn principal_and_id(
+    state: &State,
+    request: &Request,
+    params: &super::Params,
+) -> Result<(Principal, i64), ApiError> {
+    Ok((principal(state, request)?, id(params)?))
+}
+
 /// The path parameter `{id}` (the first one) as a positive integer.
 pub fn id(params: &super::Params) -> Result<i64, ApiError> {
     params

@@ -67,3 +67,15 @@ fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) -> Res
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
+
+/// The value of a `Result<_, ApiError>`, or, from a handler, its error as
+/// the reply: `let principal = ready_or_return!(extract::principal(state, &request));`.
+#[macro_export]
+macro_rules! ready_or_return {
+    ($result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(error) => return $crate::http::Reply::from(error),
+        }
+    };
+}

@@ -74,10 +74,7 @@ struct PageBody {
 fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     let parsed = extract::principal(state, &request)
         .and_then(|p| Ok((p, extract::page(&request, DEFAULT_PAGE, MAX_PAGE)?)));
-    let (principal, (limit, before)) = match parsed {
-        Ok(found) => found,
-        Err(error) => return error.into(),
-    };
+    let (principal, (limit, before)) = crate::ready_or_return!(parsed);
     let state = state.clone();
     Reply::later(async move {
         let (invoices, next) = state.invoices.list(principal, before.map(InvoiceId), limit).await?;
@@ -90,11 +87,7 @@ fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
 }
 
 fn get(state: &Rc<State>, request: Request, params: Params) -> Reply {
-    let (principal, id) =
-        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
-            Ok(found) => found,
-            Err(error) => return error.into(),
-        };
+    let (principal, id) = crate::ready_or_return!(extract::principal_and_id(state, &request, &params));
     let state = state.clone();
     Reply::later(async move {
         let invoice = state.invoices.get(principal, InvoiceId(id)).await?;

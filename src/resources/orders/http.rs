@@ -194,10 +194,7 @@ fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
         };
         Ok((p, limit, before, user))
     });
-    let (principal, limit, before, user) = match parsed {
-        Ok(found) => found,
-        Err(error) => return error.into(),
-    };
+    let (principal, limit, before, user) = crate::ready_or_return!(parsed);
     let state = state.clone();
     Reply::later(async move {
         let (orders, next) = state.orders.list(principal, user, before.map(OrderId), limit).await?;
@@ -210,11 +207,7 @@ fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
 }
 
 fn get(state: &Rc<State>, request: Request, params: Params) -> Reply {
-    let (principal, id) =
-        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
-            Ok(found) => found,
-            Err(error) => return error.into(),
-        };
+    let (principal, id) = crate::ready_or_return!(extract::principal_and_id(state, &request, &params));
     let state = state.clone();
     Reply::later(async move {
         let order = state.orders.get(principal, OrderId(id)).await?;
@@ -229,11 +222,7 @@ type Transition = for<'a> fn(
 ) -> futures_util::future::LocalBoxFuture<'a, Result<Order, ServiceError>>;
 
 fn transition(state: &Rc<State>, request: Request, params: Params, change: Transition) -> Reply {
-    let (principal, id) =
-        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
-            Ok(found) => found,
-            Err(error) => return error.into(),
-        };
+    let (principal, id) = crate::ready_or_return!(extract::principal_and_id(state, &request, &params));
     let state = state.clone();
     Reply::later(async move {
         let order = change(&state.orders, principal, OrderId(id)).await?;

@@ -55,10 +55,7 @@ struct CreateBody {
 }
 
 fn create(state: &Rc<State>, request: Request, _params: Params) -> Reply {
-    let principal = match extract::principal(state, &request) {
-        Ok(principal) => principal,
-        Err(error) => return error.into(),
-    };
+    let principal = crate::ready_or_return!(extract::principal(state, &request));
     let state = state.clone();
     Reply::later(async move {
         let body: CreateBody = extract::json(request, state.max_body_bytes).await?;

@@ -121,10 +121,7 @@ struct CreateBody {
 }
 
 fn create(state: &Rc<State>, request: Request, _params: Params) -> Reply {
-    let principal = match extract::principal(state, &request) {
-        Ok(principal) => principal,
-        Err(error) => return error.into(),
-    };
+    let principal = crate::ready_or_return!(extract::principal(state, &request));
     let state = state.clone();
     Reply::later(async move {
         let body: CreateBody = extract::json(request, state.max_body_bytes).await?;
@@ -151,11 +148,7 @@ struct PatchBody {
 }
 
 fn update(state: &Rc<State>, request: Request, params: Params) -> Reply {
-    let (principal, id) =
-        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
-            Ok(found) => found,
-            Err(error) => return error.into(),
-        };
+    let (principal, id) = crate::ready_or_return!(extract::principal_and_id(state, &request, &params));
     let state = state.clone();
     Reply::later(async move {
         let body: PatchBody = extract::json(request, state.max_body_bytes).await?;
@@ -179,10 +172,7 @@ fn fields(request: &Request) -> Result<ProductFields, ApiError> {
 fn get(state: &Rc<State>, request: Request, params: Params) -> Reply {
     let parsed =
         extract::principal(state, &request).and_then(|_| Ok((extract::id(&params)?, fields(&request)?)));
-    let (id, fields) = match parsed {
-        Ok(found) => found,
-        Err(error) => return error.into(),
-    };
+    let (id, fields) = crate::ready_or_return!(parsed);
     let state = state.clone();
     Reply::later(async move {
         let product = state.products.get(ProductId(id)).await?;
@@ -216,10 +206,7 @@ fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
             extract::query_param(&request, "sku").map(|s| Sku::parse(&s)).transpose().map_err(invalid)?;
         Ok(ProductQuery { after: after.map(ProductId), limit, sku, fields: fields(&request)? })
     });
-    let query = match parsed {
-        Ok(query) => query,
-        Err(error) => return error.into(),
-    };
+    let query = crate::ready_or_return!(parsed);
     let state = state.clone();
     Reply::later(async move {
         let page = state.products.list(query).await?;
@@ -249,11 +236,7 @@ fn nonzero(value: &i64, _: &()) -> garde::Result {
 }
 
 fn adjust(state: &Rc<State>, request: Request, params: Params) -> Reply {
-    let (principal, id) =
-        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
-            Ok(found) => found,
-            Err(error) => return error.into(),
-        };
+    let (principal, id) = crate::ready_or_return!(extract::principal_and_id(state, &request, &params));
     let state = state.clone();
     Reply::later(async move {
         let body: AdjustBody = extract::json(request, state.max_body_bytes).await?;
@@ -283,10 +266,7 @@ struct InventoryBody {
 }
 
 fn inventory(state: &Rc<State>, request: Request, _params: Params) -> Reply {
-    let principal = match extract::principal(state, &request) {
-        Ok(principal) => principal,
-        Err(error) => return error.into(),
-    };
+    let principal = crate::ready_or_return!(extract::principal(state, &request));
     let state = state.clone();
     Reply::later(async move {
         let lines = state.products.inventory(principal).await?;

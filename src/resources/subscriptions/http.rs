@@ -80,10 +80,7 @@ fn plan_code(raw: &str) -> Result<PlanCode, ApiError> {
 }
 
 fn subscribe(state: &Rc<State>, request: Request, _params: Params) -> Reply {
-    let principal = match extract::principal(state, &request) {
-        Ok(principal) => principal,
-        Err(error) => return error.into(),
-    };
+    let principal = crate::ready_or_return!(extract::principal(state, &request));
     let state = state.clone();
     Reply::later(async move {
         let body: PlanChoice = extract::json(request, state.max_body_bytes).await?;
@@ -94,11 +91,7 @@ fn subscribe(state: &Rc<State>, request: Request, _params: Params) -> Reply {
 }
 
 fn get(state: &Rc<State>, request: Request, params: Params) -> Reply {
-    let (principal, id) =
-        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
-            Ok(found) => found,
-            Err(error) => return error.into(),
-        };
+    let (principal, id) = crate::ready_or_return!(extract::principal_and_id(state, &request, &params));
     let state = state.clone();
     Reply::later(async move {
         let subscribed = state.subscriptions.get(principal, SubscriptionId(id)).await?;
@@ -140,10 +133,7 @@ fn preview(state: &Rc<State>, request: Request, params: Params) -> Reply {
         };
         Ok((p, id, code, at))
     });
-    let (principal, id, code, at) = match parsed {
-        Ok(found) => found,
-        Err(error) => return error.into(),
-    };
+    let (principal, id, code, at) = crate::ready_or_return!(parsed);
     let state = state.clone();
     Reply::later(async move {
         let preview = state.subscriptions.preview(principal, SubscriptionId(id), &code, at).await?;
@@ -174,11 +164,7 @@ fn preview(state: &Rc<State>, request: Request, params: Params) -> Reply {
 }
 
 fn change(state: &Rc<State>, request: Request, params: Params) -> Reply {
-    let (principal, id) =
-        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
-            Ok(found) => found,
-            Err(error) => return error.into(),
-        };
+    let (principal, id) = crate::ready_or_return!(extract::principal_and_id(state, &request, &params));
     let state = state.clone();
     Reply::later(async move {
         let body: PlanChoice = extract::json(request, state.max_body_bytes).await?;
@@ -196,11 +182,7 @@ struct CancelBody {
 }
 
 fn cancel(state: &Rc<State>, request: Request, params: Params) -> Reply {
-    let (principal, id) =
-        match extract::principal(state, &request).and_then(|p| Ok((p, extract::id(&params)?))) {
-            Ok(found) => found,
-            Err(error) => return error.into(),
-        };
+    let (principal, id) = crate::ready_or_return!(extract::principal_and_id(state, &request, &params));
     let state = state.clone();
     Reply::later(async move {
         let body: CancelBody = extract::json(request, state.max_body_bytes).await?;
