@@ -164,6 +164,15 @@ impl PgDatabase {
         Err(RepoError::Unavailable("no live connection to PostgreSQL".into()))
     }
 
+    /// The client for a repository's statement: its transaction's
+    /// connection if it is part of one, else [`PgDatabase::client`].
+    pub(crate) async fn client_in(&self, tx: Option<&Rc<tx::PgTxConn>>) -> Result<ClientRef, RepoError> {
+        match tx {
+            Some(tx) => Ok(ClientRef::Tx(tx.clone())),
+            None => self.client().await,
+        }
+    }
+
     /// The statement for `query` on `client`, prepared once per client.
     pub(crate) async fn statement(
         &self,

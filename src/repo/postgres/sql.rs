@@ -9,6 +9,7 @@ use std::rc::Rc;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::Statement;
 
 use super::tx::PgTxConn;
 use super::{ClientRef, PgDatabase};
@@ -30,19 +31,21 @@ impl PgSql {
         Self { db, tx: Some(tx) }
     }
 
-    async fn client(&self) -> Result<ClientRef, RepoError> {
-        match &self.tx {
-            Some(tx) => Ok(ClientRef::Tx(tx.clone())),
-            None => self.db.client().await,
-        }
+    /// A client and `sql`'s statement prepared on it.
+    async fn prepared(&self, sql: &str) -> Result<(ClientRef, Statement), RepoError> {
+        let client = self.db.client_in(self.tx.as_ref()).await?;
+        let statement = self.db.statement_for(&client, &numbered_placeholders(sql)).await?;
+        Ok((client, statement))
     }
 
     async fn rows(&self, sql: &str, params: &[Value]) -> Result<Vec<tokio_postgres::Row>, RepoError> {
-        let client = self.client().await?;
-        let statement = self.db.statement_for(&client, &numbered_placeholders(sql)).await?;
-        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        self.db.timed(client.query(&statement, &params)).await
+        let (client, statement) = self.prepared(sql).await?;
+        self.db.timed(client.query(&statement, &bind(params))).await
     }
+}
+
+fn bind(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
 
 #[async_trait(?Send)]
@@ -56,10 +59,8 @@ impl Sql for PgSql {
     }
 
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, RepoError> {
-        let client = self.client().await?;
-        let statement = self.db.statement_for(&client, &numbered_placeholders(sql)).await?;
-        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        self.db.timed(client.execute(&statement, &params)).await
+        let (client, statement) = self.prepared(sql).await?;
+        self.db.timed(client.execute(&statement, &bind(params))).await
     }
 
     async fn insert(&self, sql: &str, params: &[Value]) -> Result<i64, RepoError> {

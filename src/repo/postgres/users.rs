@@ -67,10 +67,7 @@ impl PgUserRepo {
     }
 
     async fn client(&self) -> Result<ClientRef, RepoError> {
-        match &self.tx {
-            Some(tx) => Ok(ClientRef::Tx(tx.clone())),
-            None => self.db.client().await,
-        }
+        self.db.client_in(self.tx.as_ref()).await
     }
 }
 
