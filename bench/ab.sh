@@ -52,18 +52,19 @@ for build in base new; do
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$WARMUP" "${WRK_SCRIPT[@]}" "http://$SRV_ADDR$PATH_" "${SCRIPT_ARGS[@]}" >/dev/null 2>&1 || true
 done
 
-declare -A R C RPS REQS P50 P99 ERRS # R[build/round] req/s, C[...] CPU us/req; the rest for parse_wrk
+declare -A R C U RPS REQS P50 P99 ERRS # R[build/round] req/s, C[...] CPU us/req, U[...] user CPU us/req; the rest for parse_wrk
 one_run() { # build round
-    local build=$1 round=$2 out t0 t1 key=$1/$2
+    local build=$1 round=$2 out t0 t1 u0 u1 key=$1/$2
     # shellcheck disable=SC2086 # PIDS holds a list
-    t0=$(cpu_ticks ${PIDS[$build]})
+    t0=$(cpu_ticks ${PIDS[$build]}) u0=$(user_ticks ${PIDS[$build]})
     out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$ROUND_TIME" "${WRK_SCRIPT[@]}" "http://${ADDR[$build]}$PATH_" "${SCRIPT_ARGS[@]}" 2>&1)
     # shellcheck disable=SC2086
-    t1=$(cpu_ticks ${PIDS[$build]})
+    t1=$(cpu_ticks ${PIDS[$build]}) u1=$(user_ticks ${PIDS[$build]})
     parse_wrk "$key" "$out"
     [[ ${ERRS[$key]:-0} == 0 ]] || log "warning: $build round $round: ${ERRS[$key]} errors"
     R[$key]=${RPS[$key]}
     C[$key]=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="${REQS[$key]}" 'BEGIN { printf "%.3f", t / hz * 1e6 / n }')
+    U[$key]=$(awk -v t=$((u1 - u0)) -v hz="$CLK_TCK" -v n="${REQS[$key]}" 'BEGIN { printf "%.3f", t / hz * 1e6 / n }')
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -73,8 +74,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
     if ((round % 2)); then order=(base new); else order=(new base); fi
     for build in "${order[@]}"; do one_run "$build" "$round"; done
     b=base/$round n=new/$round
-    LINES+=("$(printf '%5s %10.0f %10.0f %8s %8s %7s %7s' "$round" "${R[$b]}" "${R[$n]}" "${C[$b]}" "${C[$n]}" \
-        "$(ratio "${R[$n]}" "${R[$b]}")" "$(ratio "${C[$n]}" "${C[$b]}")")")
+    LINES+=("$(printf '%5s %10.0f %10.0f %8s %8s %7s %7s %8s %8s %7s' "$round" "${R[$b]}" "${R[$n]}" "${C[$b]}" "${C[$n]}" \
+        "$(ratio "${R[$n]}" "${R[$b]}")" "$(ratio "${C[$n]}" "${C[$b]}")" "${U[$b]}" "${U[$n]}" "$(ratio "${U[$n]}" "${U[$b]}")")")
     log "${LINES[-1]}"
 done
 for build in base new; do
@@ -89,9 +90,10 @@ echo "base: $BASE_BIN"
 echo "new:  $NEW_BIN"
 echo "$TEST ($PATH_${WRK_SCRIPT[*]:+, pipelined $PIPELINE deep}), $ROUNDS rounds x $ROUND_TIME per build, servers on CPU $SERVER_CPU, wrk -t1 -c$CONNS on CPU $LOAD_CPU"
 echo
-printf '%5s %10s %10s %8s %8s %7s %7s\n' round "base r/s" "new r/s" "base us" "new us" "n/b r/s" "n/b us"
+printf '%5s %10s %10s %8s %8s %7s %7s %8s %8s %7s\n' round "base r/s" "new r/s" "base us" "new us" "n/b r/s" "n/b us" "base usr" "new usr" "n/b usr"
 printf '%s\n' "${LINES[@]}"
-printf '%5s %10s %10s %8s %8s %7s %7s\n' median "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)" "$(col 7)"
+printf '%5s %10s %10s %8s %8s %7s %7s %8s %8s %7s\n' median "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)" "$(col 7)" "$(col 8)" "$(col 9)" "$(col 10)"
 echo
-echo "r/s: wrk's Requests/sec; us: the server's CPU time per request (utime+stime of supervisor and worker)."
+echo "r/s: wrk's Requests/sec; us: the server's CPU time per request (utime+stime of supervisor and worker);"
+echo "usr: its user-space part (utime) alone."
 echo "n/b: new over base in the same round; r/s above 1 and us below 1 mean the new build is faster."

@@ -196,6 +196,16 @@ cpu_ticks() { # pids...: summed utime+stime (clock ticks) of those still alive
     echo "$sum"
 }
 
+user_ticks() { # pids...: summed utime (clock ticks, user space only) of those still alive
+    local sum=0 pid line f
+    for pid in "$@"; do
+        line=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        read -ra f <<<"${line##*) }"
+        sum=$((sum + f[11]))
+    done
+    echo "$sum"
+}
+
 rss_mib() { # pid
     awk '/^VmRSS:/ { printf "%.1f", $2 / 1024; found = 1 } END { if (!found) print "?" }' \
         "/proc/$1/status" 2>/dev/null || echo "?"

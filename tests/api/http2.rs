@@ -53,3 +53,29 @@ async fn http2_prior_knowledge_is_served_and_drained_with_goaway() {
     assert!(matches!(ended, Ok(Ok(Ok(())))), "connection should end cleanly after GOAWAY: {ended:?}");
     assert!(h2_get(&mut sender, "/healthz").await.is_err(), "no new streams after GOAWAY");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preface_that_arrives_in_pieces_is_still_http2_and_one_that_stops_short_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drover = crate::helpers::Drover::start_with(crate::helpers::Options {
+        workers: 1,
+        env: vec![("DROVER_HTTP__HEADER_READ_TIMEOUT", "1s")],
+        ..crate::helpers::Options::default()
+    });
+    // The worker waits for enough of the preface to tell.
+    let mut stream = TcpStream::connect(drover.addr).await.unwrap();
+    stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(b"\r\nSM\r\n\r\n").await.unwrap();
+    // An empty SETTINGS frame.
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut frame_head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut frame_head)).await.unwrap().unwrap();
+    assert_eq!(frame_head[3], 4, "the server's first frame is SETTINGS: {frame_head:?}");
+
+    // A preface that stops short is timed out like any request head.
+    let mut conn = crate::helpers::Conn::connect(drover.addr).await.unwrap();
+    conn.send(b"PRI * HT").await.unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), conn.read_response()).await.unwrap().unwrap();
+    assert_eq!(response.status, 408);
+}

@@ -219,3 +219,67 @@ async fn the_accept_loop_survives_running_out_of_file_descriptors() {
     }
     drover.wait_log(Duration::from_secs(5), "accepting connections again");
 }
+
+/// Longer than the idle time after which a worker drops hyper's connection
+/// for an idle HTTP/1.1 connection (250 ms, worker/src/conn.rs).
+const SET_ASIDE: Duration = Duration::from_millis(700);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_idle_long_enough_to_be_set_aside_are_served_as_before() {
+    let drover = Drover::start_with(Options {
+        workers: 1,
+        env: vec![("DROVER_HTTP__KEEP_ALIVE_TIMEOUT", "3s")],
+        ..Options::default()
+    });
+    let mut conn = Conn::connect(drover.addr).await.unwrap();
+    assert_eq!(conn.get("/healthz").await.unwrap().status, 200);
+    tokio::time::sleep(SET_ASIDE).await;
+    assert_eq!(conn.get("/bench/json").await.unwrap().json()["message"], "Hello, World!");
+
+    // A body read to its end, then idle: the next request is its own.
+    let body = br#"{"email":"nobody@example.com","password":"not the password"}"#;
+    conn.send(
+        format!("POST /v1/auth/login HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len())
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    conn.send(body).await.unwrap();
+    assert_eq!(conn.read_response().await.unwrap().status, 401);
+    tokio::time::sleep(SET_ASIDE).await;
+    assert_eq!(conn.get("/healthz").await.unwrap().status, 200);
+
+    // A body the route never reads, then idle: still no confusion.
+    conn.send(b"POST /healthz HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\nGET /").await.unwrap();
+    assert_eq!(conn.read_response().await.unwrap().status, 405);
+    tokio::time::sleep(SET_ASIDE).await;
+    assert_eq!(conn.get("/healthz").await.unwrap().status, 200);
+
+    // A pipelined request whose head was cut short, in the same read as the
+    // one before it: what had arrived of it survives the idle spell.
+    conn.send(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\nGET /bench/json HTTP/1.1\r\nho").await.unwrap();
+    assert_eq!(conn.read_response().await.unwrap().status, 200);
+    tokio::time::sleep(SET_ASIDE).await;
+    conn.send(b"st: test\r\n\r\n").await.unwrap();
+    assert_eq!(conn.read_response().await.unwrap().json()["message"], "Hello, World!");
+
+    // And the keep-alive timeout still closes it.
+    assert!(conn.is_closed_by_peer(Duration::from_secs(6)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_aside_connection_does_not_hold_up_a_drain() {
+    let mut drover = Drover::start_with(Options {
+        workers: 1,
+        env: vec![("DROVER_HTTP__KEEP_ALIVE_TIMEOUT", "60s")],
+        ..Options::default()
+    });
+    let mut conn = Conn::connect(drover.addr).await.unwrap();
+    assert_eq!(conn.get("/healthz").await.unwrap().status, 200);
+    tokio::time::sleep(SET_ASIDE).await;
+    drover.signal(libc::SIGTERM);
+    // Closed after the drain grace (0.5 s), not the 60 s keep-alive timeout.
+    assert!(conn.is_closed_by_peer(Duration::from_secs(5)).await);
+    let status = drover.wait_exit(Duration::from_secs(10)).expect("drover did not exit");
+    assert!(status.success(), "{status:?}\n{}", drover.log());
+}

@@ -41,10 +41,19 @@ pub(crate) struct BodyPolicy {
     pub drain: watch::Receiver<bool>,
 }
 
+/// Told when a request body has been read to its end: until then the
+/// connection's reading side is inside the body, and hyper's connection must
+/// not be set aside (see `conn.rs`).
+pub(crate) trait EndObserver {
+    fn body_ended(&self);
+}
+
 /// A request body with the pause limit of [`BodyPolicy`].
 pub struct RequestBody {
     inner: Incoming,
     policy: Rc<BodyPolicy>,
+    /// Told once, when the end is seen; `None` after that.
+    on_end: Option<Rc<dyn EndObserver>>,
     /// Made at the first wait and kept for the next ones; a body that never
     /// waits costs nothing more than this `None`.
     wait: Option<Wait>,
@@ -61,8 +70,18 @@ struct Wait {
 }
 
 impl RequestBody {
-    pub(crate) fn new(inner: Incoming, policy: Rc<BodyPolicy>) -> Self {
-        Self { inner, policy, wait: None }
+    pub(crate) fn new(inner: Incoming, policy: Rc<BodyPolicy>, on_end: Rc<dyn EndObserver>) -> Self {
+        let mut body = Self { inner, policy, on_end: Some(on_end), wait: None };
+        body.check_end();
+        body
+    }
+
+    fn check_end(&mut self) {
+        if self.inner.is_end_stream() {
+            if let Some(observer) = self.on_end.take() {
+                observer.body_ended();
+            }
+        }
     }
 
     /// Ready with the error once the client has paused for too long.
@@ -111,6 +130,13 @@ impl Body for RequestBody {
                 // Progress: the next wait starts afresh.
                 if let Some(wait) = this.wait.as_mut() {
                     wait.since = None;
+                }
+                if frame.is_none() {
+                    if let Some(observer) = this.on_end.take() {
+                        observer.body_ended();
+                    }
+                } else {
+                    this.check_end();
                 }
                 Poll::Ready(frame.map(|f| f.map_err(BodyError::Read)))
             }

@@ -3,6 +3,13 @@
 //! idle keep-alive timeout, GOAWAY on drain, closing what stalls while the
 //! worker drains), and a close that delivers every response produced.
 //!
+//! An idle HTTP/1.1 connection costs almost nothing: after [`PARK_AFTER`]
+//! without a request, hyper's connection (its 8 KiB read and write buffers,
+//! its cached header map) is dropped, and the connection waits for its next
+//! bytes with only the socket, a few counters and its timer; those bytes
+//! start a fresh hyper connection. That is what lets a worker hold a very
+//! large number of keep-alive connections (bench/connections.sh).
+//!
 //! The connection's bookkeeping lives in [`ConnState`], updated from two
 //! places: the I/O wrapper sees bytes arrive, the service wrapper sees
 //! requests start and finish. The connection task reads it when its single
@@ -11,23 +18,25 @@
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{header, HeaderValue, StatusCode, Version};
-use hyper::service::service_fn;
+use hyper::body::{Body as _, Incoming};
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::body::RequestBody;
+use crate::body::{EndObserver, RequestBody};
 use crate::error::raw_http1_error;
 use crate::limits;
-use crate::server::Shared;
+use crate::server::{LocalExec, Shared};
 use crate::wire::{ConnIo, ReadObserver, Wire};
-use crate::{App, Request, Response};
+use crate::{App, Response};
 
 /// Sending what is left and closing, lingering included, may take this
 /// long; a client that does not read its last response is not waited for.
@@ -49,8 +58,16 @@ pub(crate) const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// never acknowledges GOAWAY must not hold the worker.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
+/// An HTTP/1.1 connection with nothing in flight for this long sets hyper's
+/// connection aside (see the module's comment). Under load the gap between
+/// a response and the next request is far shorter, so a busy connection
+/// keeps its hyper connection and pays nothing; a connection that does idle
+/// pays one new hyper connection (a few allocations, about a microsecond)
+/// when it wakes.
+const PARK_AFTER: Duration = Duration::from_millis(250);
+
 /// The first bytes of every HTTP/2 prior-knowledge connection.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 struct ConnState {
     /// Requests on this connection whose responses are not yet produced.
@@ -67,8 +84,9 @@ struct ConnState {
     /// HTTP/2 frames arrive between requests, so the header timer does not
     /// apply; it is known from the preface.
     http2: Cell<bool>,
-    /// True until the first read, which tells HTTP/2 by its preface.
-    first_read: Cell<bool>,
+    /// The current request's body has not been read to its end: hyper is
+    /// inside it, and its connection must not be set aside.
+    body_open: Cell<bool>,
     /// The client closed its sending side: no need to linger at close.
     peer_closed: Cell<bool>,
     header_read_timeout: Duration,
@@ -83,6 +101,22 @@ enum Action {
     IdleTimeout,
     /// Asked to close a while ago, nothing in flight, still open: close.
     ForceClose,
+    /// Idle long enough to set hyper's connection aside (see [`PARK_AFTER`]).
+    Park,
+}
+
+/// Whether hyper's connection could be set aside now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parking {
+    /// HTTP/2: its connection keeps its own state between requests.
+    NotApplicable,
+    /// Already set aside (or no bytes yet): the bytes that arrive start a
+    /// hyper connection and look at the timer again, so until then only the
+    /// keep-alive timeout is waited for.
+    Parked,
+    /// Something is still under way (a body being read, bytes being sent).
+    Busy,
+    Ready,
 }
 
 impl ReadObserver for ConnState {
@@ -93,20 +127,24 @@ impl ReadObserver for ConnState {
         }
         let now = Instant::now();
         self.last_read.set(now);
-        if self.first_read.replace(false) && bytes.starts_with(H2_PREFACE) {
-            self.http2.set(true);
-        }
         if !self.http2.get() && self.in_flight.get() == 0 && self.header_deadline.get().is_none() {
             self.header_deadline.set(Some(now + self.header_read_timeout));
         }
     }
 }
 
+impl EndObserver for ConnState {
+    fn body_ended(&self) {
+        self.body_open.set(false);
+    }
+}
+
 impl ConnState {
     /// A parsed request reached the service; returns when its head was read.
-    fn request_started(&self) -> Instant {
+    fn request_started(&self, body_open: bool) -> Instant {
         self.in_flight.set(self.in_flight.get() + 1);
         self.header_deadline.set(None);
+        self.body_open.set(body_open);
         self.last_read.get()
     }
 
@@ -121,12 +159,31 @@ impl ConnState {
 
     /// What to do at `now`. `draining` shortens every wait for the client
     /// to [`DRAIN_GRACE`]; `shutdown_since` is when hyper was asked to close.
+    /// While hyper's HTTP/1.1 connection runs, no wait is longer than
+    /// [`PARK_AFTER`], so an idle connection is parked on time.
     fn next_action(
         &self,
         now: Instant,
         keep_alive: Duration,
         draining: bool,
         shutdown_since: Option<Instant>,
+        parking: Parking,
+    ) -> Action {
+        match self.action(now, keep_alive, draining, shutdown_since, parking) {
+            Action::Wait(at) if matches!(parking, Parking::Ready | Parking::Busy) => {
+                Action::Wait(at.min(now + PARK_AFTER))
+            }
+            action => action,
+        }
+    }
+
+    fn action(
+        &self,
+        now: Instant,
+        keep_alive: Duration,
+        draining: bool,
+        shutdown_since: Option<Instant>,
+        parking: Parking,
     ) -> Action {
         if let Some(deadline) = self.header_deadline.get() {
             let deadline = if draining { deadline.min(self.last_read.get() + DRAIN_GRACE) } else { deadline };
@@ -145,10 +202,18 @@ impl ConnState {
         let keep_alive = if draining { keep_alive.min(DRAIN_GRACE) } else { keep_alive };
         let idle_deadline = self.idle_since.get() + keep_alive;
         if now >= idle_deadline {
-            Action::IdleTimeout
-        } else {
-            Action::Wait(idle_deadline.min(now + self.header_read_timeout))
+            return Action::IdleTimeout;
         }
+        let park_at = self.idle_since.get() + PARK_AFTER;
+        let next = match parking {
+            Parking::Ready if now >= park_at => return Action::Park,
+            // A parked connection's timer is only its keep-alive timeout: a
+            // hundred thousand of them must not wake every few seconds.
+            Parking::Parked => idle_deadline,
+            Parking::Ready | Parking::Busy if park_at > now => recheck.min(park_at),
+            _ => recheck,
+        };
+        Action::Wait(idle_deadline.min(next))
     }
 }
 
@@ -162,14 +227,13 @@ pub(crate) async fn serve<A: App>(stream: TcpStream, shared: Rc<Shared<A>>) {
         header_deadline: Cell::new(None),
         idle_since: Cell::new(opened),
         http2: Cell::new(false),
-        first_read: Cell::new(true),
+        body_open: Cell::new(false),
         peer_closed: Cell::new(false),
         header_read_timeout: shared.limits.header_read_timeout,
     });
     let wire = Wire::new(stream);
-    let io = TokioIo::new(ConnIo { wire: wire.clone(), observer: state.clone() });
 
-    match drive(io, &shared, &state, &wire).await {
+    match drive(&shared, &state, &wire).await {
         Ended::Closed => {}
         Ended::HeaderTimeout => {
             shared.stats.record("refused", StatusCode::REQUEST_TIMEOUT.as_u16(), Duration::ZERO);
@@ -220,26 +284,82 @@ enum Ended {
     Malformed(String),
 }
 
-/// Runs hyper's connection future with our timer and drain signal beside it,
-/// sending what hyper gathered each time it has done all it can. Returning
-/// drops hyper's connection.
-async fn drive<A: App>(
-    io: TokioIo<ConnIo<ConnState>>,
-    shared: &Rc<Shared<A>>,
-    state: &Rc<ConnState>,
-    wire: &Wire,
-) -> Ended {
-    let service = service_fn({
-        let shared = shared.clone();
-        let state = state.clone();
-        move |request: http::Request<hyper::body::Incoming>| {
-            let request = request.map(|body| RequestBody::new(body, shared.body_policy.clone()));
-            respond(&shared, &state, request)
-        }
-    });
-    let conn = shared.builder.serve_connection(io, service);
-    tokio::pin!(conn);
+type Io = TokioIo<ConnIo<ConnState>>;
 
+/// hyper's connection, on the heap: it holds read and write buffers of
+/// 8 KiB each, and is dropped while an HTTP/1.1 connection idles.
+enum Hyper<A: App> {
+    Http1(Box<http1::Connection<Io, ConnService<A>>>),
+    Http2(Pin<Box<http2::Connection<Io, ConnService<A>, LocalExec>>>),
+}
+
+impl<A: App> Hyper<A> {
+    fn start(shared: &Rc<Shared<A>>, state: &Rc<ConnState>, wire: &Rc<Wire>, http2: bool) -> Self {
+        let io = TokioIo::new(ConnIo { wire: wire.clone(), observer: state.clone() });
+        let service = ConnService { shared: shared.clone(), state: state.clone() };
+        if http2 {
+            Hyper::Http2(Box::pin(shared.builders.http2.serve_connection(io, service)))
+        } else {
+            Hyper::Http1(Box::new(shared.builders.http1.serve_connection(io, service)))
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        match self {
+            Hyper::Http1(conn) => Pin::new(&mut **conn).poll(cx),
+            Hyper::Http2(conn) => conn.as_mut().poll(cx),
+        }
+    }
+
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Hyper::Http1(conn) => Pin::new(&mut **conn).graceful_shutdown(),
+            Hyper::Http2(conn) => conn.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+/// What the first bytes of a connection say it speaks.
+enum Preface {
+    Http1,
+    Http2,
+    /// Too few bytes yet to tell.
+    Undecided,
+}
+
+/// Reads what has arrived of a new connection's first bytes (kept for hyper
+/// to read again) until they tell HTTP/2's preface from anything else,
+/// which is taken for HTTP/1.1. `Ok(0)` from the socket is end of file.
+fn read_preface(wire: &Wire, state: &ConnState) -> io::Result<Preface> {
+    let kept = wire.unread_bytes();
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let n = match wire.try_read(&mut buf[..H2_PREFACE.len() - kept.len()]) {
+        Ok(0) => {
+            state.on_read(&[]);
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(n) => n,
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(Preface::Undecided),
+        Err(error) => return Err(error),
+    };
+    state.on_read(&buf[..n]);
+    wire.unread(&buf[..n]);
+    let seen = wire.unread_bytes();
+    Ok(if !H2_PREFACE.starts_with(&seen) {
+        Preface::Http1
+    } else if seen.len() == H2_PREFACE.len() {
+        Preface::Http2
+    } else {
+        Preface::Undecided
+    })
+}
+
+/// Serves the connection: hyper's connection future with our timer and the
+/// drain signal beside it, sending what hyper gathered each time it has done
+/// all it can. An HTTP/1.1 connection idle for [`PARK_AFTER`] drops hyper's
+/// connection and waits for its next bytes with nothing but the socket; they
+/// start a new one.
+async fn drive<A: App>(shared: &Rc<Shared<A>>, state: &Rc<ConnState>, wire: &Rc<Wire>) -> Ended {
     let keep_alive = shared.limits.keep_alive_timeout;
     let mut drain = shared.drain.clone();
     let mut draining = *drain.borrow_and_update();
@@ -248,72 +368,135 @@ async fn drive<A: App>(
         Instant::now() + shared.limits.header_read_timeout.min(keep_alive.max(Duration::from_millis(1))),
     );
     tokio::pin!(timer);
-    if draining && state.http2.get() {
-        conn.as_mut().graceful_shutdown();
-        shutdown_since = Some(Instant::now());
-    }
+    let mut hyper: Option<Hyper<A>> = None;
+    // Known once the first bytes are read: Some(true) for HTTP/2.
+    let mut http2: Option<bool> = None;
     loop {
+        let parked = hyper.is_none();
         tokio::select! {
             // The connection first, and no random branch order: it is what
             // wakes this task on nearly every poll.
             biased;
-            result = serving(conn.as_mut(), wire) => {
+            result = serving(hyper.as_mut(), wire) => {
                 return match result {
                     Ok(()) => Ended::Closed,
-                    Err(error) => match error.downcast_ref::<hyper::Error>() {
-                        Some(error) if error.is_parse() || error.is_parse_too_large() => {
-                            Ended::Malformed(error.to_string())
+                    Err(error) if error.is_parse() || error.is_parse_too_large() => Ended::Malformed(error.to_string()),
+                    Err(error) => {
+                        // Clients vanishing mid-request are routine.
+                        tracing::debug!(%error, "connection ended with an error");
+                        Ended::Closed
+                    }
+                };
+            }
+            ready = read_ready(parked, wire) => {
+                if ready.is_err() {
+                    return Ended::Closed;
+                }
+                let speaks_http2 = match http2 {
+                    Some(known) => known,
+                    None => match read_preface(wire, state) {
+                        Ok(Preface::Http1) => false,
+                        Ok(Preface::Http2) => {
+                            // HTTP/2 frames arrive between requests: no header timer.
+                            state.http2.set(true);
+                            state.header_deadline.set(None);
+                            true
                         }
-                        _ => {
-                            // Clients vanishing mid-request are routine.
-                            tracing::debug!(%error, "connection ended with an error");
-                            Ended::Closed
-                        }
+                        Ok(Preface::Undecided) => continue,
+                        Err(_) => return Ended::Closed,
                     },
                 };
+                http2 = Some(speaks_http2);
+                let conn = hyper.insert(Hyper::start(shared, state, wire, speaks_http2));
+                if draining && speaks_http2 && shutdown_since.is_none() {
+                    conn.graceful_shutdown();
+                    shutdown_since = Some(Instant::now());
+                }
+                // The waits depend on whether hyper runs: look again.
+                timer.as_mut().reset(Instant::now());
             }
             _ = drain.changed(), if !draining => {
                 draining = true;
                 // HTTP/2 has GOAWAY to say "finish, then go elsewhere".
                 // HTTP/1.1 connections get `Connection: close` on their next
-                // response instead (see `respond`), or are closed once idle
+                // response instead (see `Responding`), or are closed once idle
                 // for a moment (see `ConnState::next_action`), so a client
                 // about to send a request on an idle connection is not cut off.
-                if state.http2.get() && shutdown_since.is_none() {
-                    conn.as_mut().graceful_shutdown();
-                    shutdown_since = Some(Instant::now());
+                if let Some(conn @ Hyper::Http2(_)) = hyper.as_mut() {
+                    if shutdown_since.is_none() {
+                        conn.graceful_shutdown();
+                        shutdown_since = Some(Instant::now());
+                    }
                 }
                 // The waits are shorter now: look again at once.
                 timer.as_mut().reset(Instant::now());
             }
             () = &mut timer => {
                 let now = Instant::now();
-                match state.next_action(now, keep_alive, draining, shutdown_since) {
+                let parking = match &hyper {
+                    Some(Hyper::Http1(_)) if state.body_open.get() || !wire.all_sent() => Parking::Busy,
+                    Some(Hyper::Http1(_)) => Parking::Ready,
+                    Some(Hyper::Http2(_)) => Parking::NotApplicable,
+                    None => Parking::Parked,
+                };
+                match state.next_action(now, keep_alive, draining, shutdown_since, parking) {
                     Action::Wait(at) => timer.as_mut().reset(at),
                     Action::HeaderTimeout => return Ended::HeaderTimeout,
-                    Action::IdleTimeout => {
+                    Action::IdleTimeout => match hyper.as_mut() {
                         // Idle: hyper closes at once (HTTP/1.1) or after
                         // GOAWAY (HTTP/2).
-                        conn.as_mut().graceful_shutdown();
-                        shutdown_since = Some(now);
-                        timer.as_mut().reset(now + SHUTDOWN_GRACE);
-                    }
+                        Some(conn) => {
+                            conn.graceful_shutdown();
+                            shutdown_since = Some(now);
+                            timer.as_mut().reset(now + SHUTDOWN_GRACE);
+                        }
+                        None => return Ended::Closed,
+                    },
                     Action::ForceClose => return Ended::Closed,
+                    Action::Park => {
+                        if let Some(Hyper::Http1(conn)) = hyper.take() {
+                            // Nothing in flight, the last body read to its
+                            // end, every byte sent: hyper waits for a request
+                            // head, and what it holds of one is handed on.
+                            let parts = conn.into_parts();
+                            tracing::trace!(unparsed = parts.read_buf.len(), "idle: hyper's connection set aside");
+                            if parts.read_buf.is_empty() {
+                                wire.shrink();
+                            } else {
+                                // The start of a pipelined request, read with
+                                // the one before it: a new hyper connection
+                                // takes it at once, and its head is timed
+                                // from now.
+                                wire.unread(&parts.read_buf);
+                                if state.header_deadline.get().is_none() {
+                                    state.header_deadline.set(Some(now + state.header_read_timeout));
+                                }
+                                hyper = Some(Hyper::start(shared, state, wire, false));
+                            }
+                        }
+                        timer.as_mut().reset(now);
+                    }
                 }
             }
         }
     }
 }
 
+/// Ready when a parked (or new) connection has bytes to read.
+fn read_ready(parked: bool, wire: &Wire) -> impl Future<Output = io::Result<()>> + '_ {
+    std::future::poll_fn(move |cx| if parked { wire.poll_read_ready(cx) } else { Poll::Pending })
+}
+
 /// Polls hyper's connection and, whenever it has done all it can for now,
 /// sends what it wrote: responses to every request that arrived in one read
-/// leave in one write.
-fn serving<'a, F: Future + 'a>(
-    mut conn: Pin<&'a mut F>,
+/// leave in one write. Never ready while the connection is parked.
+fn serving<'a, A: App>(
+    mut hyper: Option<&'a mut Hyper<A>>,
     wire: &'a Wire,
-) -> impl Future<Output = F::Output> + 'a {
+) -> impl Future<Output = hyper::Result<()>> + 'a {
     std::future::poll_fn(move |cx| {
-        let poll = conn.as_mut().poll(cx);
+        let Some(conn) = hyper.as_mut() else { return Poll::Pending };
+        let poll = conn.poll(cx);
         if poll.is_pending() {
             // An error is remembered by the wire and reaches hyper on its
             // next read or write; Pending has registered a wake-up.
@@ -328,21 +511,43 @@ fn serving<'a, F: Future + 'a>(
 /// time; what is left is a small hand-written future rather than an `async`
 /// block, because hyper stores and moves the service future for every
 /// request and an async block's state would carry the whole request along.
-fn respond<A: App>(shared: &Rc<Shared<A>>, state: &Rc<ConnState>, request: Request) -> Responding<A> {
-    let started = state.request_started();
-    shared.stats.in_flight.set(shared.stats.in_flight.get() + 1);
-    let http1 = request.version() < Version::HTTP_2;
-    let (route, answer) = match limits::check(&request, &shared.limits) {
-        Some(refusal) => ("refused", Answer::Now(Some(refusal))),
-        None => {
-            let (route, answer) = shared.app.call(request);
-            (route, Answer::Later(answer))
-        }
-    };
-    Responding { shared: shared.clone(), state: state.clone(), route, started, http1, answer, done: false }
+struct ConnService<A: App> {
+    shared: Rc<Shared<A>>,
+    state: Rc<ConnState>,
 }
 
-/// One request being answered (see [`respond`]). Dropped unfinished (the
+impl<A: App> hyper::service::Service<http::Request<Incoming>> for ConnService<A> {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Responding<A>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Responding<A> {
+        let (shared, state) = (&self.shared, &self.state);
+        let started = state.request_started(!request.body().is_end_stream());
+        let observer: Rc<dyn EndObserver> = state.clone();
+        let request = request.map(|body| RequestBody::new(body, shared.body_policy.clone(), observer));
+        shared.stats.in_flight.set(shared.stats.in_flight.get() + 1);
+        let http1 = request.version() < Version::HTTP_2;
+        let (route, answer) = match limits::check(&request, &shared.limits) {
+            Some(refusal) => ("refused", Answer::Now(Some(refusal))),
+            None => {
+                let (route, answer) = shared.app.call(request);
+                (route, Answer::Later(answer))
+            }
+        };
+        Responding {
+            shared: shared.clone(),
+            state: state.clone(),
+            route,
+            started,
+            http1,
+            answer,
+            done: false,
+        }
+    }
+}
+
+/// One request being answered (see [`ConnService`]). Dropped unfinished (the
 /// client went away), it still counts the request out.
 struct Responding<A: App> {
     shared: Rc<Shared<A>>,
@@ -422,7 +627,7 @@ mod tests {
             header_deadline: Cell::new(None),
             idle_since: Cell::new(Instant::now()),
             http2: Cell::new(false),
-            first_read: Cell::new(true),
+            body_open: Cell::new(false),
             peer_closed: Cell::new(false),
             header_read_timeout: Duration::from_secs(header_timeout_s),
         }
@@ -434,26 +639,32 @@ mod tests {
         let s = state(2);
         let start = Instant::now();
         assert!(
-            matches!(s.next_action(start, keep_alive, false, None), Action::Wait(at) if at == start + Duration::from_secs(2))
+            matches!(s.next_action(start, keep_alive, false, None, Parking::NotApplicable), Action::Wait(at) if at == start + Duration::from_secs(2))
         );
         tokio::time::advance(Duration::from_secs(1)).await;
         s.on_read(b"GET / HT");
         let deadline = Instant::now() + Duration::from_secs(2);
         assert!(
-            matches!(s.next_action(Instant::now(), keep_alive, false, None), Action::Wait(at) if at == deadline)
+            matches!(s.next_action(Instant::now(), keep_alive, false, None, Parking::NotApplicable), Action::Wait(at) if at == deadline)
         );
         // More bytes do not extend the deadline (that is what slowloris relies on).
         tokio::time::advance(Duration::from_secs(1)).await;
         s.on_read(b"T");
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(matches!(s.next_action(Instant::now(), keep_alive, false, None), Action::HeaderTimeout));
+        assert!(matches!(
+            s.next_action(Instant::now(), keep_alive, false, None, Parking::NotApplicable),
+            Action::HeaderTimeout
+        ));
 
         let s = state(10);
         s.on_read(b"GET / HTTP/1.1\r\n\r\n");
-        s.request_started();
+        s.request_started(false);
         s.request_finished(Instant::now());
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(matches!(s.next_action(Instant::now(), keep_alive, false, None), Action::IdleTimeout));
+        assert!(matches!(
+            s.next_action(Instant::now(), keep_alive, false, None, Parking::NotApplicable),
+            Action::IdleTimeout
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -463,39 +674,85 @@ mod tests {
         let s = state(10);
         s.on_read(b"GET / HT");
         let quiet_until = Instant::now() + DRAIN_GRACE;
-        assert_eq!(s.next_action(Instant::now(), keep_alive, true, None), Action::Wait(quiet_until));
+        assert_eq!(
+            s.next_action(Instant::now(), keep_alive, true, None, Parking::NotApplicable),
+            Action::Wait(quiet_until)
+        );
         tokio::time::advance(DRAIN_GRACE).await;
-        assert_eq!(s.next_action(Instant::now(), keep_alive, true, None), Action::HeaderTimeout);
+        assert_eq!(
+            s.next_action(Instant::now(), keep_alive, true, None, Parking::NotApplicable),
+            Action::HeaderTimeout
+        );
 
         // An idle keep-alive connection: closed after the grace, not the keep-alive timeout.
         let s = state(10);
         tokio::time::advance(DRAIN_GRACE).await;
         assert_eq!(
-            s.next_action(Instant::now(), keep_alive, false, None),
+            s.next_action(Instant::now(), keep_alive, false, None, Parking::NotApplicable),
             Action::Wait(s.idle_since.get() + keep_alive)
         );
-        assert_eq!(s.next_action(Instant::now(), keep_alive, true, None), Action::IdleTimeout);
+        assert_eq!(
+            s.next_action(Instant::now(), keep_alive, true, None, Parking::NotApplicable),
+            Action::IdleTimeout
+        );
 
         // Told to close, nothing in flight, still open (a silent HTTP/2 peer): forced.
         let since = Instant::now();
         assert_eq!(
-            s.next_action(Instant::now(), keep_alive, true, Some(since)),
+            s.next_action(Instant::now(), keep_alive, true, Some(since), Parking::NotApplicable),
             Action::Wait(since + SHUTDOWN_GRACE)
         );
         tokio::time::advance(SHUTDOWN_GRACE).await;
-        assert_eq!(s.next_action(Instant::now(), keep_alive, true, Some(since)), Action::ForceClose);
+        assert_eq!(
+            s.next_action(Instant::now(), keep_alive, true, Some(since), Parking::NotApplicable),
+            Action::ForceClose
+        );
 
         // A request in flight is never forced: its own timeouts apply.
         s.on_read(b"GET / HTTP/1.1\r\n\r\n");
-        s.request_started();
-        assert!(matches!(s.next_action(Instant::now(), keep_alive, true, Some(since)), Action::Wait(_)));
+        s.request_started(false);
+        assert!(matches!(
+            s.next_action(Instant::now(), keep_alive, true, Some(since), Parking::NotApplicable),
+            Action::Wait(_)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn http2_is_recognised_by_its_preface_and_never_gets_a_header_timer() {
-        let s = state(1);
-        s.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-        assert!(s.http2.get());
-        assert!(s.header_deadline.get().is_none());
+    async fn an_idle_http1_connection_is_parked_once_nothing_is_under_way() {
+        let keep_alive = Duration::from_secs(5);
+        let s = state(10);
+        s.on_read(b"GET / HTTP/1.1\r\n\r\n");
+        s.request_started(false);
+        s.request_finished(Instant::now());
+        let park_at = Instant::now() + PARK_AFTER;
+        // Not before PARK_AFTER: a busy connection keeps hyper's connection.
+        assert_eq!(
+            s.next_action(Instant::now(), keep_alive, false, None, Parking::Ready),
+            Action::Wait(park_at)
+        );
+        tokio::time::advance(PARK_AFTER).await;
+        assert_eq!(s.next_action(Instant::now(), keep_alive, false, None, Parking::Ready), Action::Park);
+        // A body still being read, or bytes still to send: look again later.
+        assert_eq!(
+            s.next_action(Instant::now(), keep_alive, false, None, Parking::Busy),
+            Action::Wait(Instant::now() + PARK_AFTER)
+        );
+        // Parked: only the keep-alive timeout is left, however long it is.
+        let long = Duration::from_secs(600);
+        assert_eq!(
+            s.next_action(Instant::now(), long, false, None, Parking::Parked),
+            Action::Wait(s.idle_since.get() + long)
+        );
+        tokio::time::advance(keep_alive).await;
+        assert_eq!(
+            s.next_action(Instant::now(), keep_alive, false, None, Parking::Parked),
+            Action::IdleTimeout
+        );
+
+        // A request with a body: open until its end is seen.
+        s.request_started(true);
+        assert!(s.body_open.get());
+        s.body_ended();
+        assert!(!s.body_open.get());
     }
 }

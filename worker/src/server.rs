@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use drover_supervisor::protocol::WorkerMessage;
-use hyper_util::server::conn::auto;
+use hyper::server::conn::{http1, http2};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Notify};
@@ -99,7 +99,7 @@ pub(crate) struct Shared<A> {
     pub app: A,
     pub limits: Limits,
     pub stats: Stats,
-    pub builder: auto::Builder<LocalExec>,
+    pub builders: Builders,
     /// True once draining: responses to HTTP/1.1 requests say
     /// `Connection: close`.
     pub draining: Cell<bool>,
@@ -204,7 +204,7 @@ where
     let (drain_tx, drain_rx) = watch::channel(false);
     let shared = Rc::new(Shared {
         app,
-        builder: builder(&options.limits),
+        builders: Builders::new(&options.limits),
         limits: options.limits.clone(),
         stats: Stats::default(),
         draining: Cell::new(false),
@@ -292,28 +292,36 @@ where
     Ok(reason)
 }
 
-fn builder(limits: &Limits) -> auto::Builder<LocalExec> {
-    let mut builder = auto::Builder::new(LocalExec);
-    builder
-        .http1()
-        .keep_alive(!limits.keep_alive_timeout.is_zero())
-        // Our own timer answers slow heads with 408 (hyper would just close).
-        .header_read_timeout(None)
-        .max_buf_size(limits.hyper_max_buf_size())
-        .max_headers(limits.hyper_max_headers())
-        // Not hyper's pipeline_flush: it keeps responses in a buffer that is
-        // lost when a later request in the same read is malformed. The
-        // connection's wire gathers pipelined responses into one write
-        // instead (see wire.rs).
-        .pipeline_flush(false);
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(Some(H2_PING_INTERVAL))
-        .keep_alive_timeout(H2_PING_TIMEOUT)
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.hyper_max_buf_size()).unwrap_or(u32::MAX));
-    builder
+/// hyper's connection settings, one per protocol. The connection picks one
+/// from the client's first bytes (see `conn.rs`).
+pub(crate) struct Builders {
+    pub http1: http1::Builder,
+    pub http2: http2::Builder<LocalExec>,
+}
+
+impl Builders {
+    fn new(limits: &Limits) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .keep_alive(!limits.keep_alive_timeout.is_zero())
+            // Our own timer answers slow heads with 408 (hyper would just close).
+            .header_read_timeout(None)
+            .max_buf_size(limits.hyper_max_buf_size())
+            .max_headers(limits.hyper_max_headers())
+            // Not hyper's pipeline_flush: it keeps responses in a buffer that is
+            // lost when a later request in the same read is malformed. The
+            // connection's wire gathers pipelined responses into one write
+            // instead (see wire.rs).
+            .pipeline_flush(false);
+        let mut http2 = http2::Builder::new(LocalExec);
+        http2
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Some(H2_PING_INTERVAL))
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(limits.hyper_max_buf_size()).unwrap_or(u32::MAX));
+        Self { http1, http2 }
+    }
 }
 
 async fn accept_loop<A: App>(listener: TcpListener, shared: Rc<Shared<A>>) {

@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -51,6 +52,13 @@ pub(crate) struct Wire {
     /// A send failed: the connection is dead, and hyper hears so on its next
     /// read or write.
     failed: Cell<Option<io::ErrorKind>>,
+    /// The last attempt to write to the socket found it full: bytes are
+    /// waiting, here or in hyper's buffer.
+    blocked: Cell<bool>,
+    /// Bytes read from the socket that the next reader must see first: the
+    /// start of a connection, read to tell HTTP/2 from HTTP/1.1, or what a
+    /// set-aside hyper connection had read and not parsed.
+    prefix: RefCell<Bytes>,
 }
 
 impl Wire {
@@ -60,7 +68,56 @@ impl Wire {
             out: RefCell::new(Vec::new()),
             last_write_start: Cell::new(0),
             failed: Cell::new(None),
+            blocked: Cell::new(false),
+            prefix: RefCell::new(Bytes::new()),
         })
+    }
+
+    /// Ready when the socket has something to read (or has failed or
+    /// closed), without reading it: a connection waits here with no buffer.
+    /// Bytes kept by [`Wire::unread`] do not count: they are not news.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.borrow().poll_read_ready(cx)
+    }
+
+    /// Reads what has arrived into `buf` without waiting; `WouldBlock` when
+    /// nothing has.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.borrow().try_read(buf)
+    }
+
+    /// Keeps `bytes`, read from the socket, for the next reader: they come
+    /// after any kept before and before anything still in the socket.
+    pub fn unread(&self, bytes: &[u8]) {
+        let mut prefix = self.prefix.borrow_mut();
+        if prefix.is_empty() {
+            *prefix = Bytes::copy_from_slice(bytes);
+        } else {
+            let mut joined = Vec::with_capacity(prefix.len() + bytes.len());
+            joined.extend_from_slice(&prefix);
+            joined.extend_from_slice(bytes);
+            *prefix = joined.into();
+        }
+    }
+
+    /// The bytes kept for the next reader (see [`Wire::unread`]).
+    pub fn unread_bytes(&self) -> Bytes {
+        self.prefix.borrow().clone()
+    }
+
+    /// True when everything written has left: nothing gathered, and the
+    /// last write to the socket did not find it full.
+    pub fn all_sent(&self) -> bool {
+        !self.blocked.get() && self.out.borrow().is_empty()
+    }
+
+    /// Gives back the memory an idle connection does not need.
+    pub fn shrink(&self) {
+        let mut out = self.out.borrow_mut();
+        if out.is_empty() {
+            *out = Vec::new();
+            self.last_write_start.set(0);
+        }
     }
 
     /// Sends what is gathered. Ready once nothing is left (or the socket
@@ -89,6 +146,7 @@ impl Wire {
                 Poll::Pending => break Poll::Pending,
             }
         };
+        self.blocked.set(result.is_pending());
         match &result {
             Poll::Ready(Ok(())) => {
                 out.clear();
@@ -149,7 +207,9 @@ impl Wire {
     /// Reads and discards what arrives, until the peer closes, nothing has
     /// arrived for `idle`, or `max` bytes were read.
     pub async fn discard_input(&self, idle: std::time::Duration, max: usize) {
-        let mut scratch = [0u8; 4096];
+        // On the heap, and only now: a buffer in this future would be part of
+        // every connection's task for its whole life.
+        let mut scratch = vec![0u8; 4096];
         let mut total = 0;
         while total < max {
             let read = std::future::poll_fn(|cx| {
@@ -179,6 +239,15 @@ impl<O: ReadObserver> AsyncRead for ConnIo<O> {
         if let Some(kind) = self.wire.failed.get() {
             return Poll::Ready(Err(kind.into()));
         }
+        {
+            // Already seen by the observer when it was first read.
+            let mut prefix = self.wire.prefix.borrow_mut();
+            if !prefix.is_empty() {
+                let n = prefix.len().min(buf.remaining());
+                buf.put_slice(&prefix.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+        }
         let before = buf.filled().len();
         let poll = Pin::new(&mut *self.wire.stream.borrow_mut()).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &poll {
@@ -203,7 +272,9 @@ impl<O> ConnIo<O> {
                 std::task::ready!(self.wire.poll_send(cx))?;
             }
             if total >= PASS_THROUGH {
-                return Pin::new(&mut *self.wire.stream.borrow_mut()).poll_write_vectored(cx, bufs);
+                let poll = Pin::new(&mut *self.wire.stream.borrow_mut()).poll_write_vectored(cx, bufs);
+                self.wire.blocked.set(poll.is_pending());
+                return poll;
             }
         }
         let mut out = self.wire.out.borrow_mut();
