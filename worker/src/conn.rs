@@ -169,35 +169,23 @@ impl ConnState {
         shutdown_since: Option<Instant>,
         parking: Parking,
     ) -> Action {
-        match self.action(now, keep_alive, draining, shutdown_since, parking) {
-            Action::Wait(at) if matches!(parking, Parking::Ready | Parking::Busy) => {
-                Action::Wait(at.min(now + PARK_AFTER))
-            }
-            action => action,
-        }
-    }
-
-    fn action(
-        &self,
-        now: Instant,
-        keep_alive: Duration,
-        draining: bool,
-        shutdown_since: Option<Instant>,
-        parking: Parking,
-    ) -> Action {
+        let wait = |at: Instant| match parking {
+            Parking::Ready | Parking::Busy => Action::Wait(at.min(now + PARK_AFTER)),
+            Parking::NotApplicable | Parking::Parked => Action::Wait(at),
+        };
         if let Some(deadline) = self.header_deadline.get() {
             let deadline = if draining { deadline.min(self.last_read.get() + DRAIN_GRACE) } else { deadline };
-            return if now >= deadline { Action::HeaderTimeout } else { Action::Wait(deadline) };
+            return if now >= deadline { Action::HeaderTimeout } else { wait(deadline) };
         }
         // Never wait longer than the header timeout: a request head that
         // starts while we sleep must still be timed out on time.
         let recheck = now + self.header_read_timeout.min(keep_alive.max(Duration::from_millis(1)));
         if self.in_flight.get() > 0 {
-            return Action::Wait(if draining { recheck.min(now + DRAIN_GRACE) } else { recheck });
+            return wait(if draining { recheck.min(now + DRAIN_GRACE) } else { recheck });
         }
         if let Some(since) = shutdown_since {
             let deadline = since.max(self.idle_since.get()) + SHUTDOWN_GRACE;
-            return if now >= deadline { Action::ForceClose } else { Action::Wait(deadline) };
+            return if now >= deadline { Action::ForceClose } else { wait(deadline) };
         }
         let keep_alive = if draining { keep_alive.min(DRAIN_GRACE) } else { keep_alive };
         let idle_deadline = self.idle_since.get() + keep_alive;
@@ -213,7 +201,7 @@ impl ConnState {
             Parking::Ready | Parking::Busy if park_at > now => recheck.min(park_at),
             _ => recheck,
         };
-        Action::Wait(idle_deadline.min(next))
+        wait(idle_deadline.min(next))
     }
 }
 
