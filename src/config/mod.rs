@@ -122,6 +122,7 @@ pub struct AuthConfig {
     /// A secret: never printed (see the `Debug` impl).
     pub key: String,
     pub key_id: String,
+    pub allow_dotless_email_domains: bool,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -134,6 +135,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("key_files", &self.key_files)
             .field("key", &if self.key.is_empty() { "" } else { "<redacted>" })
             .field("key_id", &self.key_id)
+            .field("allow_dotless_email_domains", &self.allow_dotless_email_domains)
             .finish()
     }
 }

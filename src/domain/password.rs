@@ -22,6 +22,9 @@ impl Password {
                 format!("must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"),
             ));
         }
+        if raw.trim().is_empty() {
+            return Err(Invalid::new("password", "must not be only whitespace"));
+        }
         Ok(Self(raw.to_owned()))
     }
 
@@ -44,6 +47,9 @@ mod tests {
     fn bounds_and_redaction() {
         assert!(Password::parse("short").is_err());
         assert!(Password::parse(&"x".repeat(129)).is_err());
+        // Long enough, but nothing to guess.
+        assert!(Password::parse(&" ".repeat(12)).is_err());
+        assert!(Password::parse("\t\n \u{3000}\u{a0}    ").is_err());
         let p = Password::parse("correct horse").unwrap();
         assert!(!format!("{p:?}").contains("horse"));
     }

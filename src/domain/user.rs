@@ -42,9 +42,18 @@ impl UserEmail {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// True when the domain has a dot between two labels (`example.com`, not
+    /// `localhost`): a new address without one is almost always a typo, and
+    /// is refused unless `auth.allow_dotless_email_domains` says otherwise.
+    pub fn has_dotted_domain(&self) -> bool {
+        let domain = self.0.rsplit_once('@').map_or("", |(_, domain)| domain);
+        domain.split('.').count() > 1 && domain.split('.').all(|label| !label.is_empty())
+    }
 }
 
-/// A display name: trimmed, 1 to 100 characters.
+/// A display name: trimmed, 1 to 100 characters, not made only of
+/// characters that show nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserName(String);
 
@@ -60,12 +69,47 @@ impl UserName {
         if name.chars().any(char::is_control) {
             return Err(Invalid::new("name", "must not contain control characters"));
         }
+        if name.chars().all(is_invisible) {
+            return Err(Invalid::new("name", "must contain a visible character"));
+        }
         Ok(Self(name.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Characters that draw nothing on their own: format characters (zero-width
+/// spaces and joiners, the bidirectional controls, the byte-order mark, tag
+/// characters), blank fillers that `trim` does not remove (Hangul fillers,
+/// the braille blank), soft hyphens and variation selectors. A name made
+/// only of these would look empty, or could disguise itself, in every list
+/// it appears in.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E007F}'
+            | '\u{E0100}'..='\u{E01EF}'
+    ) || c.is_whitespace()
 }
 
 /// What a user may do.
@@ -311,6 +355,24 @@ mod tests {
         assert!(UserName::parse(&"é".repeat(101)).is_err());
         assert!(UserName::parse(&"é".repeat(100)).is_ok());
         assert!(UserName::parse("a\u{0}b").is_err());
+        // Only invisible or bidirectional-control characters: refused.
+        for blank in
+            ["\u{200B}\u{200B}", "\u{202E}\u{202D}", "\u{3164}", "\u{2800}\u{FEFF}", "\u{E0041}\u{E0042}"]
+        {
+            assert!(UserName::parse(blank).is_err(), "{blank:?}");
+        }
+        // Such characters among visible ones are someone's name.
+        assert!(UserName::parse("Zoë\u{200D}").is_ok());
+        assert!(UserName::parse("\u{202B}שלום\u{202C}").is_ok());
+    }
+
+    #[test]
+    fn a_dotted_domain_is_told_apart() {
+        assert!(UserEmail::parse("ada@example.com").unwrap().has_dotted_domain());
+        for dotless in ["ada@localhost", "ada@example.", "ada@.com", "ada@a..b"] {
+            let email = UserEmail::parse(dotless).unwrap();
+            assert!(!email.has_dotted_domain(), "{dotless}");
+        }
     }
 
     #[test]

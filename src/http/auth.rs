@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::users::UserBody;
 use super::{extract, reply, ApiError, Params, Reply, RouteTable, State};
-use crate::domain::{Password, Role, UserEmail, UserName};
+use crate::domain::{Password, Role, UserName};
 
 pub fn routes(table: &mut RouteTable) {
     table.add("/v1/auth/register", Method::POST, register);
@@ -31,15 +31,17 @@ struct RegisterBody {
 fn register(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     let state = state.clone();
     Reply::later(async move {
-        let body: RegisterBody = extract::json(request, state.max_body_bytes).await?;
+        let body: RegisterBody = extract::json(request, state.small_body_limit()).await?;
         // garde checked the syntax; parsing normalises (trim, lower-case).
-        let email = UserEmail::parse(&body.email).map_err(invalid)?;
+        let email = extract::new_email(&state, &body.email)?;
         let name = UserName::parse(&body.name).map_err(invalid)?;
         let password = Password::parse(&body.password).map_err(invalid)?;
         let user = state.users.register(email, name, &password, Role::User).await?;
         let location = format!("/v1/users/{}", user.id);
-        let mut response =
-            reply::json(StatusCode::CREATED, &UserBody::from(crate::domain::UserView::from(user)));
+        let mut response = reply::private(reply::json(
+            StatusCode::CREATED,
+            &UserBody::from(crate::domain::UserView::from(user)),
+        ));
         if let Ok(value) = HeaderValue::from_str(&location) {
             response.headers_mut().insert(header::LOCATION, value);
         }
@@ -72,15 +74,15 @@ struct TokenBody {
 fn login(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     let state = state.clone();
     Reply::later(async move {
-        let body: LoginBody = extract::json(request, state.max_body_bytes).await?;
+        let body: LoginBody = extract::json(request, state.small_body_limit()).await?;
         let token = state.auth.login(&body.email, &body.password).await?;
-        Ok(reply::json(
+        Ok(reply::private(reply::json(
             StatusCode::OK,
             &TokenBody {
                 access_token: token.access_token,
                 token_type: "Bearer",
                 expires_in: token.expires_in.as_secs(),
             },
-        ))
+        )))
     })
 }

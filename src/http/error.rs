@@ -68,9 +68,11 @@ pub enum ApiError {
 
 impl ApiError {
     /// Logs `cause` and returns an opaque 500 that carries only an id.
+    /// The error id is the request's id (`x-request-id` on the response),
+    /// so the client's report and the log line meet.
     pub fn internal(cause: impl Display) -> Self {
-        let id = request_id();
-        tracing::error!(error_id = %id, cause = %cause, "internal error");
+        let id = error_id();
+        tracing::error!(error_id = %id, request_id = %id, cause = %cause, "internal error");
         ApiError::Internal { id }
     }
 
@@ -300,9 +302,15 @@ impl From<TokenError> for ApiError {
     }
 }
 
-/// A process-unique id: pid, then a per-process counter, in hex.
-fn request_id() -> String {
+/// The current request's id, or outside a request (a job, the CLI) a
+/// process-unique one: pid, then a per-process counter, in hex.
+fn error_id() -> String {
     use std::cell::Cell;
+    if let Some(id) = drover_worker::request_id::current() {
+        if let Ok(id) = id.to_str() {
+            return id.to_owned();
+        }
+    }
     thread_local! { static NEXT: Cell<u64> = const { Cell::new(0) }; }
     let n = NEXT.with(|next| {
         let n = next.get();

@@ -27,6 +27,16 @@ const NOT_AN_OBJECT: &str = "must be a JSON object";
 const NOT_JSON: &str = "is not valid JSON";
 
 /// Reads, parses and validates a JSON body sent as `application/json`.
+/// A new email address (registration, or a change): normalised, and with a
+/// dotted domain unless `auth.allow_dotless_email_domains`.
+pub fn new_email(state: &super::State, raw: &str) -> Result<crate::domain::UserEmail, ApiError> {
+    let email = crate::domain::UserEmail::parse(raw).map_err(|e| ApiError::invalid(e.field, &e.issue))?;
+    if !state.allow_dotless_email_domains && !email.has_dotted_domain() {
+        return Err(ApiError::invalid("email", "must have a domain with a dot, such as example.com"));
+    }
+    Ok(email)
+}
+
 pub async fn json<T>(request: Request, limit: u64) -> Result<T, ApiError>
 where
     T: DeserializeOwned + Validate<Context = ()>,

@@ -30,6 +30,21 @@ pub struct State {
     pub max_body_bytes: u64,
     /// `bench.enabled`: whether `/bench/*` is routed.
     pub bench: bool,
+    /// `auth.allow_dotless_email_domains`: whether a new address may have a
+    /// domain without a dot.
+    pub allow_dotless_email_domains: bool,
+}
+
+/// Bodies of the auth and profile routes are a few short fields: they get
+/// this much, not `http.max_body_bytes`. 8 KiB holds the longest valid body
+/// with every character escaped.
+pub const SMALL_BODY_BYTES: u64 = 8 * 1024;
+
+impl State {
+    /// The body limit of a route that takes a few short fields.
+    pub fn small_body_limit(&self) -> u64 {
+        self.max_body_bytes.min(SMALL_BODY_BYTES)
+    }
 }
 
 impl std::ops::Deref for State {

@@ -61,10 +61,22 @@ pub fn text(status: StatusCode, body: &'static str) -> Response {
     with_type(status, Bytes::from_static(body.as_bytes()), "text/plain; charset=utf-8")
 }
 
-fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) -> Response {
+/// `response` marked as not to be stored by any cache: tokens, and user
+/// records, whatever a proxy in between is configured to do.
+pub fn private(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+pub(crate) fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) -> Response {
     let mut response = Response::new(Body::new(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Room for what the worker adds to every response (Server, nosniff,
+    // x-request-id) and a couple more, so the map is not grown and rehashed
+    // on the way out.
+    let mut headers = http::HeaderMap::with_capacity(6);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    *response.headers_mut() = headers;
     response
 }
 

@@ -10,7 +10,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::{extract, reply, ApiError, Params, Reply, RouteTable, State};
-use crate::domain::{Password, UserEmail, UserFields, UserId, UserName, UserView};
+use crate::domain::{Password, UserFields, UserId, UserName, UserView};
 use crate::service::UserChanges;
 
 pub fn routes(table: &mut RouteTable) {
@@ -71,7 +71,7 @@ fn me(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     let state = state.clone();
     Reply::later(async move {
         let view = state.users.get(principal, principal.user, fields).await?;
-        Ok(reply::json(StatusCode::OK, &UserBody::from(view)))
+        Ok(reply::private(reply::json(StatusCode::OK, &UserBody::from(view))))
     })
 }
 
@@ -91,7 +91,7 @@ fn by_id(state: &Rc<State>, request: Request, params: Params) -> Reply {
     let state = state.clone();
     Reply::later(async move {
         let view = state.users.get(principal, UserId(id), fields).await?;
-        Ok(reply::json(StatusCode::OK, &UserBody::from(view)))
+        Ok(reply::private(reply::json(StatusCode::OK, &UserBody::from(view))))
     })
 }
 
@@ -114,14 +114,14 @@ fn update_me(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     };
     let state = state.clone();
     Reply::later(async move {
-        let body: PatchBody = extract::json(request, state.max_body_bytes).await?;
+        let body: PatchBody = extract::json(request, state.small_body_limit()).await?;
         let invalid = |e: crate::domain::Invalid| ApiError::invalid(e.field, &e.issue);
         let changes = UserChanges {
-            email: body.email.as_deref().map(UserEmail::parse).transpose().map_err(invalid)?,
+            email: body.email.as_deref().map(|email| extract::new_email(&state, email)).transpose()?,
             name: body.name.as_deref().map(UserName::parse).transpose().map_err(invalid)?,
             password: body.password.as_deref().map(Password::parse).transpose().map_err(invalid)?,
         };
         let user = state.users.update(principal.user, changes).await?;
-        Ok(reply::json(StatusCode::OK, &UserBody::from(UserView::from(user))))
+        Ok(reply::private(reply::json(StatusCode::OK, &UserBody::from(UserView::from(user)))))
     })
 }

@@ -442,3 +442,69 @@ async fn a_key_from_the_environment_signs_tokens() {
     assert_eq!(claims["iss"], "drover");
     assert!(!drover.log().contains(secret), "the key never reaches the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blank_passwords_invisible_names_and_dotless_domains_are_refused() {
+    let drover = Drover::start(1);
+    let addr = drover.addr;
+    let post = |body: Value| async move { call(addr, "POST", "/v1/auth/register", None, Some(&body)).await };
+
+    let blank = post(json!({"email": "ws@example.com", "password": " \t".repeat(6), "name": "A"})).await;
+    assert_eq!(fields_named(&blank), ["password"]);
+    for name in ["\u{200B}\u{200B}", "\u{202E}\u{202D}", "\u{3164}\u{3164}", "\u{2800}"] {
+        let invisible =
+            post(json!({"email": "inv@example.com", "password": "long enough", "name": name})).await;
+        assert_eq!(fields_named(&invisible), ["name"], "{name:?}");
+    }
+    let dotless = post(json!({"email": "ada@localhost", "password": "long enough", "name": "Ada"})).await;
+    assert_eq!(fields_named(&dotless), ["email"]);
+
+    // A joiner among visible characters is someone's name.
+    let created =
+        post(json!({"email": "zoe@example.com", "password": "long enough", "name": "Zoe\u{200D}"})).await;
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    let token = token_for(addr, "zoe@example.com", "long enough").await;
+    // Changing to a dotless domain is refused as registering with one is.
+    let change =
+        call(addr, "PATCH", "/v1/users/me", Some(&token), Some(&json!({"email": "zoe@intranet"}))).await;
+    assert_eq!(fields_named(&change), ["email"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_answers_are_not_stored_and_auth_bodies_are_small() {
+    let drover = Drover::start(1);
+    let addr = drover.addr;
+    let created = register(addr, "cc@example.com", "long enough", "Cee").await;
+    let logged_in = login(addr, "cc@example.com", "long enough").await;
+    let token = logged_in.json()["access_token"].as_str().unwrap().to_owned();
+    let me = call(addr, "GET", "/v1/users/me", Some(&token), None).await;
+    let changed = call(addr, "PATCH", "/v1/users/me", Some(&token), Some(&json!({"name": "Cee Cee"}))).await;
+    for (what, response) in [("register", &created), ("login", &logged_in), ("me", &me), ("patch", &changed)]
+    {
+        assert!(response.status < 300, "{what}: {}", response.status);
+        assert_eq!(response.header("cache-control"), Some("no-store"), "{what}");
+    }
+    // Every response says its type is to be believed, errors and the
+    // worker's own refusals included.
+    let health = crate::helpers::get(addr, "/healthz").await.unwrap();
+    let missing = crate::helpers::get(addr, "/no/such/route").await.unwrap();
+    for response in [&created, &logged_in, &me, &health, &missing] {
+        assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
+    }
+    assert_eq!(health.header("cache-control"), None);
+
+    // 8 KiB is plenty for a login: a 10 KB one is refused unread.
+    let big = json!({"email": "cc@example.com", "password": "x".repeat(10_000)});
+    assert_error(&call(addr, "POST", "/v1/auth/login", None, Some(&big)).await, 413, "body_too_large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dotless_email_domains_can_be_allowed() {
+    let drover = Drover::start_with(Options {
+        workers: 1,
+        env: vec![("DROVER_AUTH__ALLOW_DOTLESS_EMAIL_DOMAINS", "true")],
+        ..Options::default()
+    });
+    let created = register(drover.addr, "ada@intranet", "long enough", "Ada").await;
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+}

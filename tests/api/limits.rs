@@ -283,3 +283,34 @@ async fn a_set_aside_connection_does_not_hold_up_a_drain() {
     let status = drover.wait_exit(Duration::from_secs(10)).expect("drover did not exit");
     assert!(status.success(), "{status:?}\n{}", drover.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_a_request_id_kept_from_the_client_or_its_trace() {
+    let drover = Drover::start(1);
+    let mut conn = Conn::connect(drover.addr).await.unwrap();
+    let made = |response: &crate::helpers::Response| response.header("x-request-id").unwrap_or("").to_owned();
+    let (first, second) = (conn.get("/healthz").await.unwrap(), conn.get("/no/such/route").await.unwrap());
+    let (a, b) = (made(&first), made(&second));
+    assert!(a.len() == 20 && a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+    assert_ne!(a, b);
+
+    let ask = |extra: &'static str| {
+        let addr = drover.addr;
+        async move {
+            let mut conn = Conn::connect(addr).await.unwrap();
+            conn.send(format!("GET /healthz HTTP/1.1\r\nhost: test\r\n{extra}\r\n").as_bytes())
+                .await
+                .unwrap();
+            conn.read_response().await.unwrap()
+        }
+    };
+    assert_eq!(made(&ask("x-request-id: lb-7f3a.42\r\n").await), "lb-7f3a.42");
+    let traced = ask("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n").await;
+    assert_eq!(made(&traced), "4bf92f3577b34da6a3ce929d0e0e4736");
+    // Not a usable id: replaced by a made one.
+    assert_eq!(made(&ask("x-request-id: a;b\r\n").await).len(), 20);
+    // The worker's own refusals carry one too.
+    let refused = ask("content-length: 99999999999\r\n").await;
+    assert_error_shape(&refused, 413, "body_too_large");
+    assert_eq!(made(&refused).len(), 20);
+}

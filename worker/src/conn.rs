@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use crate::body::{EndObserver, RequestBody};
 use crate::error::raw_http1_error;
 use crate::limits;
+use crate::request_id;
 use crate::server::{LocalExec, Shared};
 use crate::wire::{ConnIo, ReadObserver, Wire};
 use crate::{App, Response};
@@ -516,10 +517,11 @@ impl<A: App> hyper::service::Service<http::Request<Incoming>> for ConnService<A>
         let request = request.map(|body| RequestBody::new(body, shared.body_policy.clone(), observer));
         shared.stats.in_flight.set(shared.stats.in_flight.get() + 1);
         let http1 = request.version() < Version::HTTP_2;
+        let mut id = Some(shared.request_ids.for_request(request.headers()));
         let (route, answer) = match limits::check(&request, &shared.limits) {
             Some(refusal) => ("refused", Answer::Now(Some(refusal))),
             None => {
-                let (route, answer) = shared.app.call(request);
+                let (route, answer) = request_id::with_current(&mut id, || shared.app.call(request));
                 (route, Answer::Later(answer))
             }
         };
@@ -529,6 +531,7 @@ impl<A: App> hyper::service::Service<http::Request<Incoming>> for ConnService<A>
             route,
             started,
             http1,
+            id,
             answer,
             done: false,
         }
@@ -544,6 +547,9 @@ struct Responding<A: App> {
     /// When the request's head was read.
     started: Instant,
     http1: bool,
+    /// The request's id (request_id.rs): current while the app's future is
+    /// polled, then put on the response.
+    id: Option<HeaderValue>,
     answer: Answer<A::Future>,
     done: bool,
 }
@@ -561,7 +567,9 @@ impl<A: App> Future for Responding<A> {
         let this = self.get_mut();
         let mut response = match &mut this.answer {
             Answer::Now(response) => response.take().expect("Responding polled after completion"),
-            Answer::Later(future) => std::task::ready!(Pin::new(future).poll(cx)),
+            Answer::Later(future) => {
+                std::task::ready!(request_id::with_current(&mut this.id, || Pin::new(future).poll(cx)))
+            }
         };
         let now = Instant::now();
         this.finish(now);
@@ -573,6 +581,11 @@ impl<A: App> Future for Responding<A> {
         let status = response.status();
         let headers = response.headers_mut();
         headers.insert(header::SERVER, HeaderValue::from_static("drover"));
+        // No response is to be read as anything but its declared type.
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        if let Some(id) = this.id.take() {
+            headers.insert(request_id::X_REQUEST_ID, id);
+        }
         // A request answered 408 or 413 may have left part of its body
         // unread, so the connection cannot carry another request.
         if this.http1

@@ -52,7 +52,7 @@ pub fn json_error(status: StatusCode, code: &str, message: &str, details: &[Erro
 pub fn raw_http1_error(status: StatusCode, code: &str, message: &str) -> Vec<u8> {
     let body = json_error_body(code, message, &[]);
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-content-type-options: nosniff\r\nconnection: close\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len()

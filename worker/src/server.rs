@@ -23,6 +23,7 @@ use crate::control::{self, Broadcast, ControlWriter, DrainCause};
 use crate::error::raw_http1_error;
 use crate::fds::Inherited;
 use crate::limits::Limits;
+use crate::request_id::RequestIds;
 use crate::stats::Stats;
 use crate::App;
 
@@ -99,6 +100,7 @@ pub(crate) struct Shared<A> {
     pub app: A,
     pub limits: Limits,
     pub stats: Stats,
+    pub request_ids: RequestIds,
     pub builders: Builders,
     /// True once draining: responses to HTTP/1.1 requests say
     /// `Connection: close`.
@@ -207,6 +209,7 @@ where
         builders: Builders::new(&options.limits),
         limits: options.limits.clone(),
         stats: Stats::default(),
+        request_ids: RequestIds::new(),
         draining: Cell::new(false),
         body_policy: Rc::new(BodyPolicy {
             gap: options.limits.body_read_timeout,
