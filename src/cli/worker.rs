@@ -60,6 +60,7 @@ pub fn run(args: &WorkerArgs) -> ExitCode {
             max_headers: http.max_headers,
             max_body_bytes: http.max_body_bytes,
             max_connections: http.max_connections,
+            max_connections_per_ip: http.max_connections_per_ip,
             max_concurrent_streams: http.max_concurrent_streams,
         },
         drain_timeout: config.worker.drain_timeout,

@@ -88,6 +88,7 @@ pub struct HttpConfig {
     pub max_headers: usize,
     pub max_body_bytes: u64,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub max_concurrent_streams: u32,
 }
 

@@ -314,3 +314,44 @@ async fn every_answer_carries_a_request_id_kept_from_the_client_or_its_trace() {
     assert_error_shape(&refused, 413, "body_too_large");
     assert_eq!(made(&refused).len(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_address_cap_get_503_and_other_addresses_do_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drover = Drover::start_with(Options {
+        workers: 1,
+        env: vec![("DROVER_HTTP__MAX_CONNECTIONS_PER_IP", "3")],
+        ..Options::default()
+    });
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = Conn::connect(drover.addr).await.unwrap();
+        assert_eq!(conn.get("/healthz").await.unwrap().status, 200);
+        held.push(conn);
+    }
+    let mut extra = Conn::connect(drover.addr).await.unwrap();
+    let refused = extra.read_response().await.unwrap();
+    assert_error_shape(&refused, 503, "too_many_connections");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+
+    // Another address has its own share.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(drover.addr).await.unwrap();
+    other.write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+    let mut head = [0u8; 12];
+    other.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    // A closed connection gives its place back.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut conn = Conn::connect(drover.addr).await.unwrap();
+        match conn.get("/healthz").await {
+            Ok(response) if response.status == 200 => break,
+            other => assert!(Instant::now() < deadline, "no place given back: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -29,6 +29,9 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Open connections per worker; more get 503 and are closed.
     pub max_connections: usize,
+    /// Open connections per worker from one client address; more get 503
+    /// and are closed. Zero: no such cap.
+    pub max_connections_per_ip: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
 }
@@ -43,6 +46,7 @@ impl Default for Limits {
             max_headers: 100,
             max_body_bytes: 1024 * 1024,
             max_connections: 10_000,
+            max_connections_per_ip: 0,
             max_concurrent_streams: 256,
         }
     }

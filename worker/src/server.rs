@@ -1,10 +1,12 @@
 //! The worker's life: build the runtime, build the app, accept on every
 //! inherited socket, report to the supervisor, drain, exit.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -115,9 +117,41 @@ pub(crate) struct Shared<A> {
     /// When a connection was last accepted (a retiring worker sweeps its
     /// queue until this is old enough).
     last_accept: Cell<std::time::Instant>,
+    /// Open connections per client address, kept only while
+    /// `http.max_connections_per_ip` is set.
+    per_ip: RefCell<HashMap<IpAddr, u32>>,
 }
 
 impl<A> Shared<A> {
+    /// Counts a new connection from `ip` against the per-address cap;
+    /// false (and not counted) when the address already has its share.
+    fn admit_ip(&self, ip: IpAddr) -> bool {
+        let cap = self.limits.max_connections_per_ip;
+        if cap == 0 {
+            return true;
+        }
+        let mut per_ip = self.per_ip.borrow_mut();
+        let open = per_ip.entry(ip).or_insert(0);
+        if *open as usize >= cap {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    fn ip_closed(&self, ip: IpAddr) {
+        if self.limits.max_connections_per_ip == 0 {
+            return;
+        }
+        let mut per_ip = self.per_ip.borrow_mut();
+        if let Some(open) = per_ip.get_mut(&ip) {
+            *open -= 1;
+            if *open == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
+
     fn connection_closed(&self) {
         let left = self.stats.connections.get() - 1;
         self.stats.connections.set(left);
@@ -219,6 +253,7 @@ where
         drain: drain_rx,
         all_closed: Notify::new(),
         last_accept: Cell::new(std::time::Instant::now()),
+        per_ip: RefCell::new(HashMap::new()),
     });
     let mut addrs = Vec::new();
     for listener in inherited.listeners {
@@ -344,7 +379,7 @@ async fn accept_loop<A: App>(listener: TcpListener, shared: Rc<Shared<A>>) {
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 if let Some((since, failures)) = failing.take() {
                     info!(
                         failures,
@@ -357,13 +392,19 @@ async fn accept_loop<A: App>(listener: TcpListener, shared: Rc<Shared<A>>) {
                 // Responses are written whole; Nagle would only delay them.
                 let _ = stream.set_nodelay(true);
                 if shared.stats.connections.get() >= shared.limits.max_connections as u64 {
-                    tokio::task::spawn_local(refuse_overloaded(stream));
+                    tokio::task::spawn_local(refuse(stream, OVERLOADED));
+                    continue;
+                }
+                let ip = peer.ip();
+                if !shared.admit_ip(ip) {
+                    tokio::task::spawn_local(refuse(stream, TOO_MANY_FROM_ADDRESS));
                     continue;
                 }
                 shared.stats.connections.set(shared.stats.connections.get() + 1);
                 let shared = shared.clone();
                 tokio::task::spawn_local(async move {
                     conn::serve(stream, shared.clone()).await;
+                    shared.ip_closed(ip);
                     shared.connection_closed();
                 });
             }
@@ -413,14 +454,15 @@ fn is_per_connection(error: &io::Error) -> bool {
     )
 }
 
-/// Tells a client over the connection limit to come back, then closes.
-async fn refuse_overloaded(mut stream: TcpStream) {
+/// Why a connection is refused as it is accepted: the error code and message.
+const OVERLOADED: (&str, &str) = ("overloaded", "this worker has too many open connections; retry shortly");
+const TOO_MANY_FROM_ADDRESS: (&str, &str) =
+    ("too_many_connections", "too many open connections from your address; close some or retry shortly");
+
+/// Tells a client over a connection limit to come back, then closes.
+async fn refuse(mut stream: TcpStream, (code, message): (&str, &str)) {
     use tokio::io::AsyncWriteExt;
-    let body = raw_http1_error(
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        "overloaded",
-        "this worker has too many open connections; retry shortly",
-    );
+    let body = raw_http1_error(http::StatusCode::SERVICE_UNAVAILABLE, code, message);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(&body).await?;
         stream.shutdown().await
