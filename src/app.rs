@@ -103,5 +103,6 @@ pub async fn build(config: &Config, context: WorkerContext) -> Result<Routes, St
         max_body_bytes: config.http.max_body_bytes,
         bench: config.bench.enabled,
         allow_dotless_email_domains: config.auth.allow_dotless_email_domains,
+        cors: crate::http::Cors::new(&config.http.cors).map(std::rc::Rc::new),
     }))
 }

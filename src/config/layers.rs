@@ -141,14 +141,15 @@ pub fn load(sources: &Sources<'_>) -> Result<(Config, Table), ConfigError> {
 
 const ENV_PREFIX: &str = "DROVER_";
 
-/// `DROVER_WORKER__DRAIN_TIMEOUT` → `worker.drain_timeout`.
+/// `DROVER_WORKER__DRAIN_TIMEOUT` → `worker.drain_timeout`, and
+/// `DROVER_HTTP__CORS__MAX_AGE` → `http.cors.max_age` for a nested table.
 fn env_key(name: &str) -> Option<String> {
     let rest = name.strip_prefix(ENV_PREFIX)?;
-    let (section, key) = rest.split_once("__")?;
-    if section.is_empty() || key.is_empty() || key.contains("__") {
+    let parts: Vec<&str> = rest.split("__").collect();
+    if parts.len() < 2 || parts.iter().any(|part| part.is_empty()) {
         return None;
     }
-    Some(format!("{}.{}", section.to_ascii_lowercase(), key.to_ascii_lowercase()))
+    Some(parts.join(".").to_ascii_lowercase())
 }
 
 /// Text from the environment or a flag, as the TOML value it spells
@@ -162,16 +163,18 @@ pub fn typed(text: &str) -> Value {
 }
 
 fn set(table: &mut Table, key: &str, value: Value, origin: String, origins: &mut BTreeMap<String, String>) {
-    let (section, field) = key.split_once('.').unwrap_or(("", key));
-    let section_table = table.entry(section.to_owned()).or_insert_with(|| Value::Table(Table::new()));
-    match section_table {
-        Value::Table(t) => {
-            t.insert(field.to_owned(), value);
-        }
-        // `[section]` replaced by a scalar in some layer: deserialisation
+    let (path, field) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = table;
+    for section in path.split('.').filter(|section| !section.is_empty()) {
+        let entry = current.entry(section.to_owned()).or_insert_with(|| Value::Table(Table::new()));
+        // A table replaced by a scalar in some layer: deserialisation
         // reports it with the right key.
-        other => *other = Value::Table(Table::from_iter([(field.to_owned(), value)])),
+        if !entry.is_table() {
+            *entry = Value::Table(Table::new());
+        }
+        current = entry.as_table_mut().expect("made a table just above");
     }
+    current.insert(field.to_owned(), value);
     origins.insert(key.to_owned(), origin);
 }
 

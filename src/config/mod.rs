@@ -90,6 +90,21 @@ pub struct HttpConfig {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub max_concurrent_streams: u32,
+    pub cors: CorsConfig,
+}
+
+/// Cross-origin requests from browsers (`[http.cors]`); off while
+/// `allowed_origins` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    pub exposed_headers: Vec<String>,
+    #[serde(deserialize_with = "values::duration")]
+    pub max_age: Duration,
+    pub allow_credentials: bool,
 }
 
 /// The database.
@@ -286,6 +301,7 @@ impl Config {
                 ));
             }
         }
+        self.http.cors.validate()?;
         if self.server.listen.is_empty() {
             return Err(("server.listen", "needs at least one address".into()));
         }
@@ -384,6 +400,53 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         }
+    }
+}
+
+impl CorsConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let any = self.allowed_origins.iter().any(|origin| origin == "*");
+        if any && self.allowed_origins.len() > 1 {
+            return Err((
+                "http.cors.allowed_origins",
+                "\"*\" stands alone: it already allows every origin".into(),
+            ));
+        }
+        if any && self.allow_credentials {
+            return Err((
+                "http.cors.allow_credentials",
+                "cannot be true with allowed_origins = [\"*\"]: name the origins that may send credentials"
+                    .into(),
+            ));
+        }
+        for origin in self.allowed_origins.iter().filter(|origin| *origin != "*") {
+            let valid = origin.split_once("://").is_some_and(|(scheme, host)| {
+                matches!(scheme, "http" | "https")
+                    && !host.is_empty()
+                    && !host.contains('/')
+                    && !host.contains(' ')
+            });
+            if !valid {
+                return Err((
+                    "http.cors.allowed_origins",
+                    format!("{origin:?} is not an origin: scheme://host[:port], such as \"https://app.example.com\", with no path"),
+                ));
+            }
+        }
+        for method in &self.allowed_methods {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err((
+                    "http.cors.allowed_methods",
+                    format!("{method:?} is not a method name in capitals"),
+                ));
+            }
+        }
+        for name in self.allowed_headers.iter().chain(&self.exposed_headers) {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(("http.cors.allowed_headers", format!("{name:?} is not a header name")));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -28,6 +28,8 @@ pub enum ApiError {
     /// 405: the path exists but not with this method; `allow` lists those
     /// that do.
     MethodNotAllowed { allow: String },
+    /// A CORS preflight asked for what `[http.cors]` does not allow.
+    CorsRefused(String),
     /// 409: a unique value (such as an email) is taken.
     Conflict { field: &'static str },
     /// 403: signed in, but not allowed to do this.
@@ -123,6 +125,7 @@ impl ApiError {
                 format!("this route accepts {allow}"),
                 vec![],
             ),
+            ApiError::CorsRefused(why) => (StatusCode::FORBIDDEN, "cors_refused", why.clone(), vec![]),
             ApiError::Conflict { field } => (
                 StatusCode::CONFLICT,
                 "conflict",

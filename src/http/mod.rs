@@ -4,6 +4,7 @@
 
 mod auth;
 mod bench;
+mod cors;
 mod error;
 pub(crate) mod extract;
 mod health;
@@ -33,7 +34,11 @@ pub struct State {
     /// `auth.allow_dotless_email_domains`: whether a new address may have a
     /// domain without a dot.
     pub allow_dotless_email_domains: bool,
+    /// `[http.cors]`; `None` while it is off.
+    pub cors: Option<Rc<cors::Cors>>,
 }
+
+pub use cors::Cors;
 
 /// Bodies of the auth and profile routes are a few short fields: they get
 /// this much, not `http.max_body_bytes`. 8 KiB holds the longest valid body
@@ -115,10 +120,9 @@ impl Routes {
     }
 }
 
-impl App for Routes {
-    type Future = Reply;
-
-    fn call(&self, request: Request) -> (&'static str, Reply) {
+impl Routes {
+    /// Finds the handler of a request and calls it.
+    fn route(&self, request: Request) -> (&'static str, Reply) {
         let matched = match self.router.at(request.uri().path()) {
             Ok(matched) => matched,
             // One label for every unknown path, so scanners cannot blow up
@@ -132,6 +136,36 @@ impl App for Routes {
         };
         let params: Params = matched.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         (resource.path, handler(&self.state, request, params))
+    }
+}
+
+impl App for Routes {
+    type Future = Reply;
+
+    fn call(&self, request: Request) -> (&'static str, Reply) {
+        let Some(cors) = &self.state.cors else { return self.route(request) };
+        let origin = match cors.check(&request) {
+            cors::Verdict::Pass => return self.route(request),
+            cors::Verdict::Preflight(response) => return ("preflight", Reply::ready(response)),
+            cors::Verdict::Allowed(origin) => origin,
+        };
+        let (route, reply) = self.route(request);
+        let reply = match reply {
+            Reply::Ready(Some(mut response)) => {
+                cors.mark(&mut response, origin);
+                Reply::ready(response)
+            }
+            Reply::Pending(future) => {
+                let cors = cors.clone();
+                Reply::Pending(Box::pin(async move {
+                    let mut response = future.await;
+                    cors.mark(&mut response, origin);
+                    response
+                }))
+            }
+            done @ Reply::Ready(None) => done,
+        };
+        (route, reply)
     }
 
     fn counters(&self) -> Vec<(String, u64)> {

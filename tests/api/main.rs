@@ -8,6 +8,7 @@ mod cache;
 mod cluster;
 mod commerce;
 mod config;
+mod cors;
 mod db;
 mod helpers;
 mod hostile;
