@@ -1,9 +1,13 @@
 //! The admin listener (`--admin-listen`, never the public port): Prometheus
 //! `/metrics`, aggregated by the supervisor across every worker it has run,
 //! encoded with prometheus-client. It runs in the supervisor process, on the
-//! supervisor's event loop.
+//! supervisor's event loop. With `server.admin_token` it asks for that
+//! bearer token; a client slow to send its head, or a connection kept past
+//! [`CONNECTION_MAX`], is let go.
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use drover_supervisor::metrics::{MetricsClient, Snapshot, Totals};
@@ -21,24 +25,83 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+/// A request head must arrive within this: a scraper sends it at once.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is asked to close after this, idle or not (a scraper that
+/// keeps its connection opens another), and dropped 5 s later.
+pub const CONNECTION_MAX: Duration = Duration::from_secs(60);
+
+/// Reads the token `server.admin_token` points to: a path, or
+/// `credential:NAME` for `$CREDENTIALS_DIRECTORY/NAME`. `None` when unset.
+pub fn read_token(source: &str) -> Result<Option<Arc<str>>, String> {
+    if source.is_empty() {
+        return Ok(None);
+    }
+    let path = match source.strip_prefix("credential:") {
+        Some(name) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) => std::path::Path::new(&dir).join(name),
+            None => {
+                return Err(format!(
+                    "{source}: $CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)"
+                ))
+            }
+        },
+        None => std::path::PathBuf::from(source),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("{}: the token must be at least 16 visible ASCII characters", path.display()));
+    }
+    Ok(Some(token.into()))
+}
+
 /// Serves `/metrics` until the process exits.
-pub async fn serve(listener: TcpListener, metrics: MetricsClient) {
+pub async fn serve(listener: TcpListener, metrics: MetricsClient, token: Option<Arc<str>>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let metrics = metrics.clone();
+        let (metrics, token) = (metrics.clone(), token.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |request| answer(request, metrics.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let service = service_fn(move |request| answer(request, metrics.clone(), token.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                () = tokio::time::sleep(CONNECTION_MAX) => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = tokio::time::timeout(HEADER_TIMEOUT, conn).await;
         });
     }
+}
+
+/// True when the request carries the token, compared in constant time.
+fn authorised(request: &http::Request<Incoming>, token: &str) -> bool {
+    let Some(given) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (given, token) = (given.trim().as_bytes(), token.as_bytes());
+    given.len() == token.len() && given.iter().zip(token).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
 }
 
 async fn answer(
     request: http::Request<Incoming>,
     metrics: MetricsClient,
+    token: Option<Arc<str>>,
 ) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    if token.as_deref().is_some_and(|token| !authorised(&request, token)) {
+        let mut response =
+            plain(StatusCode::UNAUTHORIZED, "send the admin token: Authorization: Bearer <token>\n".into());
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Ok(response);
+    }
     if request.uri().path() != "/metrics" {
         return Ok(plain(StatusCode::NOT_FOUND, "only /metrics is served here\n".into()));
     }

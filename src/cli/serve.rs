@@ -56,6 +56,7 @@ pub fn run(serve: &ServeArgs, worker_args: Vec<OsString>) -> ExitCode {
         },
         listen: config.server.listen.clone(),
         admin_listen: config.server.admin_listen,
+        admin_token: config.server.admin_token.clone(),
         upgrade_fds: serve.upgrade_fds.clone(),
         options: Options {
             command: WorkerCommand { program: program.clone(), args: worker_args },

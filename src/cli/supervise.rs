@@ -36,6 +36,10 @@ pub struct Spec {
     pub log: LogConfig,
     pub listen: Vec<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
+    /// `server.admin_token`: where the token is read from, not the token,
+    /// so the secret never sits in the supervisor's environment.
+    #[serde(default)]
+    pub admin_token: String,
     /// `--upgrade-fds`: the sockets handed over by the previous supervisor.
     pub upgrade_fds: Option<String>,
     pub options: Options,
@@ -84,7 +88,9 @@ pub fn run(spec: Spec) -> ExitCode {
     // Bind inside the runtime: tokio registers the sockets lazily, but the
     // signal handlers must exist before the first worker is forked.
     let outcome = runtime.block_on(async {
-        let Spec { listen, admin_listen, upgrade_fds, mut options, .. } = spec;
+        let Spec { listen, admin_listen, admin_token, upgrade_fds, mut options, .. } = spec;
+        let admin_token = crate::admin::read_token(&admin_token)
+            .map_err(|e| std::io::Error::other(format!("server.admin_token: {e}")))?;
         let mut handover = upgrade_fds.as_deref().map(Handover::from_spec).transpose()?;
         let admin = match (handover.as_mut().and_then(|h| h.admin.take()), admin_listen) {
             (Some(listener), _) => {
@@ -108,7 +114,7 @@ pub fn run(spec: Spec) -> ExitCode {
         };
         if let Some(listener) = admin {
             info!(admin = %listener.local_addr()?, "serving /metrics");
-            tokio::spawn(crate::admin::serve(listener, supervisor.metrics_client()));
+            tokio::spawn(crate::admin::serve(listener, supervisor.metrics_client(), admin_token));
         }
         supervisor.run().await
     });

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// The admin listener's address; `None` for none.
     #[serde(deserialize_with = "values::optional_addr")]
     pub admin_listen: Option<SocketAddr>,
+    /// Where the admin listener's bearer token is read from (a path or
+    /// `credential:NAME`); empty for none. See [`crate::admin::read_token`].
+    pub admin_token: String,
     /// `None` for the default (see [`Config::control_socket`]).
     #[serde(deserialize_with = "values::optional_path")]
     pub control_socket: Option<PathBuf>,
@@ -302,6 +305,10 @@ impl Config {
             }
         }
         self.http.cors.validate()?;
+        // Read now, so that a missing or short token stops `serve` and
+        // `config check` with the key named, not the supervisor later.
+        crate::admin::read_token(&self.server.admin_token)
+            .map_err(|message| ("server.admin_token", message))?;
         if self.server.listen.is_empty() {
             return Err(("server.listen", "needs at least one address".into()));
         }

@@ -78,3 +78,49 @@ async fn metrics_aggregate_workers_and_never_go_backwards_across_a_reload() {
     let mut conn = Conn::connect(admin).await.unwrap();
     assert_eq!(conn.get("/healthz").await.unwrap().status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_asks_for_its_token_and_lets_slow_clients_go() {
+    let dir = crate::helpers::TempDir::new("admin-token");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-admin-token-0123456789\n").unwrap();
+    let token_path = token_file.to_str().unwrap();
+    let drover = crate::helpers::Drover::start_with(crate::helpers::Options {
+        workers: 1,
+        env: vec![("DROVER_SERVER__ADMIN_TOKEN", token_path)],
+        ..crate::helpers::Options::default()
+    });
+    let admin = drover.admin.expect("the ready file names the admin listener");
+    let ask = |authorization: &'static str| async move {
+        let mut conn = Conn::connect(admin).await.unwrap();
+        conn.send(format!("GET /metrics HTTP/1.1\r\nhost: test\r\n{authorization}\r\n").as_bytes())
+            .await
+            .unwrap();
+        conn.read_response().await.unwrap()
+    };
+    for refused in [ask("").await, ask("authorization: Bearer wrong-token-0123456789012\r\n").await] {
+        assert_eq!(refused.status, 401);
+        assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
+    }
+    let scraped = ask("authorization: Bearer s3cret-admin-token-0123456789\r\n").await;
+    assert_eq!(scraped.status, 200);
+    assert!(String::from_utf8_lossy(&scraped.body).contains("drover_requests"));
+
+    // A head that never completes is not waited for.
+    let mut slow = Conn::connect(admin).await.unwrap();
+    slow.send(b"GET /metr").await.unwrap();
+    assert!(slow.is_closed_by_peer(Duration::from_secs(10)).await, "a stalled head holds the admin listener");
+
+    // A token file that is missing, or too short to be a secret: exit 64
+    // naming the key, before anything starts.
+    std::fs::write(&token_file, "short\n").unwrap();
+    for source in [token_path, "/nonexistent/token"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["config", "check"])
+            .env("DROVER_SERVER__ADMIN_TOKEN", source)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{source}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("server.admin_token"), "{source}");
+    }
+}
