@@ -309,10 +309,8 @@ impl From<TokenError> for ApiError {
 /// process-unique one: pid, then a per-process counter, in hex.
 fn error_id() -> String {
     use std::cell::Cell;
-    if let Some(id) = drover_worker::request_id::current() {
-        if let Ok(id) = id.to_str() {
-            return id.to_owned();
-        }
+    if let Some(id) = drover_worker::request_id::read_current(|id| id.map(str::to_owned)) {
+        return id;
     }
     thread_local! { static NEXT: Cell<u64> = const { Cell::new(0) }; }
     let n = NEXT.with(|next| {

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use super::tokens::{Principal, Token, TokenError, TokenService};
-use super::{Passwords, ServiceError};
+use super::{audit, Passwords, ServiceError};
 use crate::domain::{Password, UserEmail};
 use crate::repo::UserRepo;
 
@@ -25,6 +25,7 @@ impl AuthService {
     /// [`ServiceError::BadCredentials`] after the same amount of hashing
     /// work, so neither the answer nor its timing tells them apart.
     pub async fn login(&self, email: &str, password: &str) -> Result<Token, ServiceError> {
+        let email_typed = email;
         let email = UserEmail::parse(email).ok();
         let stored = match &email {
             Some(email) => self.repo.credentials(email).await?,
@@ -38,11 +39,17 @@ impl AuthService {
         let hash = stored.as_ref().map(|c| c.password_hash.clone());
         let matches = self.passwords.verify(&candidate, hash).await?;
         match stored {
-            Some(credentials) if matches && bounded => self
-                .tokens
-                .issue(Principal { user: credentials.id, role: credentials.role })
-                .map_err(|e| ServiceError::Internal(e.into())),
-            _ => Err(ServiceError::BadCredentials),
+            Some(credentials) if matches && bounded => {
+                audit::record(audit::Event::LoginSucceeded { user: credentials.id });
+                self.tokens
+                    .issue(Principal { user: credentials.id, role: credentials.role })
+                    .map_err(|e| ServiceError::Internal(e.into()))
+            }
+            stored => {
+                let known_user = stored.map(|credentials| credentials.id);
+                audit::record(audit::Event::LoginFailed { email: email_typed, known_user });
+                Err(ServiceError::BadCredentials)
+            }
         }
     }
 

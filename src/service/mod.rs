@@ -1,6 +1,7 @@
 //! Services: the business logic, on domain types. Nothing here knows HTTP,
 //! so the CLI and future jobs call the same code the API does.
 
+pub mod audit;
 mod auth;
 mod keys;
 mod passwords;

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use super::tokens::Principal;
-use super::{Passwords, ServiceError};
+use super::{audit, Passwords, ServiceError};
 use crate::cache::Cache;
 use crate::domain::{
     NewUser, Password, Role, User, UserEmail, UserFields, UserId, UserName, UserPatch, UserView,
@@ -40,7 +40,9 @@ impl UserService {
         role: Role,
     ) -> Result<User, ServiceError> {
         let password_hash = self.passwords.hash(password).await?;
-        Ok(self.repo.create(&NewUser { email, name, role, password_hash }).await?)
+        let user = self.repo.create(&NewUser { email, name, role, password_hash }).await?;
+        audit::record(audit::Event::Registered { user: user.id });
+        Ok(user)
     }
 
     /// Reads `fields` of user `id` as `viewer` sees them: yourself, or anyone
@@ -80,6 +82,7 @@ impl UserService {
             Some(password) => Some(self.passwords.hash(password).await?),
             None => None,
         };
+        let (password_changed, email_changed) = (password_hash.is_some(), changes.email.is_some());
         let patch = UserPatch { email: changes.email, name: changes.name, password_hash, role: None };
         if patch.is_empty() {
             return Err(ServiceError::Invalid(crate::domain::Invalid::new(
@@ -91,6 +94,13 @@ impl UserService {
         // Invalidate even if the update failed: it may have been applied
         // before the error (a timeout), and a miss costs only a read.
         self.cache.invalidate::<User>(id).await;
-        updated?.ok_or(ServiceError::NotFound)
+        let user = updated?.ok_or(ServiceError::NotFound)?;
+        if password_changed {
+            audit::record(audit::Event::PasswordChanged { user: id });
+        }
+        if email_changed {
+            audit::record(audit::Event::EmailChanged { user: id });
+        }
+        Ok(user)
     }
 }

@@ -508,3 +508,51 @@ async fn dotless_email_domains_can_be_allowed() {
     let created = register(drover.addr, "ada@intranet", "long enough", "Ada").await;
     assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_events_are_audited_with_the_request_id_and_never_a_secret() {
+    let drover = Drover::start(1);
+    let addr = drover.addr;
+    let registered = register(addr, "audit@example.com", "first password", "Audrey").await;
+    let user_id = registered.json()["id"].as_i64().unwrap();
+    let failed = login(addr, "Audit@Example.com", "not the password").await;
+    assert_eq!(failed.status, 401);
+    let token = token_for(addr, "audit@example.com", "first password").await;
+    let changed = call(
+        addr,
+        "PATCH",
+        "/v1/users/me",
+        Some(&token),
+        Some(&json!({"password": "second password", "email": "audit2@example.com"})),
+    )
+    .await;
+    assert_eq!(changed.status, 200);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let audit: Vec<Value> = loop {
+        let lines: Vec<Value> = drover
+            .log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["target"] == "drover::audit")
+            .collect();
+        if lines.len() >= 5 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let events: Vec<&str> = audit.iter().map(|line| line["event"].as_str().unwrap_or("?")).collect();
+    assert_eq!(
+        events,
+        ["registered", "login_failed", "login_succeeded", "password_changed", "email_changed"]
+    );
+    let failed_line = &audit[1];
+    assert_eq!(failed_line["email"], "audit@example.com");
+    assert_eq!(failed_line["user_id"], user_id);
+    assert_eq!(failed_line["request_id"], failed.header("x-request-id").unwrap());
+    assert!(audit.iter().all(|line| line["request_id"].as_str().is_some_and(|id| !id.is_empty())));
+    let log = drover.log();
+    for secret in ["first password", "second password", "not the password", token.as_str()] {
+        assert!(!log.contains(secret), "the log shows {secret:?}");
+    }
+}

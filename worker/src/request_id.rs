@@ -36,6 +36,12 @@ pub fn current() -> Option<HeaderValue> {
     CURRENT.with(|current| current.borrow().clone())
 }
 
+/// Calls `f` with the current request's id as text (`None` outside a
+/// request), for code that logs it without handling HTTP types.
+pub fn read_current<T>(f: impl FnOnce(Option<&str>) -> T) -> T {
+    CURRENT.with(|current| f(current.borrow().as_ref().and_then(|id| id.to_str().ok())))
+}
+
 /// Runs `f` with `id` as the [`current`] request id. The id is moved in
 /// and back out rather than copied: this runs on every poll of a request.
 pub(crate) fn with_current<T>(id: &mut Option<HeaderValue>, f: impl FnOnce() -> T) -> T {
