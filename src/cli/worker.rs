@@ -67,6 +67,7 @@ pub fn run(args: &WorkerArgs) -> ExitCode {
         heartbeat_interval: config.worker.heartbeat_interval,
         blocking_threads: config.worker.blocking_threads,
         blocking_queue: config.worker.blocking_queue,
+        access_log_every: config.log.access_every(),
     };
     let result =
         drover_worker::run(

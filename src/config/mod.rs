@@ -194,6 +194,20 @@ pub struct LogConfig {
     /// A tracing filter such as `info` or `warn,drover=debug`.
     pub level: String,
     pub format: LogFormat,
+    /// The fraction of requests the access log records (0: off).
+    #[serde(default)]
+    pub access_sample: f64,
+}
+
+impl LogConfig {
+    /// Every how many requests one is logged; 0 when the access log is off.
+    pub fn access_every(&self) -> u64 {
+        if self.access_sample <= 0.0 {
+            0
+        } else {
+            (1.0 / self.access_sample.min(1.0)).round() as u64
+        }
+    }
 }
 
 /// Whether workers are pinned to CPUs.
@@ -303,6 +317,9 @@ impl Config {
                     format!("{admin} is a public port; metrics must stay off it"),
                 ));
             }
+        }
+        if !(0.0..=1.0).contains(&self.log.access_sample) {
+            return Err(("log.access_sample", "must be from 0 (off) to 1 (every request)".into()));
         }
         self.http.cors.validate()?;
         // Read now, so that a missing or short token stops `serve` and

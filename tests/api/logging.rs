@@ -219,3 +219,60 @@ fn a_configured_format_wins_and_auto_is_json_off_a_terminal() {
         }
     }
 }
+
+/// The access log's lines so far.
+fn access_lines(drover: &crate::helpers::Drover) -> Vec<serde_json::Value> {
+    drover
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["target"] == "drover::access")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_is_off_by_default_and_samples_when_asked() {
+    let quiet = crate::helpers::Drover::start(1);
+    for _ in 0..3 {
+        assert_eq!(crate::helpers::get(quiet.addr, "/healthz").await.unwrap().status, 200);
+    }
+
+    let drover = crate::helpers::Drover::start_with(crate::helpers::Options {
+        workers: 1,
+        env: vec![("DROVER_LOG__ACCESS_SAMPLE", "0.5")],
+        ..crate::helpers::Options::default()
+    });
+    let mut conn = crate::helpers::Conn::connect(drover.addr).await.unwrap();
+    let mut ids = Vec::new();
+    for path in ["/healthz", "/bench/json?x=1", "/no/such/route", "/bench/plaintext"] {
+        ids.push(conn.get(path).await.unwrap().header("x-request-id").unwrap().to_owned());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines = access_lines(&drover);
+        if lines.len() >= 2 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // One request in two: the second and the fourth.
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["method"], "GET");
+    assert_eq!(lines[0]["target_path"], "/bench/json?x=1");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["bytes"], 27);
+    assert_eq!(lines[0]["request_id"], ids[1].as_str());
+    assert!(lines[0]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(lines[0]["duration_us"].as_u64().is_some());
+    assert_eq!(lines[1]["target_path"], "/bench/plaintext");
+    assert!(access_lines(&quiet).is_empty(), "off unless log.access_sample is set");
+
+    // A fraction outside 0..1 is a configuration error naming the key.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["config", "check"])
+        .env("DROVER_LOG__ACCESS_SAMPLE", "2")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("log.access_sample"));
+}

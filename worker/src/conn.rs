@@ -19,6 +19,7 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -71,6 +72,8 @@ const PARK_AFTER: Duration = Duration::from_millis(250);
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 struct ConnState {
+    /// The client's address, for the access log.
+    peer: SocketAddr,
     /// Requests on this connection whose responses are not yet produced.
     in_flight: Cell<u32>,
     /// When the last bytes arrived. A request's latency is measured from
@@ -208,9 +211,10 @@ impl ConnState {
 
 /// Serves one connection until it closes, times out or is drained, then
 /// delivers what is left and closes it.
-pub(crate) async fn serve<A: App>(stream: TcpStream, shared: Rc<Shared<A>>) {
+pub(crate) async fn serve<A: App>(stream: TcpStream, peer: SocketAddr, shared: Rc<Shared<A>>) {
     let opened = Instant::now();
     let state = Rc::new(ConnState {
+        peer,
         in_flight: Cell::new(0),
         last_read: Cell::new(opened),
         header_deadline: Cell::new(None),
@@ -518,6 +522,16 @@ impl<A: App> hyper::service::Service<http::Request<Incoming>> for ConnService<A>
         shared.stats.in_flight.set(shared.stats.in_flight.get() + 1);
         let http1 = request.version() < Version::HTTP_2;
         let mut id = Some(shared.request_ids.for_request(request.headers()));
+        let access = shared.sample_access().then(|| {
+            Box::new(Access {
+                method: request.method().clone(),
+                target: request
+                    .uri()
+                    .path_and_query()
+                    .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
+                version: request.version(),
+            })
+        });
         let (route, answer) = match limits::check(&request, &shared.limits) {
             Some(refusal) => ("refused", Answer::Now(Some(refusal))),
             None => {
@@ -532,6 +546,7 @@ impl<A: App> hyper::service::Service<http::Request<Incoming>> for ConnService<A>
             started,
             http1,
             id,
+            access,
             answer,
             done: false,
         }
@@ -550,8 +565,34 @@ struct Responding<A: App> {
     /// The request's id (request_id.rs): current while the app's future is
     /// polled, then put on the response.
     id: Option<HeaderValue>,
+    /// What the access log needs of the request, when it is sampled.
+    access: Option<Box<Access>>,
     answer: Answer<A::Future>,
     done: bool,
+}
+
+/// A sampled request, for its access-log line.
+struct Access {
+    method: http::Method,
+    target: String,
+    version: Version,
+}
+
+impl Access {
+    fn log(&self, response: &Response, id: Option<&HeaderValue>, peer: SocketAddr, took: Duration) {
+        use hyper::body::Body as _;
+        tracing::info!(
+            target: "drover::access",
+            method = %self.method,
+            target_path = %self.target,
+            version = ?self.version,
+            status = response.status().as_u16(),
+            bytes = response.body().size_hint().exact(),
+            duration_us = took.as_micros() as u64,
+            peer = %peer,
+            request_id = id.and_then(|id| id.to_str().ok()).unwrap_or(""),
+        );
+    }
 }
 
 enum Answer<F> {
@@ -579,6 +620,14 @@ impl<A: App> Future for Responding<A> {
             now.saturating_duration_since(this.started),
         );
         let status = response.status();
+        if let Some(access) = this.access.take() {
+            access.log(
+                &response,
+                this.id.as_ref(),
+                this.state.peer,
+                now.saturating_duration_since(this.started),
+            );
+        }
         let headers = response.headers_mut();
         headers.insert(header::SERVER, HeaderValue::from_static("drover"));
         // No response is to be read as anything but its declared type.
@@ -623,6 +672,7 @@ mod tests {
 
     fn state(header_timeout_s: u64) -> ConnState {
         ConnState {
+            peer: "127.0.0.1:1".parse().unwrap(),
             in_flight: Cell::new(0),
             last_read: Cell::new(Instant::now()),
             header_deadline: Cell::new(None),

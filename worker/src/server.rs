@@ -84,6 +84,8 @@ pub struct ServeOptions {
     pub blocking_threads: usize,
     /// Jobs that may wait for a blocking thread before new ones are refused.
     pub blocking_queue: usize,
+    /// The access log records one request in this many; 0: off.
+    pub access_log_every: u64,
 }
 
 /// Why [`run`] failed.
@@ -103,6 +105,10 @@ pub(crate) struct Shared<A> {
     pub limits: Limits,
     pub stats: Stats,
     pub request_ids: RequestIds,
+    /// One request in this many is written to the access log; 0: none.
+    pub access_log_every: u64,
+    /// Requests seen since the last one logged.
+    pub access_log_count: Cell<u64>,
     pub builders: Builders,
     /// True once draining: responses to HTTP/1.1 requests say
     /// `Connection: close`.
@@ -123,6 +129,17 @@ pub(crate) struct Shared<A> {
 }
 
 impl<A> Shared<A> {
+    /// Whether this request is one the access log records.
+    pub(crate) fn sample_access(&self) -> bool {
+        if self.access_log_every == 0 {
+            return false;
+        }
+        let seen = self.access_log_count.get() + 1;
+        let sampled = seen >= self.access_log_every;
+        self.access_log_count.set(if sampled { 0 } else { seen });
+        sampled
+    }
+
     /// Counts a new connection from `ip` against the per-address cap;
     /// false (and not counted) when the address already has its share.
     fn admit_ip(&self, ip: IpAddr) -> bool {
@@ -244,6 +261,8 @@ where
         limits: options.limits.clone(),
         stats: Stats::default(),
         request_ids: RequestIds::new(),
+        access_log_every: options.access_log_every,
+        access_log_count: Cell::new(0),
         draining: Cell::new(false),
         body_policy: Rc::new(BodyPolicy {
             gap: options.limits.body_read_timeout,
@@ -403,7 +422,7 @@ async fn accept_loop<A: App>(listener: TcpListener, shared: Rc<Shared<A>>) {
                 shared.stats.connections.set(shared.stats.connections.get() + 1);
                 let shared = shared.clone();
                 tokio::task::spawn_local(async move {
-                    conn::serve(stream, shared.clone()).await;
+                    conn::serve(stream, peer, shared.clone()).await;
                     shared.ip_closed(ip);
                     shared.connection_closed();
                 });
