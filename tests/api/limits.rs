@@ -309,10 +309,16 @@ async fn every_answer_carries_a_request_id_kept_from_the_client_or_its_trace() {
     assert_eq!(made(&traced), "4bf92f3577b34da6a3ce929d0e0e4736");
     // Not a usable id: replaced by a made one.
     assert_eq!(made(&ask("x-request-id: a;b\r\n").await).len(), 20);
-    // The worker's own refusals carry one too.
+    // The worker's own refusals carry one too, including those written
+    // before any request could be parsed.
     let refused = ask("content-length: 99999999999\r\n").await;
     assert_error_shape(&refused, 413, "body_too_large");
     assert_eq!(made(&refused).len(), 20);
+    let mut conn = Conn::connect(drover.addr).await.unwrap();
+    conn.send(b"GET /healthz HTTP/1.1\r\nbad header line\r\n\r\n").await.unwrap();
+    let malformed = conn.read_response().await.unwrap();
+    assert_error_shape(&malformed, 400, "malformed_request");
+    assert_eq!(made(&malformed).len(), 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,6 +234,7 @@ pub(crate) async fn serve<A: App>(stream: TcpStream, peer: SocketAddr, shared: R
                 StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",
                 "the request head was not received in time",
+                &shared.request_ids.made(),
             ));
         }
         Ended::Malformed(error) => {
@@ -250,7 +251,7 @@ pub(crate) async fn serve<A: App>(stream: TcpStream, peer: SocketAddr, shared: R
                     StatusCode::URI_TOO_LONG => ("uri_too_long", "the request target is too long".to_owned()),
                     _ => ("malformed_request", format!("the request is not valid HTTP/1.1 ({error})")),
                 };
-                wire.push(&raw_http1_error(status, code, &message));
+                wire.push(&raw_http1_error(status, code, &message, &shared.request_ids.made()));
             }
         }
     }

@@ -48,8 +48,9 @@ pub fn json_error(status: StatusCode, code: &str, message: &str, details: &[Erro
 
 /// The raw bytes of an HTTP/1.1 error response that closes the connection,
 /// for refusals written without hyper (a header timeout, a connection over
-/// the limit).
-pub fn raw_http1_error(status: StatusCode, code: &str, message: &str) -> Vec<u8> {
+/// the limit). `request_id` goes out as `x-request-id`, as on every other
+/// response.
+pub fn raw_http1_error(status: StatusCode, code: &str, message: &str, request_id: &HeaderValue) -> Vec<u8> {
     let body = json_error_body(code, message, &[]);
     let mut out = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-content-type-options: nosniff\r\nconnection: close\r\n",
@@ -61,6 +62,9 @@ pub fn raw_http1_error(status: StatusCode, code: &str, message: &str) -> Vec<u8>
     if status == StatusCode::SERVICE_UNAVAILABLE {
         out.extend_from_slice(b"retry-after: 1\r\n");
     }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
     out
@@ -87,10 +91,16 @@ mod tests {
 
     #[test]
     fn raw_responses_are_complete_http() {
-        let raw = raw_http1_error(StatusCode::REQUEST_TIMEOUT, "timeout", "too slow");
+        let raw = raw_http1_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "too slow",
+            &HeaderValue::from_static("r-1"),
+        );
         let text = String::from_utf8(raw).unwrap();
         assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\n"));
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("content-length: {}", body.len())));
+        assert!(head.contains("\r\nx-request-id: r-1"));
     }
 }

@@ -73,6 +73,11 @@ impl RequestIds {
         Self { prefix: (x ^ (x >> 31)) & 0xffff_ffff, next: Cell::new(0), made: RefCell::new(Bytes::new()) }
     }
 
+    /// A new id, for an answer given before any request was parsed.
+    pub fn made(&self) -> HeaderValue {
+        self.for_request(&HeaderMap::new())
+    }
+
     /// The id of a request with these headers (see the module's comment).
     pub fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
         // One pass over the few headers a request has, comparing lengths

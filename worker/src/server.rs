@@ -411,12 +411,16 @@ async fn accept_loop<A: App>(listener: TcpListener, shared: Rc<Shared<A>>) {
                 // Responses are written whole; Nagle would only delay them.
                 let _ = stream.set_nodelay(true);
                 if shared.stats.connections.get() >= shared.limits.max_connections as u64 {
-                    tokio::task::spawn_local(refuse(stream, OVERLOADED));
+                    tokio::task::spawn_local(refuse(stream, OVERLOADED, shared.request_ids.made()));
                     continue;
                 }
                 let ip = peer.ip();
                 if !shared.admit_ip(ip) {
-                    tokio::task::spawn_local(refuse(stream, TOO_MANY_FROM_ADDRESS));
+                    tokio::task::spawn_local(refuse(
+                        stream,
+                        TOO_MANY_FROM_ADDRESS,
+                        shared.request_ids.made(),
+                    ));
                     continue;
                 }
                 shared.stats.connections.set(shared.stats.connections.get() + 1);
@@ -479,9 +483,9 @@ const TOO_MANY_FROM_ADDRESS: (&str, &str) =
     ("too_many_connections", "too many open connections from your address; close some or retry shortly");
 
 /// Tells a client over a connection limit to come back, then closes.
-async fn refuse(mut stream: TcpStream, (code, message): (&str, &str)) {
+async fn refuse(mut stream: TcpStream, (code, message): (&str, &str), request_id: http::HeaderValue) {
     use tokio::io::AsyncWriteExt;
-    let body = raw_http1_error(http::StatusCode::SERVICE_UNAVAILABLE, code, message);
+    let body = raw_http1_error(http::StatusCode::SERVICE_UNAVAILABLE, code, message, &request_id);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(&body).await?;
         stream.shutdown().await
