@@ -1,6 +1,9 @@
 //! Access tokens: JWTs signed with the key set's signing key and checked
 //! against the whole set by `kid`, with the algorithm pinned, and `exp`,
-//! `nbf`, `iss` and `aud` required and checked.
+//! `nbf`, `iat`, `iss` and `aud` required and checked. A token issued in
+//! the future, or living longer than `auth.token_ttl`, is refused (a key
+//! that leaked could otherwise mint tokens that never expire). Each token
+//! carries a random `jti`.
 
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,6 +50,19 @@ struct Claims {
     iat: u64,
     nbf: u64,
     exp: u64,
+    /// A random id (128 bits, hex): tokens issued in the same second for
+    /// the same user still differ, and a log can name one without showing
+    /// it. Optional when checking: tokens issued before it existed lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+}
+
+/// 128 random bits as 32 hex digits.
+fn random_id() -> String {
+    use rand_core::{OsRng, RngCore};
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Tokens whose signature was verified, kept per worker: checking an Ed25519
@@ -86,7 +102,7 @@ impl TokenService {
         validation.algorithms = vec![keys.algorithm];
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
         let verified = mini_moka::unsync::Cache::builder()
@@ -118,6 +134,7 @@ impl TokenService {
             iat: now,
             nbf: now,
             exp: now + self.ttl.as_secs(),
+            jti: Some(random_id()),
         };
         let mut header = Header::new(self.keys.algorithm);
         header.kid = Some(self.keys.signing_kid.clone());
@@ -155,6 +172,13 @@ impl TokenService {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
             })?;
+        let claims = &data.claims;
+        if claims.iat > unix_now() + LEEWAY_SECS {
+            return Err(TokenError::Invalid("issued in the future".into()));
+        }
+        if claims.exp.saturating_sub(claims.iat) > self.ttl.as_secs() + LEEWAY_SECS {
+            return Err(TokenError::Invalid("lives longer than auth.token_ttl".into()));
+        }
         let user = data
             .claims
             .sub
@@ -204,5 +228,48 @@ mod tests {
         let flipped = if token.as_bytes()[at] == b'A' { "B" } else { "A" };
         let forged = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
         assert!(matches!(tokens.verify(&forged), Err(TokenError::Invalid(_))));
+    }
+
+    /// A token signed with the service's own key, with these claims.
+    fn signed(claims: &Claims) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k".into());
+        let key = EncodingKey::from_secret(b"a test secret that is at least 32 bytes long");
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    fn claims(iat: u64, exp: u64) -> Claims {
+        Claims {
+            sub: "7".into(),
+            role: "user".into(),
+            iss: "drover".into(),
+            aud: "drover".into(),
+            iat,
+            nbf: iat.min(unix_now()),
+            exp,
+            jti: None,
+        }
+    }
+
+    #[test]
+    fn tokens_from_the_future_or_living_too_long_are_refused_and_each_has_its_own_jti() {
+        let tokens = service();
+        let now = unix_now();
+        // Valid, and without a jti (issued before jti existed).
+        assert!(tokens.verify(&signed(&claims(now, now + 60))).is_ok());
+        let future = tokens.verify(&signed(&claims(now + 600, now + 660)));
+        assert_eq!(future, Err(TokenError::Invalid("issued in the future".into())));
+        let long = tokens.verify(&signed(&claims(now, now + 86_400)));
+        assert_eq!(long, Err(TokenError::Invalid("lives longer than auth.token_ttl".into())));
+
+        let principal = Principal { user: UserId(7), role: Role::User };
+        let jti = |token: &str| {
+            let data = jsonwebtoken::dangerous::insecure_decode::<Claims>(token).unwrap();
+            data.claims.jti.unwrap()
+        };
+        let (a, b) =
+            (tokens.issue(principal).unwrap().access_token, tokens.issue(principal).unwrap().access_token);
+        assert_eq!(jti(&a).len(), 32);
+        assert_ne!(jti(&a), jti(&b), "same user, same second, different tokens");
     }
 }

@@ -358,6 +358,13 @@ async fn tokens_are_checked_strictly_and_keys_rotate() {
     assert_eq!(header.alg, Algorithm::HS256);
     assert_eq!(me(issued).await.status, 200);
 
+    // Signed with a key we hold, but issued in the future, or living longer
+    // than auth.token_ttl (15 minutes): refused.
+    let future = Claims { iat: now() + 600, nbf: now(), exp: now() + 900, ..claims(&id) };
+    assert_error(&me(hs256(Some("k2"), new_secret, &future)).await, 401, "invalid_token");
+    let forever = Claims { exp: now() + 10 * 365 * 86_400, ..claims(&id) };
+    assert_error(&me(hs256(Some("k2"), new_secret, &forever)).await, 401, "invalid_token");
+
     // A token signed by the previous key still works after rotation.
     assert_eq!(me(hs256(Some("k1"), old_secret, &claims(&id))).await.status, 200);
 
