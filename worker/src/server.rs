@@ -426,7 +426,7 @@ async fn accept_loop<A: App>(listener: TcpListener, shared: Rc<Shared<A>>) {
                 shared.stats.connections.set(shared.stats.connections.get() + 1);
                 let shared = shared.clone();
                 tokio::task::spawn_local(async move {
-                    conn::serve(stream, peer, shared.clone()).await;
+                    conn::serve(stream, shared.clone()).await;
                     shared.ip_closed(ip);
                     shared.connection_closed();
                 });

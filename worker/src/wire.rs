@@ -80,6 +80,11 @@ impl Wire {
         self.stream.borrow().poll_read_ready(cx)
     }
 
+    /// The client's address (a system call: for the rare caller).
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.borrow().peer_addr().ok()
+    }
+
     /// Reads what has arrived into `buf` without waiting; `WouldBlock` when
     /// nothing has.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
