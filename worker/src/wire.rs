@@ -249,7 +249,14 @@ impl<O: ReadObserver> AsyncRead for ConnIo<O> {
             let mut prefix = self.wire.prefix.borrow_mut();
             if !prefix.is_empty() {
                 let n = prefix.len().min(buf.remaining());
-                buf.put_slice(&prefix.split_to(n));
+                buf.put_slice(&prefix[..n]);
+                if n == prefix.len() {
+                    // Not an empty view of the old buffer, which would keep
+                    // it allocated for the rest of the connection's life.
+                    *prefix = Bytes::new();
+                } else {
+                    bytes::Buf::advance(&mut *prefix, n);
+                }
                 return Poll::Ready(Ok(()));
             }
         }
