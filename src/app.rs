@@ -68,9 +68,16 @@ impl Services {
         } else {
             Cache::disabled()
         };
-        let users = UserService::new(db.users.clone(), passwords.clone(), cache.clone());
-        let auth = AuthService::new(db.users.clone(), passwords, tokens);
         let clock: Rc<dyn Clock> = Rc::new(SystemClock);
+        let users = UserService::new(db.clone(), passwords.clone(), cache.clone(), clock.clone());
+        let auth = AuthService::new(
+            db.clone(),
+            passwords,
+            tokens,
+            cache.clone(),
+            clock.clone(),
+            config.auth.refresh_ttl,
+        );
         let products = ProductService::new(db.clone(), cache.clone(), clock.clone());
         let orders = OrderService::new(db.clone(), products.clone(), clock.clone());
         let idempotency = IdempotencyService::new(db.clone(), clock.clone());

@@ -137,6 +137,8 @@ pub struct AuthConfig {
     pub audience: String,
     #[serde(deserialize_with = "values::duration")]
     pub token_ttl: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub refresh_ttl: Duration,
     pub key_files: Vec<String>,
     /// A secret: never printed (see the `Debug` impl).
     pub key: String,
@@ -151,6 +153,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("token_ttl", &self.token_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
             .field("key_files", &self.key_files)
             .field("key", &if self.key.is_empty() { "" } else { "<redacted>" })
             .field("key_id", &self.key_id)
@@ -285,6 +288,9 @@ impl Config {
         }
         if self.auth.token_ttl < Duration::from_secs(10) {
             return Err(("auth.token_ttl", "must be at least 10s".into()));
+        }
+        if self.auth.refresh_ttl < self.auth.token_ttl {
+            return Err(("auth.refresh_ttl", "must be at least auth.token_ttl".into()));
         }
         let redis_url = &self.cache.redis_url;
         let redis_ok = redis_url.is_empty()

@@ -204,6 +204,8 @@ pub struct Credentials {
     pub id: UserId,
     pub role: Role,
     pub password_hash: String,
+    /// Copied into the tokens a login issues (see [`UserPatch::revoke_tokens`]).
+    pub token_version: i64,
 }
 
 /// A user to create; the password is already hashed.
@@ -222,9 +224,14 @@ pub struct UserPatch {
     pub name: Option<UserName>,
     pub password_hash: Option<String>,
     pub role: Option<Role>,
+    /// Raise the user's token version, so every token issued before the
+    /// change stops working at its next request.
+    pub revoke_tokens: bool,
 }
 
 impl UserPatch {
+    /// Nothing to change (revoking tokens alone is not a change a user asks
+    /// for).
     pub fn is_empty(&self) -> bool {
         self.email.is_none() && self.name.is_none() && self.password_hash.is_none() && self.role.is_none()
     }

@@ -1,4 +1,4 @@
-//! `POST /v1/auth/register` and `POST /v1/auth/login`.
+//! `POST /v1/auth/register`, and the session: `login`, `refresh`, `logout`.
 
 use std::rc::Rc;
 
@@ -14,6 +14,8 @@ use crate::domain::{Password, Role, UserName};
 pub fn routes(table: &mut RouteTable) {
     table.add("/v1/auth/register", Method::POST, register);
     table.add("/v1/auth/login", Method::POST, login);
+    table.add("/v1/auth/refresh", Method::POST, refresh);
+    table.add("/v1/auth/logout", Method::POST, logout);
 }
 
 #[derive(Deserialize, Validate)]
@@ -64,25 +66,61 @@ struct LoginBody {
     password: String,
 }
 
+/// A session, as OAuth 2.0 token responses spell it (RFC 6749, 5.1).
 #[derive(Serialize)]
 struct TokenBody {
     access_token: String,
     token_type: &'static str,
     expires_in: u64,
+    refresh_token: String,
+    refresh_expires_in: u64,
+}
+
+fn session_reply(session: crate::service::Session) -> drover_worker::Response {
+    reply::private(reply::json(
+        StatusCode::OK,
+        &TokenBody {
+            access_token: session.access.access_token,
+            token_type: "Bearer",
+            expires_in: session.access.expires_in.as_secs(),
+            refresh_token: session.refresh_token,
+            refresh_expires_in: session.refresh_expires_in.as_secs(),
+        },
+    ))
 }
 
 fn login(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     let state = state.clone();
     Reply::later(async move {
         let body: LoginBody = extract::json(request, state.small_body_limit()).await?;
-        let token = state.auth.login(&body.email, &body.password).await?;
-        Ok(reply::private(reply::json(
-            StatusCode::OK,
-            &TokenBody {
-                access_token: token.access_token,
-                token_type: "Bearer",
-                expires_in: token.expires_in.as_secs(),
-            },
-        )))
+        let session = state.auth.login(&body.email, &body.password).await?;
+        Ok(session_reply(session))
+    })
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    #[garde(length(min = 1, max = 256))]
+    refresh_token: String,
+}
+
+fn refresh(state: &Rc<State>, request: Request, _params: Params) -> Reply {
+    let state = state.clone();
+    Reply::later(async move {
+        let body: RefreshBody = extract::json(request, state.small_body_limit()).await?;
+        let session = state.auth.refresh(&body.refresh_token).await?;
+        Ok(session_reply(session))
+    })
+}
+
+/// Ends the session of a refresh token: 204 whether or not it was current
+/// (RFC 7009, 2.2), so the answer does not tell which tokens exist.
+fn logout(state: &Rc<State>, request: Request, _params: Params) -> Reply {
+    let state = state.clone();
+    Reply::later(async move {
+        let body: RefreshBody = extract::json(request, state.small_body_limit()).await?;
+        state.auth.logout(&body.refresh_token).await?;
+        Ok(reply::private(reply::empty(StatusCode::NO_CONTENT)))
     })
 }

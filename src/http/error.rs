@@ -279,6 +279,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Taken(field) => ApiError::Conflict { field },
             ServiceError::NotFound => ApiError::NotFound,
             ServiceError::BadCredentials => ApiError::BadCredentials,
+            ServiceError::SessionEnded => ApiError::InvalidToken { expired: false },
             ServiceError::Forbidden => ApiError::Forbidden,
             ServiceError::OutOfStock(products) => ApiError::OutOfStock { products },
             ServiceError::StockReserved => ApiError::StockReserved,

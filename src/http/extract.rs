@@ -12,7 +12,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::error::Category;
 
 use super::{ApiError, State};
-use crate::service::Principal;
+use crate::service::{AuthError, Principal};
 
 /// The media types a JSON body may be sent as on a route that documents no
 /// other. `+json` types (`application/merge-patch+json`, ...) promise
@@ -318,15 +318,64 @@ async fn body(request: Request, limit: u64) -> Result<Bytes, ApiError> {
     }
 }
 
-/// The principal of the request's bearer token.
-pub fn principal(state: &State, request: &Request) -> Result<Principal, ApiError> {
-    let value = request.headers().get(header::AUTHORIZATION).ok_or(ApiError::Unauthenticated)?;
+/// The bearer token of a request: `None` without an `Authorization`
+/// header; an error for one that is not a bearer token.
+pub fn bearer(request: &Request) -> Result<Option<&str>, ApiError> {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else { return Ok(None) };
     let value = value.to_str().map_err(|_| ApiError::InvalidToken { expired: false })?;
-    let token = match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        _ => return Err(ApiError::Unauthenticated),
-    };
-    Ok(state.auth.authenticate(token)?)
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
+        _ => Err(ApiError::Unauthenticated),
+    }
+}
+
+/// Whom a request's bearer token speaks for, as the router found out before
+/// calling the handler: the answer needs the user's record, so it awaits,
+/// and handlers read it synchronously with [`principal`].
+#[derive(Clone)]
+pub struct Authenticated(Result<Principal, Refusal>);
+
+/// [`ApiError`] is not `Clone`; what a request extension keeps of one.
+#[derive(Clone)]
+enum Refusal {
+    Token { expired: bool },
+    Unavailable,
+    Internal { id: String },
+}
+
+impl Authenticated {
+    pub async fn resolve(state: &State, token: &str) -> Self {
+        let refusal = match state.auth.authenticate(token).await {
+            Ok(principal) => return Self(Ok(principal)),
+            Err(AuthError::Token(error)) => ApiError::from(error),
+            Err(AuthError::Revoked) => {
+                tracing::debug!("token refused: revoked, or its user deleted");
+                ApiError::InvalidToken { expired: false }
+            }
+            Err(AuthError::Service(error)) => ApiError::from(error),
+        };
+        Self(Err(match refusal {
+            ApiError::InvalidToken { expired } => Refusal::Token { expired },
+            ApiError::Internal { id } => Refusal::Internal { id },
+            _ => Refusal::Unavailable,
+        }))
+    }
+}
+
+/// The principal of the request's bearer token.
+pub fn principal(_state: &State, request: &Request) -> Result<Principal, ApiError> {
+    if let Some(Authenticated(outcome)) = request.extensions().get::<Authenticated>() {
+        return outcome.clone().map_err(|refusal| match refusal {
+            Refusal::Token { expired } => ApiError::InvalidToken { expired },
+            Refusal::Unavailable => ApiError::Unavailable,
+            Refusal::Internal { id } => ApiError::Internal { id },
+        });
+    }
+    match bearer(request)? {
+        None => Err(ApiError::Unauthenticated),
+        // Only a request that did not come through the router.
+        Some(_) => Err(ApiError::internal("a bearer token was not resolved before its handler ran")),
+    }
 }
 
 /// A query parameter's decoded value.

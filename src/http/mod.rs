@@ -135,6 +135,22 @@ impl Routes {
             return (resource.path, ApiError::MethodNotAllowed { allow: allow.join(", ") }.into());
         };
         let params: Params = matched.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        // A bearer token is checked against its user's record before the
+        // handler runs, which reads the outcome synchronously
+        // (`extract::principal`). A malformed header is the handler's to
+        // refuse, on routes that need a principal at all.
+        if let Ok(Some(token)) = extract::bearer(&request) {
+            let (token, state) = (token.to_owned(), self.state.clone());
+            let mut request = request;
+            return (
+                resource.path,
+                Reply::Pending(Box::pin(async move {
+                    let authenticated = extract::Authenticated::resolve(&state, &token).await;
+                    request.extensions_mut().insert(authenticated);
+                    handler(&state, request, params).await
+                })),
+            );
+        }
         (resource.path, handler(&self.state, request, params))
     }
 }

@@ -61,6 +61,13 @@ pub fn text(status: StatusCode, body: &'static str) -> Response {
     with_type(status, Bytes::from_static(body.as_bytes()), "text/plain; charset=utf-8")
 }
 
+/// A response without a body (204, ...).
+pub fn empty(status: StatusCode) -> Response {
+    let mut response = Response::new(Body::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
 /// `response` marked as not to be stored by any cache: tokens, and user
 /// records, whatever a proxy in between is configured to do.
 pub fn private(mut response: Response) -> Response {

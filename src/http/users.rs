@@ -1,5 +1,6 @@
 //! `GET /v1/users/me`, `GET /v1/users/{id}`, `PATCH /v1/users/me`, with
-//! sparse fieldsets (`?fields=id,name`).
+//! sparse fieldsets (`?fields=id,name`); for administrators,
+//! `PATCH /v1/users/{id}` (the role) and `DELETE /v1/users/{id}`.
 
 use std::rc::Rc;
 use std::time::SystemTime;
@@ -10,13 +11,15 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::{extract, reply, ApiError, Params, Reply, RouteTable, State};
-use crate::domain::{Password, UserFields, UserId, UserName, UserView};
+use crate::domain::{Password, Role, UserFields, UserId, UserName, UserView};
 use crate::service::UserChanges;
 
 pub fn routes(table: &mut RouteTable) {
     table.add("/v1/users/me", Method::GET, me);
     table.add("/v1/users/me", Method::PATCH, update_me);
     table.add("/v1/users/{id}", Method::GET, by_id);
+    table.add("/v1/users/{id}", Method::PATCH, set_role);
+    table.add("/v1/users/{id}", Method::DELETE, delete);
 }
 
 /// A user as the API shows it; absent fields (sparse fieldsets) are left
@@ -105,6 +108,9 @@ struct PatchBody {
     name: Option<String>,
     #[garde(inner(length(chars, min = 8, max = 128)))]
     password: Option<String>,
+    /// Required with `email` or `password`.
+    #[garde(inner(length(min = 1, max = 1024)))]
+    current_password: Option<String>,
 }
 
 fn update_me(state: &Rc<State>, request: Request, _params: Params) -> Reply {
@@ -120,8 +126,37 @@ fn update_me(state: &Rc<State>, request: Request, _params: Params) -> Reply {
             email: body.email.as_deref().map(|email| extract::new_email(&state, email)).transpose()?,
             name: body.name.as_deref().map(UserName::parse).transpose().map_err(invalid)?,
             password: body.password.as_deref().map(Password::parse).transpose().map_err(invalid)?,
+            current_password: body.current_password,
         };
         let user = state.users.update(principal.user, changes).await?;
         Ok(reply::private(reply::json(StatusCode::OK, &UserBody::from(UserView::from(user)))))
+    })
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    #[garde(length(min = 1, max = 16))]
+    role: String,
+}
+
+fn set_role(state: &Rc<State>, request: Request, params: Params) -> Reply {
+    let (principal, id) = crate::ready_or_return!(extract::principal_and_id(state, &request, &params));
+    let state = state.clone();
+    Reply::later(async move {
+        let body: RoleBody = extract::json(request, state.small_body_limit()).await?;
+        let role =
+            Role::parse(&body.role).ok_or_else(|| ApiError::invalid("role", "must be user or admin"))?;
+        let user = state.users.set_role(principal, UserId(id), role).await?;
+        Ok(reply::private(reply::json(StatusCode::OK, &UserBody::from(UserView::from(user)))))
+    })
+}
+
+fn delete(state: &Rc<State>, request: Request, params: Params) -> Reply {
+    let (principal, id) = crate::ready_or_return!(extract::principal_and_id(state, &request, &params));
+    let state = state.clone();
+    Reply::later(async move {
+        state.users.delete(principal, UserId(id)).await?;
+        Ok(reply::empty(StatusCode::NO_CONTENT))
     })
 }

@@ -70,6 +70,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "idempotency_keys", "0004_idempotency_keys.sql"),
     migration!(5, "plans", "0005_plans.sql"),
     migration!(6, "subscriptions", "0006_subscriptions.sql"),
+    migration!(7, "sessions", "0007_sessions.sql"),
 ];
 
 /// An arbitrary constant identifying drover's migration lock among the

@@ -43,11 +43,12 @@ pub(crate) fn user(row: &impl UserRow) -> Result<User, RepoError> {
     view(row, UserFields::ALL)?.into_user().ok_or_else(|| RepoError::Other("incomplete user row".into()))
 }
 
-/// A row of `id, role, password_hash`.
+/// A row of `id, role, password_hash, token_version`.
 pub(crate) fn credentials(row: &impl UserRow) -> Result<Credentials, RepoError> {
     Ok(Credentials {
         id: UserId(row.int("id")?),
         role: role(row)?,
         password_hash: row.text("password_hash")?.to_owned(),
+        token_version: row.int("token_version")?,
     })
 }

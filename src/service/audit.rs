@@ -1,7 +1,8 @@
 //! The audit log: one structured line per security event (target
 //! `drover::audit`, level INFO), whichever way the service was called, so
-//! an operator can answer "who logged in, who failed to, who changed their
-//! password or email" from the logs alone. Each line carries the event, the
+//! an operator can answer "who logged in, who failed to, who was locked
+//! out, who changed their password, email or role, whose refresh token was
+//! replayed" from the logs alone. Each line carries the event, the
 //! user id when known, and the request id when the event came from a
 //! request (the id the client got in `x-request-id`). Never a password, a
 //! hash or a token. Keep these lines when the rest of the log is quieter:
@@ -29,6 +30,32 @@ pub enum Event<'a> {
     },
     EmailChanged {
         user: UserId,
+    },
+    /// A password or email change with a wrong `current_password`.
+    CurrentPasswordWrong {
+        user: UserId,
+    },
+    /// A rotated refresh token presented again: its family is revoked.
+    RefreshReused {
+        user: UserId,
+    },
+    LoggedOut {
+        user: UserId,
+    },
+    RoleChanged {
+        user: UserId,
+        by: UserId,
+        role: crate::domain::Role,
+    },
+    UserDeleted {
+        user: UserId,
+        by: UserId,
+    },
+    /// Login attempts for an account refused until `retry_after_secs`
+    /// passes, after too many wrong passwords.
+    LoginLockedOut {
+        email: &'a str,
+        retry_after_secs: u64,
     },
 }
 
@@ -58,5 +85,40 @@ fn write(event: Event<'_>, request_id: &str) {
         Event::EmailChanged { user } => {
             tracing::info!(target: "drover::audit", event = "email_changed", user_id = user.0, request_id);
         }
+        Event::CurrentPasswordWrong { user } => {
+            tracing::info!(target: "drover::audit", event = "current_password_wrong", user_id = user.0, request_id);
+        }
+        Event::RefreshReused { user } => tracing::warn!(
+            target: "drover::audit",
+            event = "refresh_token_reused",
+            user_id = user.0,
+            request_id,
+            "a rotated refresh token was presented again; its session is revoked"
+        ),
+        Event::LoggedOut { user } => {
+            tracing::info!(target: "drover::audit", event = "logged_out", user_id = user.0, request_id);
+        }
+        Event::RoleChanged { user, by, role } => tracing::info!(
+            target: "drover::audit",
+            event = "role_changed",
+            user_id = user.0,
+            by_user_id = by.0,
+            role = role.as_str(),
+            request_id,
+        ),
+        Event::UserDeleted { user, by } => tracing::info!(
+            target: "drover::audit",
+            event = "user_deleted",
+            user_id = user.0,
+            by_user_id = by.0,
+            request_id,
+        ),
+        Event::LoginLockedOut { email, retry_after_secs } => tracing::warn!(
+            target: "drover::audit",
+            event = "login_locked_out",
+            email = %email.trim().to_lowercase(),
+            retry_after_secs,
+            request_id,
+        ),
     }
 }

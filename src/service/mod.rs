@@ -8,10 +8,10 @@ mod passwords;
 mod tokens;
 mod users;
 
-pub use auth::AuthService;
+pub use auth::{AuthError, AuthService, Session};
 pub use keys::{KeyError, KeySet, KeySource};
 pub use passwords::Passwords;
-pub use tokens::{Principal, Token, TokenError, TokenService};
+pub use tokens::{Claimed, Principal, Token, TokenError, TokenService};
 pub use users::{UserChanges, UserService};
 
 use crate::domain::Invalid;
@@ -29,6 +29,9 @@ pub enum ServiceError {
     NotFound,
     #[error("email or password is wrong")]
     BadCredentials,
+    /// A refresh token that is unknown, expired, revoked or already used.
+    #[error("the session has ended")]
+    SessionEnded,
     /// The caller is known but may not do this (an admin-only action).
     #[error("forbidden")]
     Forbidden,

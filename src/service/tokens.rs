@@ -3,7 +3,9 @@
 //! `nbf`, `iat`, `iss` and `aud` required and checked. A token issued in
 //! the future, or living longer than `auth.token_ttl`, is refused (a key
 //! that leaked could otherwise mint tokens that never expire). Each token
-//! carries a random `jti`.
+//! carries a random `jti`, and the user's token version (`ver`): a token
+//! whose version is behind the user's record was revoked (see
+//! `resources::sessions`).
 
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +24,15 @@ const LEEWAY_SECS: u64 = 5;
 pub struct Principal {
     pub user: UserId,
     pub role: Role,
+}
+
+/// What a token with a valid signature says: who it was issued to, and at
+/// which of their token versions. Whether that still holds is the user
+/// record's to say ([`crate::service::AuthService::authenticate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    pub principal: Principal,
+    pub version: i64,
 }
 
 /// An issued token.
@@ -55,6 +66,10 @@ struct Claims {
     /// it. Optional when checking: tokens issued before it existed lack it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     jti: Option<String>,
+    /// The user's token version at issue. Tokens issued before it existed
+    /// lack it, and count as version 0.
+    #[serde(default)]
+    ver: i64,
 }
 
 /// 128 random bits as 32 hex digits.
@@ -75,7 +90,7 @@ const VERIFIED_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy)]
 struct Verified {
-    principal: Principal,
+    claimed: Claimed,
     nbf: u64,
     exp: u64,
 }
@@ -123,8 +138,9 @@ impl TokenService {
         self.keys.algorithm
     }
 
-    /// A token for `principal`, valid from now for the configured lifetime.
-    pub fn issue(&self, principal: Principal) -> Result<Token, TokenError> {
+    /// A token for `principal` at its token `version`, valid from now for
+    /// the configured lifetime.
+    pub fn issue(&self, principal: Principal, version: i64) -> Result<Token, TokenError> {
         let now = unix_now();
         let claims = Claims {
             sub: principal.user.to_string(),
@@ -135,6 +151,7 @@ impl TokenService {
             nbf: now,
             exp: now + self.ttl.as_secs(),
             jti: Some(random_id()),
+            ver: version,
         };
         let mut header = Header::new(self.keys.algorithm);
         header.kid = Some(self.keys.signing_kid.clone());
@@ -143,20 +160,21 @@ impl TokenService {
         Ok(Token { access_token, expires_in: self.ttl })
     }
 
-    /// Checks a token; the principal it names if it is valid now.
-    pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+    /// Checks a token's signature and times; what it claims if it is valid
+    /// now.
+    pub fn verify(&self, token: &str) -> Result<Claimed, TokenError> {
         let now = unix_now();
         if let Some(seen) = self.verified.borrow_mut().get(&token.to_owned()) {
             // Same bytes, same keys: the signature and claims were checked
             // already. Only time can have changed the answer.
             if seen.nbf <= now + LEEWAY_SECS && now < seen.exp + LEEWAY_SECS {
-                return Ok(seen.principal);
+                return Ok(seen.claimed);
             }
         }
         self.verify_signed(token)
     }
 
-    fn verify_signed(&self, token: &str) -> Result<Principal, TokenError> {
+    fn verify_signed(&self, token: &str) -> Result<Claimed, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
         if header.alg != self.keys.algorithm {
             return Err(TokenError::Invalid(format!("algorithm {:?} is not accepted", header.alg)));
@@ -187,10 +205,10 @@ impl TokenService {
             .map_err(|_| TokenError::Invalid("sub is not a user id".into()))?;
         let role =
             Role::parse(&data.claims.role).ok_or_else(|| TokenError::Invalid("unknown role".into()))?;
-        let principal = Principal { user, role };
-        let seen = Verified { principal, nbf: data.claims.nbf, exp: data.claims.exp };
+        let claimed = Claimed { principal: Principal { user, role }, version: data.claims.ver };
+        let seen = Verified { claimed, nbf: data.claims.nbf, exp: data.claims.exp };
         self.verified.borrow_mut().insert(token.to_owned(), seen);
-        Ok(principal)
+        Ok(claimed)
     }
 }
 
@@ -219,10 +237,11 @@ mod tests {
     fn remembered_tokens_still_need_their_exact_bytes() {
         let tokens = service();
         let principal = Principal { user: UserId(7), role: Role::User };
-        let token = tokens.issue(principal).unwrap().access_token;
-        assert_eq!(tokens.verify(&token), Ok(principal));
+        let token = tokens.issue(principal, 3).unwrap().access_token;
+        let claimed = Claimed { principal, version: 3 };
+        assert_eq!(tokens.verify(&token), Ok(claimed));
         assert!(tokens.verified.borrow_mut().contains_key(&token), "the verified token is remembered");
-        assert_eq!(tokens.verify(&token), Ok(principal), "second check, from memory");
+        assert_eq!(tokens.verify(&token), Ok(claimed), "second check, from memory");
         // A tampered signature is a different string: checked in full.
         let at = token.rfind('.').unwrap() + 5;
         let flipped = if token.as_bytes()[at] == b'A' { "B" } else { "A" };
@@ -248,6 +267,7 @@ mod tests {
             nbf: iat.min(unix_now()),
             exp,
             jti: None,
+            ver: 0,
         }
     }
 
@@ -267,8 +287,10 @@ mod tests {
             let data = jsonwebtoken::dangerous::insecure_decode::<Claims>(token).unwrap();
             data.claims.jti.unwrap()
         };
-        let (a, b) =
-            (tokens.issue(principal).unwrap().access_token, tokens.issue(principal).unwrap().access_token);
+        let (a, b) = (
+            tokens.issue(principal, 0).unwrap().access_token,
+            tokens.issue(principal, 0).unwrap().access_token,
+        );
         assert_eq!(jti(&a).len(), 32);
         assert_ne!(jti(&a), jti(&b), "same user, same second, different tokens");
     }

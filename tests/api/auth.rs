@@ -110,14 +110,63 @@ async fn user_story(addr: SocketAddr) {
         call(addr, "PATCH", "/v1/users/me", Some(&token), Some(&json!({"name": "Ada Lovelace"}))).await;
     assert_eq!(patched.status, 200);
     assert_eq!(patched.json()["name"], "Ada Lovelace");
-    let new_password =
-        call(addr, "PATCH", "/v1/users/me", Some(&token), Some(&json!({"password": "battery staple"}))).await;
-    assert_eq!(new_password.status, 200);
-    assert_error(&login(addr, "ada@example.com", "correct horse").await, 401, "invalid_credentials");
-    token_for(addr, "ada@example.com", "battery staple").await;
+    session_story(addr, &token).await;
 
     let ready = call(addr, "GET", "/readyz", None, None).await;
     assert_eq!(ready.status, 200);
+}
+
+/// The session of Ada (password "correct horse", `token` from a login):
+/// refresh tokens rotate, a replayed one ends its session, logout ends it,
+/// and a password change needs the current one and ends every session
+/// begun before it.
+async fn session_story(addr: SocketAddr, token: &str) {
+    let refresh = |refresh_token: String| async move {
+        call(addr, "POST", "/v1/auth/refresh", None, Some(&json!({"refresh_token": refresh_token}))).await
+    };
+    let session = login(addr, "ada@example.com", "correct horse").await.json();
+    assert_eq!(session["refresh_expires_in"], 30 * 86_400, "{session}");
+    let first = session["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(first.len(), 64);
+    let rotated = refresh(first.clone()).await;
+    assert_eq!(rotated.status, 200, "{}", String::from_utf8_lossy(&rotated.body));
+    assert_eq!(rotated.header("cache-control"), Some("no-store"));
+    let rotated = rotated.json();
+    let (second, access) =
+        (rotated["refresh_token"].as_str().unwrap(), rotated["access_token"].as_str().unwrap());
+    assert_ne!(second, first);
+    assert_eq!(call(addr, "GET", "/v1/users/me", Some(access), None).await.status, 200);
+    // The first token, presented again, was copied: the whole family ends,
+    // the token it was exchanged for included.
+    assert_error(&refresh(first).await, 401, "invalid_token");
+    assert_error(&refresh(second.to_owned()).await, 401, "invalid_token");
+    assert_error(&refresh("f".repeat(64)).await, 401, "invalid_token");
+
+    // Logout ends a session; it answers the same for any token.
+    let other = login(addr, "ada@example.com", "correct horse").await.json()["refresh_token"].clone();
+    let logout = call(addr, "POST", "/v1/auth/logout", None, Some(&json!({"refresh_token": other}))).await;
+    assert_eq!(logout.status, 204);
+    let logout = call(addr, "POST", "/v1/auth/logout", None, Some(&json!({"refresh_token": "nope"}))).await;
+    assert_eq!(logout.status, 204);
+    assert_error(&refresh(other.as_str().unwrap().to_owned()).await, 401, "invalid_token");
+
+    // A password change needs the current password...
+    let kept = login(addr, "ada@example.com", "correct horse").await.json()["refresh_token"].clone();
+    let change =
+        |body: Value| async move { call(addr, "PATCH", "/v1/users/me", Some(token), Some(&body)).await };
+    assert_eq!(fields_named(&change(json!({"password": "battery staple"})).await), ["current_password"]);
+    let wrong = change(json!({"password": "battery staple", "current_password": "wrong horse"})).await;
+    assert_eq!(fields_named(&wrong), ["current_password"]);
+    assert_eq!(fields_named(&change(json!({"email": "ada2@example.com"})).await), ["current_password"]);
+    let changed = change(json!({"password": "battery staple", "current_password": "correct horse"})).await;
+    assert_eq!(changed.status, 200, "{}", String::from_utf8_lossy(&changed.body));
+    // ...and ends every token and session issued before it.
+    assert_error(&call(addr, "GET", "/v1/users/me", Some(token), None).await, 401, "invalid_token");
+    assert_error(&call(addr, "GET", "/v1/users/me", Some(access), None).await, 401, "invalid_token");
+    assert_error(&refresh(kept.as_str().unwrap().to_owned()).await, 401, "invalid_token");
+    assert_error(&login(addr, "ada@example.com", "correct horse").await, 401, "invalid_credentials");
+    let fresh = token_for(addr, "ada@example.com", "battery staple").await;
+    assert_eq!(call(addr, "GET", "/v1/users/me", Some(&fresh), None).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,6 +333,55 @@ async fn users_see_only_themselves_and_admins_see_everyone() {
     let root_token = token_for(addr, "root@example.com", "root password").await;
     let seen = call(addr, "GET", &format!("/v1/users/{bob}?fields=email"), Some(&root_token), None).await;
     assert_eq!(seen.json(), json!({"email": "bob@example.com"}));
+    let root = created["id"].as_i64().unwrap();
+
+    // Role changes and deletions: administrators only, never their own,
+    // and they end the user's tokens at the next request.
+    let set_role = |id: i64, token: String, role: &'static str| async move {
+        call(addr, "PATCH", &format!("/v1/users/{id}"), Some(&token), Some(&json!({"role": role}))).await
+    };
+    assert_error(&set_role(bob, ada_token.clone(), "admin").await, 403, "forbidden");
+    assert_eq!(fields_named(&set_role(root, root_token.clone(), "user").await), ["id"]);
+    assert_eq!(fields_named(&set_role(bob, root_token.clone(), "owner").await), ["role"]);
+    let promoted = set_role(bob, root_token.clone(), "admin").await;
+    assert_eq!(promoted.status, 200, "{}", String::from_utf8_lossy(&promoted.body));
+    assert_eq!(promoted.json()["role"], "admin");
+    let bob_token = token_for(addr, "bob@example.com", "correct horse").await;
+    let as_admin = call(addr, "GET", &format!("/v1/users/{ada}"), Some(&bob_token), None).await;
+    assert_eq!(as_admin.status, 200, "an admin sees anyone");
+    assert_eq!(set_role(bob, root_token.clone(), "user").await.status, 200);
+    // The demoted admin's token, signed while an admin, no longer works.
+    assert_error(
+        &call(addr, "GET", &format!("/v1/users/{ada}"), Some(&bob_token), None).await,
+        401,
+        "invalid_token",
+    );
+
+    let delete = |id: i64, token: String| async move {
+        call(addr, "DELETE", &format!("/v1/users/{id}"), Some(&token), None).await
+    };
+    let ada_refresh = login(addr, "ada@example.com", "correct horse").await.json()["refresh_token"].clone();
+    assert_error(&delete(ada, ada_token.clone()).await, 403, "forbidden");
+    assert_eq!(fields_named(&delete(root, root_token.clone()).await), ["id"]);
+    assert_eq!(delete(ada, root_token.clone()).await.status, 204);
+    assert_error(&delete(ada, root_token.clone()).await, 404, "not_found");
+    assert_error(&call(addr, "GET", "/v1/users/me", Some(&ada_token), None).await, 401, "invalid_token");
+    assert_error(&login(addr, "ada@example.com", "correct horse").await, 401, "invalid_credentials");
+    let refreshed =
+        call(addr, "POST", "/v1/auth/refresh", None, Some(&json!({"refresh_token": ada_refresh}))).await;
+    assert_error(&refreshed, 401, "invalid_token");
+    assert_error(
+        &call(addr, "GET", &format!("/v1/users/{ada}"), Some(&root_token), None).await,
+        404,
+        "not_found",
+    );
+    // The address is free again.
+    assert_eq!(register(addr, "ada@example.com", "correct horse", "Ada").await.status, 201);
+    // Every one of these left an audit line, with who did it.
+    let log = drover.log();
+    for event in ["role_changed", "user_deleted", "by_user_id"] {
+        assert!(log.contains(event), "{event} in {log}");
+    }
 }
 
 #[derive(Serialize)]
@@ -530,10 +628,21 @@ async fn security_events_are_audited_with_the_request_id_and_never_a_secret() {
         "PATCH",
         "/v1/users/me",
         Some(&token),
-        Some(&json!({"password": "second password", "email": "audit2@example.com"})),
+        Some(&json!({
+            "password": "second password",
+            "email": "audit2@example.com",
+            "current_password": "first password"
+        })),
     )
     .await;
     assert_eq!(changed.status, 200);
+    let refresh_token = login(addr, "audit2@example.com", "second password").await.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..2 {
+        call(addr, "POST", "/v1/auth/refresh", None, Some(&json!({"refresh_token": refresh_token}))).await;
+    }
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let audit: Vec<Value> = loop {
@@ -543,7 +652,7 @@ async fn security_events_are_audited_with_the_request_id_and_never_a_secret() {
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
             .filter(|line| line["target"] == "drover::audit")
             .collect();
-        if lines.len() >= 5 || std::time::Instant::now() > deadline {
+        if lines.len() >= 7 || std::time::Instant::now() > deadline {
             break lines;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -551,7 +660,15 @@ async fn security_events_are_audited_with_the_request_id_and_never_a_secret() {
     let events: Vec<&str> = audit.iter().map(|line| line["event"].as_str().unwrap_or("?")).collect();
     assert_eq!(
         events,
-        ["registered", "login_failed", "login_succeeded", "password_changed", "email_changed"]
+        [
+            "registered",
+            "login_failed",
+            "login_succeeded",
+            "password_changed",
+            "email_changed",
+            "login_succeeded",
+            "refresh_token_reused"
+        ]
     );
     let failed_line = &audit[1];
     assert_eq!(failed_line["email"], "audit@example.com");
@@ -559,7 +676,7 @@ async fn security_events_are_audited_with_the_request_id_and_never_a_secret() {
     assert_eq!(failed_line["request_id"], failed.header("x-request-id").unwrap());
     assert!(audit.iter().all(|line| line["request_id"].as_str().is_some_and(|id| !id.is_empty())));
     let log = drover.log();
-    for secret in ["first password", "second password", "not the password", token.as_str()] {
+    for secret in ["first password", "second password", "not the password", &token, &refresh_token] {
         assert!(!log.contains(secret), "the log shows {secret:?}");
     }
 }

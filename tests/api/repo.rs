@@ -98,6 +98,7 @@ on_every_backend!(
     products_list_in_pages_with_only_the_asked_for_columns,
     idempotency_keys_claim_replay_expire_and_release,
     orders_round_trip_and_change_state_once,
+    sessions_rotate_once_revoke_by_family_and_deleted_users_vanish,
 );
 
 fn new_user(email: &str, name: &str) -> NewUser {
@@ -487,4 +488,56 @@ async fn orders_round_trip_and_change_state_once(db: Rc<Database>) {
     assert!(!repo.transition(order.id, OrderStatus::Placed, OrderStatus::Cancelled, now).await.unwrap());
     assert_eq!(repo.find(order.id).await.unwrap().unwrap().status, OrderStatus::Paid);
     assert!(repo.find(OrderId(987_654)).await.unwrap().is_none());
+}
+
+async fn sessions_rotate_once_revoke_by_family_and_deleted_users_vanish(db: Rc<Database>) {
+    use drover::resources::sessions::{SessionRepo, SqlSessionRepo, Standing};
+    let users = &db.users;
+    let ada = users.create(&new_user("ada@example.com", "Ada")).await.unwrap();
+    let repo = SqlSessionRepo::new(db.sql());
+    assert_eq!(repo.standing(ada.id).await.unwrap(), Some(Standing { role: Role::User, token_version: 0 }));
+    assert_eq!(repo.password_hash(ada.id).await.unwrap().as_deref(), Some("hash-of-ada@example.com"));
+
+    // A password change raises the version; a patch without it does not.
+    let patch = UserPatch { password_hash: Some("new".into()), revoke_tokens: true, ..UserPatch::default() };
+    users.update(ada.id, &patch).await.unwrap().unwrap();
+    let patch = UserPatch { name: Some(UserName::parse("Ada L").unwrap()), ..UserPatch::default() };
+    users.update(ada.id, &patch).await.unwrap().unwrap();
+    assert_eq!(repo.standing(ada.id).await.unwrap().unwrap().token_version, 1);
+    let credentials = users.credentials(&UserEmail::parse("ada@example.com").unwrap()).await.unwrap();
+    assert_eq!(credentials.unwrap().token_version, 1);
+
+    // A token is used once; its family is revoked as a whole.
+    let (now, later) = (at(1_000_000), at(2_000_000));
+    repo.insert_refresh("h1", "fam", ada.id, 1, now, later).await.unwrap();
+    repo.insert_refresh("h2", "fam", ada.id, 1, now, later).await.unwrap();
+    repo.insert_refresh("other", "fam2", ada.id, 1, now, later).await.unwrap();
+    assert!(repo.use_refresh("h1", now).await.unwrap());
+    assert!(!repo.use_refresh("h1", now).await.unwrap(), "a token is exchanged once");
+    assert!(!repo.use_refresh("h2", later).await.unwrap(), "not after it expired");
+    let record = repo.find_refresh("h1").await.unwrap().unwrap();
+    assert_eq!(
+        (record.family.as_str(), record.user, record.used, record.revoked),
+        ("fam", ada.id, true, false)
+    );
+    assert_eq!(repo.revoke_family("fam", now).await.unwrap(), 2);
+    assert!(repo.find_refresh("h2").await.unwrap().unwrap().revoked);
+    assert!(!repo.find_refresh("other").await.unwrap().unwrap().revoked, "another family is untouched");
+    assert_eq!(repo.find_refresh("nope").await.unwrap(), None);
+
+    // A deleted user is gone for every read, its email free again.
+    assert!(repo.delete_user(ada.id, now).await.unwrap());
+    assert!(!repo.delete_user(ada.id, now).await.unwrap(), "deleted once");
+    assert_eq!(repo.standing(ada.id).await.unwrap(), None);
+    assert_eq!(repo.password_hash(ada.id).await.unwrap(), None);
+    assert_eq!(users.find(ada.id, UserFields::ALL).await.unwrap(), None);
+    let email = UserEmail::parse("ada@example.com").unwrap();
+    assert!(users.credentials(&email).await.unwrap().is_none());
+    assert!(users
+        .update(ada.id, &UserPatch { revoke_tokens: true, ..UserPatch::default() })
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(repo.revoke_user(ada.id, now).await.unwrap(), 1, "the other family's token");
+    users.create(&new_user("ada@example.com", "Ada again")).await.expect("the email is free again");
 }

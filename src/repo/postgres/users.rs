@@ -22,17 +22,21 @@ fn sql(query: Query) -> String {
     match query {
         Query::Find(mask) => {
             let columns: Vec<&str> = UserFields::from_mask(mask).iter().map(UserField::name).collect();
-            format!("SELECT {} FROM users WHERE id = $1", columns.join(", "))
+            format!("SELECT {} FROM users WHERE id = $1 AND deleted_at IS NULL", columns.join(", "))
         }
         Query::Create => format!(
             "INSERT INTO users (email, name, role, password_hash) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
         ),
-        Query::Credentials => "SELECT id, role, password_hash FROM users WHERE email = $1".into(),
+        Query::Credentials => {
+            "SELECT id, role, password_hash, token_version FROM users WHERE email = $1 AND deleted_at IS NULL"
+                .into()
+        }
         // One statement for every patch: NULL leaves a column as it is.
         Query::Update => format!(
             "UPDATE users SET email = COALESCE($2, email), name = COALESCE($3, name), \
-             password_hash = COALESCE($4, password_hash), role = COALESCE($5, role), updated_at = now() \
-             WHERE id = $1 RETURNING {COLUMNS}"
+             password_hash = COALESCE($4, password_hash), role = COALESCE($5, role), \
+             token_version = token_version + $6, updated_at = now() \
+             WHERE id = $1 AND deleted_at IS NULL RETURNING {COLUMNS}"
         ),
     }
 }
@@ -107,9 +111,12 @@ impl UserRepo for PgUserRepo {
         let email = patch.email.as_ref().map(UserEmail::as_str);
         let name = patch.name.as_ref().map(UserName::as_str);
         let role = patch.role.map(Role::as_str);
+        let revoke = i64::from(patch.revoke_tokens);
         let row = self
             .db
-            .timed(client.query_opt(&statement, &[&id.0, &email, &name, &patch.password_hash, &role]))
+            .timed(
+                client.query_opt(&statement, &[&id.0, &email, &name, &patch.password_hash, &role, &revoke]),
+            )
             .await?;
         row.map(|row| rows::user(&row)).transpose()
     }

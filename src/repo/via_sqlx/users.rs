@@ -110,14 +110,16 @@ where
 
     async fn find(&self, id: UserId, fields: UserFields) -> Result<Option<UserView>, RepoError> {
         let columns: Vec<&str> = fields.iter().map(UserField::name).collect();
-        let sql = format!("SELECT {} FROM users WHERE id = ?", columns.join(", "));
+        let sql = format!("SELECT {} FROM users WHERE id = ? AND deleted_at IS NULL", columns.join(", "));
         let row = self.fetch_optional(sqlx::query::<DB>(&sql).bind(id.0)).await?;
         row.map(|row| rows::view(&row, fields)).transpose()
     }
 
     async fn credentials(&self, email: &UserEmail) -> Result<Option<Credentials>, RepoError> {
-        let query = sqlx::query::<DB>("SELECT id, role, password_hash FROM users WHERE email = ?")
-            .bind(email.as_str());
+        let query = sqlx::query::<DB>(
+            "SELECT id, role, password_hash, token_version FROM users WHERE email = ? AND deleted_at IS NULL",
+        )
+        .bind(email.as_str());
         let row = self.fetch_optional(query).await?;
         row.map(|row| rows::credentials(&row)).transpose()
     }
@@ -125,14 +127,15 @@ where
     async fn update(&self, id: UserId, patch: &UserPatch) -> Result<Option<User>, RepoError> {
         // One statement for every patch: NULL leaves a column as it is.
         let set = "UPDATE users SET email = COALESCE(?, email), name = COALESCE(?, name), \
-                   password_hash = COALESCE(?, password_hash), role = COALESCE(?, role), updated_at = ? \
-                   WHERE id = ?";
+                   password_hash = COALESCE(?, password_hash), role = COALESCE(?, role), \
+                   token_version = token_version + ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL";
         let bind = |sql| {
             sqlx::query::<DB>(sql)
                 .bind(patch.email.as_ref().map(UserEmail::as_str))
                 .bind(patch.name.as_ref().map(UserName::as_str))
                 .bind(patch.password_hash.as_deref())
                 .bind(patch.role.map(Role::as_str))
+                .bind(i64::from(patch.revoke_tokens))
                 .bind(millis(SystemTime::now()))
                 .bind(id.0)
         };
@@ -140,7 +143,7 @@ where
             let sql = format!("{set} RETURNING {COLUMNS}");
             self.fetch_optional(bind(&sql)).await
         } else {
-            let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?");
+            let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ? AND deleted_at IS NULL");
             self.write_then_read(bind(set), sqlx::query::<DB>(&sql).bind(id.0)).await
         };
         let row = row.map_err(|e| e.unique_is("email"))?;
