@@ -22,6 +22,10 @@ LOAD_CPU=${LOAD_CPU:-1}
 WAIT_TRIES=${WAIT_TRIES:-100}
 DROVER_BIN=${DROVER_BIN:-$TARGET_DIR/release/drover}
 DROVER_ARGS=${DROVER_ARGS:-}
+# A load generator is one address logging in and registering as fast as it
+# can: exactly what [rate_limit] refuses. The benches measure the server,
+# not its limits; DROVER_RATE_LIMIT__ENABLED=true puts them back.
+export DROVER_RATE_LIMIT__ENABLED=${DROVER_RATE_LIMIT__ENABLED:-false}
 
 # The script's file name, for die's messages (run.sh, users.sh, ...).
 BENCH_SCRIPT=${BASH_SOURCE[-1]##*/}

@@ -111,5 +111,10 @@ pub async fn build(config: &Config, context: WorkerContext) -> Result<Routes, St
         bench: config.bench.enabled,
         allow_dotless_email_domains: config.auth.allow_dotless_email_domains,
         cors: crate::http::Cors::new(&config.http.cors).map(std::rc::Rc::new),
+        rate_limits: crate::http::rate_limit::RateLimits::new(
+            &config.rate_limit,
+            &config.server.trusted_proxies,
+            context.broadcast.clone(),
+        ),
     }))
 }

@@ -24,6 +24,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub log: LogConfig,
     pub bench: BenchConfig,
+    pub rate_limit: RateLimitConfig,
 }
 
 /// The supervisor's own settings.
@@ -50,6 +51,8 @@ pub struct ServerConfig {
     /// Where state lives; `None` for the default (see [`Config::data_dir`]).
     #[serde(deserialize_with = "values::optional_path")]
     pub data_dir: Option<PathBuf>,
+    #[serde(deserialize_with = "values::networks")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Worker lifecycle settings.
@@ -98,6 +101,32 @@ pub struct HttpConfig {
 
 /// Cross-origin requests from browsers (`[http.cors]`); off while
 /// `allowed_origins` is empty.
+/// `[rate_limit]`: host-wide limits, kept by the supervisor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub login_per_ip: RateConfig,
+    pub login_free_failures: u32,
+    #[serde(deserialize_with = "values::duration")]
+    pub login_delay: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub login_max_delay: Duration,
+    pub register_per_ip: RateConfig,
+    pub per_ip: RateConfig,
+    pub per_user: RateConfig,
+}
+
+/// `requests` per `period`: a burst of `requests` that refills evenly.
+/// `requests = 0` is no limit.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    pub requests: u32,
+    #[serde(deserialize_with = "values::duration")]
+    pub period: Duration,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
@@ -288,6 +317,23 @@ impl Config {
         }
         if self.auth.token_ttl < Duration::from_secs(10) {
             return Err(("auth.token_ttl", "must be at least 10s".into()));
+        }
+        let rates = [
+            ("rate_limit.login_per_ip.period", self.rate_limit.login_per_ip),
+            ("rate_limit.register_per_ip.period", self.rate_limit.register_per_ip),
+            ("rate_limit.per_ip.period", self.rate_limit.per_ip),
+            ("rate_limit.per_user.period", self.rate_limit.per_user),
+        ];
+        for (key, rate) in rates {
+            if rate.requests > 0 && rate.period.is_zero() {
+                return Err((key, "must be more than 0 when requests is set".into()));
+            }
+        }
+        if self.rate_limit.login_delay.is_zero() {
+            return Err(("rate_limit.login_delay", "must be more than 0".into()));
+        }
+        if self.rate_limit.login_max_delay < self.rate_limit.login_delay {
+            return Err(("rate_limit.login_max_delay", "must be at least rate_limit.login_delay".into()));
         }
         if self.auth.refresh_ttl < self.auth.token_ttl {
             return Err(("auth.refresh_ttl", "must be at least auth.token_ttl".into()));

@@ -40,6 +40,29 @@ pub fn addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Erro
         .collect()
 }
 
+/// Addresses or CIDR blocks (`10.0.0.0/8`, `::1`); an address alone is a
+/// block of one.
+pub fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let items = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(text) if text.trim().is_empty() => Vec::new(),
+        OneOrMany::One(text) => text.split(',').map(str::to_owned).collect(),
+        OneOrMany::Many(items) => items,
+    };
+    items
+        .iter()
+        .map(|item| {
+            let item = item.trim();
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    D::Error::custom(format!(
+                        "{item:?} is not an address or network such as \"10.0.0.0/8\" or \"::1\""
+                    ))
+                })
+        })
+        .collect()
+}
+
 pub fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     let text = String::deserialize(d)?;
     Ok((!text.is_empty()).then(|| PathBuf::from(text)))

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::users::UserBody;
 use super::{extract, reply, ApiError, Params, Reply, RouteTable, State};
 use crate::domain::{Password, Role, UserName};
+use crate::service::{audit, ServiceError};
 
 pub fn routes(table: &mut RouteTable) {
     table.add("/v1/auth/register", Method::POST, register);
@@ -31,8 +32,10 @@ struct RegisterBody {
 }
 
 fn register(state: &Rc<State>, request: Request, _params: Params) -> Reply {
+    let client = state.rate_limits.client_ip(&request);
     let state = state.clone();
     Reply::later(async move {
+        state.rate_limits.before_register(client).await?;
         let body: RegisterBody = extract::json(request, state.small_body_limit()).await?;
         // garde checked the syntax; parsing normalises (trim, lower-case).
         let email = extract::new_email(&state, &body.email)?;
@@ -89,12 +92,33 @@ fn session_reply(session: crate::service::Session) -> drover_worker::Response {
     ))
 }
 
+/// Refused with 429 before any hashing work when the client's address has
+/// spent its login budget, or the account is waiting out the backoff its
+/// wrong passwords started.
 fn login(state: &Rc<State>, request: Request, _params: Params) -> Reply {
+    let client = state.rate_limits.client_ip(&request);
     let state = state.clone();
     Reply::later(async move {
         let body: LoginBody = extract::json(request, state.small_body_limit()).await?;
-        let session = state.auth.login(&body.email, &body.password).await?;
-        Ok(session_reply(session))
+        let limits = &state.rate_limits;
+        limits.before_login(client, &body.email).await?;
+        match state.auth.login(&body.email, &body.password).await {
+            Ok(session) => {
+                limits.login_succeeded(&body.email).await;
+                Ok(session_reply(session))
+            }
+            Err(ServiceError::BadCredentials) => {
+                let wait = limits.login_failed(&body.email).await;
+                if !wait.is_zero() {
+                    audit::record(audit::Event::LoginLockedOut {
+                        email: &body.email,
+                        retry_after_secs: wait.as_secs().max(1),
+                    });
+                }
+                Err(ApiError::BadCredentials)
+            }
+            Err(error) => Err(error.into()),
+        }
     })
 }
 

@@ -64,6 +64,10 @@ pub enum ApiError {
     Unavailable,
     /// 503 with `Retry-After`: the CPU pool (password hashing) is full.
     Busy,
+    /// 429 `too_many_requests`: over a `[rate_limit]`; `policy` names it,
+    /// with its quota (`limit` per `window_secs`), for the `RateLimit`
+    /// headers.
+    TooManyRequests { policy: &'static str, limit: u32, window_secs: u64, retry_after_secs: u64 },
     /// 500: a bug or an unexpected failure, logged under `id`.
     Internal { id: String },
 }
@@ -93,6 +97,12 @@ impl ApiError {
 
     fn describe(&self) -> (StatusCode, &'static str, String, Vec<ErrorDetail>) {
         match self {
+            ApiError::TooManyRequests { retry_after_secs, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!("too many requests; retry in {retry_after_secs} s"),
+                vec![],
+            ),
             ApiError::Invalid { details } => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -257,6 +267,20 @@ impl ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 );
+            }
+            ApiError::TooManyRequests { policy, limit, window_secs, retry_after_secs } => {
+                // draft-ietf-httpapi-ratelimit-headers: the policy's quota
+                // and window, and what is left of it with when it resets.
+                let values = [
+                    (header::RETRY_AFTER.as_str(), retry_after_secs.to_string()),
+                    ("ratelimit-policy", format!("\"{policy}\";q={limit};w={window_secs}")),
+                    ("ratelimit", format!("\"{policy}\";r=0;t={retry_after_secs}")),
+                ];
+                for (name, value) in values {
+                    if let Ok(value) = HeaderValue::from_str(&value) {
+                        headers.insert(name, value);
+                    }
+                }
             }
             ApiError::Unavailable | ApiError::Busy | ApiError::RequestInProgress => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -344,6 +344,11 @@ enum Refusal {
 }
 
 impl Authenticated {
+    /// The principal, when the token was accepted.
+    pub fn principal(&self) -> Option<Principal> {
+        self.0.as_ref().ok().copied()
+    }
+
     pub async fn resolve(state: &State, token: &str) -> Self {
         let refusal = match state.auth.authenticate(token).await {
             Ok(principal) => return Self(Ok(principal)),

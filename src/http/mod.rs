@@ -8,6 +8,7 @@ mod cors;
 mod error;
 pub(crate) mod extract;
 mod health;
+pub(crate) mod rate_limit;
 mod ready;
 pub(crate) mod reply;
 mod users;
@@ -36,6 +37,8 @@ pub struct State {
     pub allow_dotless_email_domains: bool,
     /// `[http.cors]`; `None` while it is off.
     pub cors: Option<Rc<cors::Cors>>,
+    /// `[rate_limit]`.
+    pub rate_limits: rate_limit::RateLimits,
 }
 
 pub use cors::Cors;
@@ -138,15 +141,32 @@ impl Routes {
         // A bearer token is checked against its user's record before the
         // handler runs, which reads the outcome synchronously
         // (`extract::principal`). A malformed header is the handler's to
-        // refuse, on routes that need a principal at all.
-        if let Ok(Some(token)) = extract::bearer(&request) {
-            let (token, state) = (token.to_owned(), self.state.clone());
+        // refuse, on routes that need a principal at all. The general rate
+        // limits, when configured, come first: a refusal costs no lookup.
+        let limits = &self.state.rate_limits;
+        let per_ip = limits.per_ip_key(resource.path, &request);
+        let per_user = limits.per_user_applies(resource.path);
+        let token = extract::bearer(&request).ok().flatten().map(str::to_owned);
+        if per_ip.is_some() || token.is_some() {
+            let state = self.state.clone();
             let mut request = request;
             return (
                 resource.path,
                 Reply::Pending(Box::pin(async move {
-                    let authenticated = extract::Authenticated::resolve(&state, &token).await;
-                    request.extensions_mut().insert(authenticated);
+                    if let Some(ip) = per_ip {
+                        if let Err(error) = state.rate_limits.check_per_ip(ip).await {
+                            return error.into_response();
+                        }
+                    }
+                    if let Some(token) = token {
+                        let authenticated = extract::Authenticated::resolve(&state, &token).await;
+                        if let (true, Some(principal)) = (per_user, authenticated.principal()) {
+                            if let Err(error) = state.rate_limits.check_per_user(principal.user.0).await {
+                                return error.into_response();
+                            }
+                        }
+                        request.extensions_mut().insert(authenticated);
+                    }
                     handler(&state, request, params).await
                 })),
             );

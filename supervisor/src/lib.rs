@@ -11,6 +11,7 @@
 
 pub mod activation;
 pub mod control;
+pub mod limits;
 pub mod metrics;
 mod notify;
 pub mod protocol;

@@ -25,6 +25,9 @@ pub enum WorkerMessage {
     Publish { seq: u64, channel: String, message: String },
     /// This worker has handled a [`SupervisorMessage::Deliver`].
     Delivered { origin: u64, seq: u64 },
+    /// Apply these host-wide limits ([`crate::limits`]); answered with
+    /// [`SupervisorMessage::Limited`] and the same `seq`.
+    Limit { seq: u64, checks: Vec<crate::limits::LimitCheck> },
 }
 
 /// What the supervisor tells a worker.
@@ -42,6 +45,8 @@ pub enum SupervisorMessage {
     Deliver { origin: u64, seq: u64, channel: String, message: String },
     /// Every other worker has handled the publish with this `seq`.
     Published { seq: u64 },
+    /// The verdicts of a [`WorkerMessage::Limit`], one per check.
+    Limited { seq: u64, verdicts: Vec<crate::limits::Verdict> },
 }
 
 /// A worker's running totals, as of its last heartbeat.

@@ -219,6 +219,8 @@ pub struct Supervisor {
     fatal: Option<i32>,
     /// Publishes relayed between workers, by (publisher, its sequence).
     publishes: BTreeMap<(WorkerId, u64), PendingPublish>,
+    /// The host-wide rate limits the workers ask about.
+    limits: crate::limits::Limits,
     /// Slots waiting to be recycled (max requests, max RSS), with why.
     recycle_queue: VecDeque<(usize, &'static str)>,
     notifier: Notifier,
@@ -310,6 +312,7 @@ impl Supervisor {
             events_rx,
             fatal: None,
             publishes: BTreeMap::new(),
+            limits: crate::limits::Limits::default(),
             recycle_queue: VecDeque::new(),
             notifier: Notifier::from_env(),
             store_sockets,
@@ -530,6 +533,12 @@ impl Supervisor {
             WorkerMessage::Exiting { reason } => worker.exit_reason = Some(reason),
             WorkerMessage::Publish { seq, channel, message } => self.relay(id, seq, channel, message),
             WorkerMessage::Delivered { origin, seq } => self.delivered(origin, seq, id),
+            WorkerMessage::Limit { seq, checks } => {
+                let verdicts = self.limits.apply(&checks);
+                if let Some(worker) = self.workers.get(&id) {
+                    let _ = worker.commands.send(Command::Send(SupervisorMessage::Limited { seq, verdicts }));
+                }
+            }
         }
     }
 

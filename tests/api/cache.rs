@@ -162,7 +162,7 @@ fn which(program: &str) -> Option<PathBuf> {
 }
 
 /// One keep-alive connection per worker, keyed by pid.
-async fn connection_per_worker(addr: SocketAddr, workers: usize) -> HashMap<u64, Conn> {
+pub async fn connection_per_worker(addr: SocketAddr, workers: usize) -> HashMap<u64, Conn> {
     let mut conns = HashMap::new();
     for _ in 0..500 {
         let mut conn = Conn::connect(addr).await.unwrap();

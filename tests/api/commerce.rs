@@ -491,9 +491,16 @@ async fn no_oversell(drover: &Drover, database_url: Option<&str>) {
     assert_eq!(stock(addr, &admin, product).await, json!({"on_hand": 0, "reserved": 0, "available": 0}));
 }
 
+/// 21 users register and log in from one address, past the default
+/// per-address budgets (tests/api/rate_limits.rs tests those).
+const MANY_USERS: [(&str, &str); 2] = [
+    ("DROVER_RATE_LIMIT__REGISTER_PER_IP__REQUESTS", "100"),
+    ("DROVER_RATE_LIMIT__LOGIN_PER_IP__REQUESTS", "100"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_oversell_on_sqlite() {
-    let drover = Drover::start(2);
+    let drover = Drover::start_with(Options { workers: 2, env: MANY_USERS.to_vec(), ..Options::default() });
     no_oversell(&drover, None).await;
 }
 
@@ -503,6 +510,7 @@ async fn no_oversell_on_postgres() {
     let drover = Drover::start_with(Options {
         workers: 2,
         args: vec!["--database-url", &db.url],
+        env: MANY_USERS.to_vec(),
         ..Options::default()
     });
     no_oversell(&drover, Some(&db.url)).await;
@@ -514,6 +522,7 @@ async fn no_oversell_on_mariadb() {
     let drover = Drover::start_with(Options {
         workers: 2,
         args: vec!["--database-url", &db.url],
+        env: MANY_USERS.to_vec(),
         ..Options::default()
     });
     no_oversell(&drover, Some(&db.url)).await;

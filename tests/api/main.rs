@@ -19,6 +19,7 @@ mod metrics;
 mod outage;
 mod parsing;
 mod perms;
+mod rate_limits;
 mod repo;
 mod stalls;
 mod supervisor;

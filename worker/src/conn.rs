@@ -538,7 +538,9 @@ impl<A: App> hyper::service::Service<http::Request<Incoming>> for ConnService<A>
         let (route, answer) = match limits::check(&request, &shared.limits) {
             Some(refusal) => ("refused", Answer::Now(Some(refusal))),
             None => {
-                let (route, answer) = request_id::with_current(&mut id, || shared.app.call(request));
+                let (route, answer) = request_id::with_current(&mut id, || {
+                    crate::peer::with_wire(&self.wire, || shared.app.call(request))
+                });
                 (route, Answer::Later(answer))
             }
         };

@@ -8,6 +8,7 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
 use std::time::Duration;
 
+use drover_supervisor::limits::{LimitCheck, Limits, Verdict};
 use drover_supervisor::protocol::{self, SupervisorMessage, WorkerMessage};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
@@ -19,6 +20,10 @@ use crate::stats::Stats;
 /// supervisor gives up on slow recipients sooner (250 ms); this only covers
 /// a supervisor that stopped answering.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long [`Broadcast::limit`] waits for the supervisor's verdicts before
+/// it decides with this worker's own state.
+const LIMIT_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Why the worker starts draining.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +86,9 @@ type Handler = Rc<dyn Fn(&str)>;
 /// application publishes on a channel and subscribes to channels. A publish
 /// returns once every other worker has run its handlers, which is what lets
 /// a writer invalidate every worker's cached copy before it answers.
+///
+/// It also carries the host-wide rate limits ([`Broadcast::limit`]), which
+/// the supervisor keeps for every worker.
 #[derive(Clone)]
 pub struct Broadcast {
     inner: Rc<BroadcastInner>,
@@ -90,6 +98,11 @@ struct BroadcastInner {
     writer: Rc<ControlWriter>,
     handlers: RefCell<HashMap<String, Vec<Handler>>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<()>>>,
+    pending_limits: RefCell<HashMap<u64, oneshot::Sender<Vec<Verdict>>>>,
+    /// Used without a supervisor, or when it does not answer in time: this
+    /// worker's own view, so limits still hold (per worker) rather than
+    /// failing open.
+    local_limits: RefCell<Limits>,
     next_seq: Cell<u64>,
 }
 
@@ -100,6 +113,8 @@ impl Broadcast {
                 writer,
                 handlers: RefCell::new(HashMap::new()),
                 pending: RefCell::new(HashMap::new()),
+                pending_limits: RefCell::new(HashMap::new()),
+                local_limits: RefCell::new(Limits::default()),
                 next_seq: Cell::new(1),
             }),
         }
@@ -135,6 +150,37 @@ impl Broadcast {
         if tokio::time::timeout(PUBLISH_TIMEOUT, wait).await.is_err() {
             self.inner.pending.borrow_mut().remove(&seq);
             tracing::warn!(channel, "publish not acknowledged in time");
+        }
+    }
+
+    /// Applies rate limits host-wide: the supervisor answers for every
+    /// worker (see `drover_supervisor::limits`). One verdict per check.
+    pub async fn limit(&self, checks: Vec<LimitCheck>) -> Vec<Verdict> {
+        if checks.is_empty() {
+            return Vec::new();
+        }
+        if !self.inner.writer.connected() {
+            return self.inner.local_limits.borrow_mut().apply(&checks);
+        }
+        let seq = self.inner.next_seq.get();
+        self.inner.next_seq.set(seq + 1);
+        let (done, wait) = oneshot::channel();
+        self.inner.pending_limits.borrow_mut().insert(seq, done);
+        let count = checks.len();
+        self.inner.writer.send(&WorkerMessage::Limit { seq, checks: checks.clone() });
+        match tokio::time::timeout(LIMIT_TIMEOUT, wait).await {
+            Ok(Ok(verdicts)) if verdicts.len() == count => verdicts,
+            _ => {
+                self.inner.pending_limits.borrow_mut().remove(&seq);
+                tracing::warn!("the supervisor did not answer a rate limit check in time; deciding locally");
+                self.inner.local_limits.borrow_mut().apply(&checks)
+            }
+        }
+    }
+
+    fn limited(&self, seq: u64, verdicts: Vec<Verdict>) {
+        if let Some(done) = self.inner.pending_limits.borrow_mut().remove(&seq) {
+            let _ = done.send(verdicts);
         }
     }
 
@@ -183,6 +229,7 @@ pub(crate) async fn read_commands(
                     writer.send(&WorkerMessage::Delivered { origin, seq });
                 }
                 Ok(SupervisorMessage::Published { seq }) => broadcast.published(seq),
+                Ok(SupervisorMessage::Limited { seq, verdicts }) => broadcast.limited(seq, verdicts),
                 Err(error) => tracing::warn!(%error, "unreadable message from the supervisor"),
             },
             Ok(None) | Err(_) => {

@@ -14,6 +14,7 @@ mod control;
 pub mod error;
 pub mod fds;
 mod limits;
+pub mod peer;
 pub mod request_id;
 mod server;
 mod stats;
