@@ -304,6 +304,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound => ApiError::NotFound,
             ServiceError::BadCredentials => ApiError::BadCredentials,
             ServiceError::SessionEnded => ApiError::InvalidToken { expired: false },
+            ServiceError::CurrentPasswordWrong => {
+                ApiError::invalid("current_password", "is not the current password")
+            }
             ServiceError::Forbidden => ApiError::Forbidden,
             ServiceError::OutOfStock(products) => ApiError::OutOfStock { products },
             ServiceError::StockReserved => ApiError::StockReserved,

@@ -37,10 +37,18 @@ impl Quota {
         })
     }
 
-    fn check(self, key: String) -> (LimitCheck, Option<Quota>) {
+    fn check(self, key: String) -> (LimitCheck, Policy) {
         let period_ms = u64::try_from(self.period.as_millis()).unwrap_or(u64::MAX);
-        (LimitCheck { key, kind: LimitKind::Rate { burst: self.burst, period_ms } }, Some(self))
+        (LimitCheck { key, kind: LimitKind::Rate { burst: self.burst, period_ms } }, Policy::Rate(self))
     }
+}
+
+/// What a check answers to, for the 429's headers.
+#[derive(Debug, Clone, Copy)]
+enum Policy {
+    Rate(Quota),
+    /// A failure backoff, by policy name: one attempt per wait.
+    Backoff(&'static str),
 }
 
 /// The limits of one worker's routes.
@@ -115,12 +123,13 @@ impl RateLimits {
     /// Before any hashing work: the address's login budget, then whether
     /// the account is waiting out a backoff.
     pub async fn before_login(&self, ip: Option<IpAddr>, account: &str) -> Result<(), ApiError> {
-        let mut checks: Vec<(LimitCheck, Option<Quota>)> = Vec::new();
+        let mut checks: Vec<(LimitCheck, Policy)> = Vec::new();
         if let Some((ip, quota)) = ip.zip(self.login_per_ip) {
             checks.push(quota.check(format!("login:{}", ip_key(ip))));
         }
         if self.login_failures.is_some() {
-            checks.push((LimitCheck { key: account_key(account), kind: LimitKind::Backoff }, None));
+            let check = LimitCheck { key: account_key(account), kind: LimitKind::Backoff };
+            checks.push((check, Policy::Backoff("login-account")));
         }
         self.run(checks).await
     }
@@ -128,26 +137,51 @@ impl RateLimits {
     /// A wrong password for `account`: the length of the backoff it starts
     /// (zero while failures are still free).
     pub async fn login_failed(&self, account: &str) -> Duration {
-        let Some((free, delay, max)) = self.login_failures else { return Duration::ZERO };
-        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let kind = LimitKind::Fail { free, base_ms: millis(delay), max_ms: millis(max) };
-        let verdicts = self.broadcast.limit(vec![LimitCheck { key: account_key(account), kind }]).await;
-        Duration::from_millis(verdicts.first().map_or(0, |v| v.retry_after_ms))
+        self.fail(account_key(account)).await
     }
 
     pub async fn login_succeeded(&self, account: &str) {
+        self.forgive(account_key(account)).await;
+    }
+
+    /// The same backoff for `current_password` checks (an email or password
+    /// change), per user: a stolen access token must not become a way to
+    /// guess the password it cannot change.
+    pub async fn before_password_check(&self, user: i64) -> Result<(), ApiError> {
+        if self.login_failures.is_none() {
+            return Ok(());
+        }
+        let check = LimitCheck { key: format!("password:{user}"), kind: LimitKind::Backoff };
+        self.run(vec![(check, Policy::Backoff("current-password"))]).await
+    }
+
+    pub async fn password_check_failed(&self, user: i64) -> Duration {
+        self.fail(format!("password:{user}")).await
+    }
+
+    pub async fn password_check_passed(&self, user: i64) {
+        self.forgive(format!("password:{user}")).await;
+    }
+
+    async fn fail(&self, key: String) -> Duration {
+        let Some((free, delay, max)) = self.login_failures else { return Duration::ZERO };
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let kind = LimitKind::Fail { free, base_ms: millis(delay), max_ms: millis(max) };
+        let verdicts = self.broadcast.limit(vec![LimitCheck { key, kind }]).await;
+        Duration::from_millis(verdicts.first().map_or(0, |v| v.retry_after_ms))
+    }
+
+    async fn forgive(&self, key: String) {
         if self.login_failures.is_some() {
-            self.broadcast
-                .limit(vec![LimitCheck { key: account_key(account), kind: LimitKind::Forgive }])
-                .await;
+            self.broadcast.limit(vec![LimitCheck { key, kind: LimitKind::Forgive }]).await;
         }
     }
 
-    async fn run(&self, checks: Vec<(LimitCheck, Option<Quota>)>) -> Result<(), ApiError> {
+    async fn run(&self, checks: Vec<(LimitCheck, Policy)>) -> Result<(), ApiError> {
         if checks.is_empty() {
             return Ok(());
         }
-        let (checks, quotas): (Vec<LimitCheck>, Vec<Option<Quota>>) = checks.into_iter().unzip();
+        let (checks, quotas): (Vec<LimitCheck>, Vec<Policy>) = checks.into_iter().unzip();
         let verdicts = self.broadcast.limit(checks).await;
         match verdicts.iter().zip(&quotas).find(|(verdict, _)| !verdict.allowed) {
             None => Ok(()),
@@ -156,18 +190,17 @@ impl RateLimits {
     }
 }
 
-fn too_many(verdict: &Verdict, quota: Option<Quota>) -> ApiError {
+fn too_many(verdict: &Verdict, policy: Policy) -> ApiError {
     let retry_after_secs = verdict.retry_after_ms.div_ceil(1000).max(1);
-    match quota {
-        Some(quota) => ApiError::TooManyRequests {
+    match policy {
+        Policy::Rate(quota) => ApiError::TooManyRequests {
             policy: quota.name,
             limit: quota.burst,
             window_secs: quota.period.as_secs().max(1),
             retry_after_secs,
         },
-        // The account backoff: one attempt per wait.
-        None => ApiError::TooManyRequests {
-            policy: "login-account",
+        Policy::Backoff(name) => ApiError::TooManyRequests {
+            policy: name,
             limit: 1,
             window_secs: retry_after_secs,
             retry_after_secs,

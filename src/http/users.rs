@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{extract, reply, ApiError, Params, Reply, RouteTable, State};
 use crate::domain::{Password, Role, UserFields, UserId, UserName, UserView};
-use crate::service::UserChanges;
+use crate::service::{ServiceError, UserChanges};
 
 pub fn routes(table: &mut RouteTable) {
     table.add("/v1/users/me", Method::GET, me);
@@ -128,7 +128,21 @@ fn update_me(state: &Rc<State>, request: Request, _params: Params) -> Reply {
             password: body.password.as_deref().map(Password::parse).transpose().map_err(invalid)?,
             current_password: body.current_password,
         };
-        let user = state.users.update(principal.user, changes).await?;
+        let sensitive = changes.email.is_some() || changes.password.is_some();
+        let limits = &state.rate_limits;
+        if sensitive {
+            limits.before_password_check(principal.user.0).await?;
+        }
+        let user = match state.users.update(principal.user, changes).await {
+            Err(ServiceError::CurrentPasswordWrong) => {
+                limits.password_check_failed(principal.user.0).await;
+                return Err(ServiceError::CurrentPasswordWrong.into());
+            }
+            result => result?,
+        };
+        if sensitive {
+            limits.password_check_passed(principal.user.0).await;
+        }
         Ok(reply::private(reply::json(StatusCode::OK, &UserBody::from(UserView::from(user)))))
     })
 }

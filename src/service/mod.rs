@@ -29,6 +29,9 @@ pub enum ServiceError {
     NotFound,
     #[error("email or password is wrong")]
     BadCredentials,
+    /// The `current_password` of a sensitive change is wrong.
+    #[error("the current password is wrong")]
+    CurrentPasswordWrong,
     /// A refresh token that is unknown, expired, revoked or already used.
     #[error("the session has ended")]
     SessionEnded,

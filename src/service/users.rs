@@ -70,7 +70,7 @@ impl UserService {
             Ok(())
         } else {
             audit::record(audit::Event::CurrentPasswordWrong { user: id });
-            Err(Invalid::new("current_password", "is not the current password").into())
+            Err(ServiceError::CurrentPasswordWrong)
         }
     }
 

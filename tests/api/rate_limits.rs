@@ -127,6 +127,21 @@ async fn wrong_passwords_make_an_account_wait_longer_each_time_and_a_right_one_c
     }
     let log = drover.log();
     assert!(log.contains("login_locked_out"), "the lockout is audited: {log}");
+
+    // Guessing the current password with a stolen token backs off the same
+    // way, per user.
+    let token = crate::auth::token_for(addr, "bob@example.com", "correct horse").await;
+    let change = |current: &'static str| {
+        let token = token.clone();
+        async move {
+            let body = json!({"password": "new password", "current_password": current});
+            call(addr, "PATCH", "/v1/users/me", Some(&token), Some(&body)).await
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(change("a wrong guess").await.status, 400);
+    }
+    assert_limited(&change("correct horse").await, "current-password");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
