@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use drover_supervisor::metrics::{MetricsClient, Snapshot, Totals};
-use drover_supervisor::protocol::LATENCY_BUCKETS;
+use drover_supervisor::protocol::{LATENCY_BUCKETS, WAIT_BUCKETS};
 use http::{header, HeaderValue, Method, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -151,6 +151,83 @@ impl Exposition {
     }
 }
 
+/// `(bound, count)` pairs of a histogram whose buckets are not cumulative,
+/// with the +Inf bucket holding what no bound took.
+fn histogram_buckets(bounds: &[f64], counts: &[u64], total: u64) -> Vec<(f64, u64)> {
+    let rest = total.saturating_sub(counts.iter().sum::<u64>());
+    bounds
+        .iter()
+        .copied()
+        .chain(std::iter::once(f64::INFINITY))
+        .zip(
+            counts
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(0))
+                .take(bounds.len())
+                .chain(std::iter::once(rest)),
+        )
+        .collect()
+}
+
+impl Exposition {
+    /// Admission control: per live worker its limit and queue, per slot
+    /// what was admitted and shed and how long admitted requests waited.
+    fn encode_admission(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, pick) in [
+            (
+                "drover_admission_limit",
+                "Admission control's current concurrency limit, by worker (0: off)",
+                0,
+            ),
+            ("drover_admission_queued", "Requests waiting for admission, by worker", 1),
+        ] {
+            let mut gauge = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for slot in &self.0.slots {
+                for worker in &slot.workers {
+                    let value =
+                        if pick == 0 { worker.admission_limit } else { worker.admission_queued as f64 };
+                    let labels: Labels =
+                        vec![("slot", slot.slot.to_string()), ("pid", worker.pid.to_string())];
+                    ConstGauge::new(value).encode(gauge.encode_family(&labels)?)?;
+                }
+            }
+        }
+        for (name, help, pick) in [
+            ("drover_admission_admitted", "Requests admitted by admission control, by worker slot", 0),
+            (
+                "drover_admission_shed",
+                "Requests refused 503 overloaded by admission control, by worker slot",
+                1,
+            ),
+        ] {
+            let mut counter = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (slot, totals) in self.totals() {
+                let value = if pick == 0 { totals.admission.admitted } else { totals.admission.shed };
+                ConstCounter::new(value).encode(counter.encode_family(&vec![("slot", slot)])?)?;
+            }
+        }
+        let mut wait = encoder.encode_descriptor(
+            "drover_admission_queue_wait_seconds",
+            "Time admitted requests waited for a place, from reading their head, by worker slot",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (slot, totals) in self.totals() {
+            let admission = &totals.admission;
+            let buckets = histogram_buckets(&WAIT_BUCKETS, &admission.wait_buckets, admission.admitted);
+            wait.encode_family(&vec![("slot", slot)])?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    admission.wait_sum_us as f64 / 1e6,
+                    admission.admitted,
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+}
+
 impl Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut requests = encoder.encode_descriptor(
@@ -188,14 +265,7 @@ impl Collector for Exposition {
         for (slot, totals) in self.totals() {
             for (route, counters) in &totals.routes {
                 let labels: Labels = vec![("slot", slot.clone()), ("route", route.clone())];
-                let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
-                    .iter()
-                    .copied()
-                    .chain(std::iter::once(f64::INFINITY))
-                    .zip(counters.buckets.iter().copied().chain(std::iter::once(
-                        counters.count().saturating_sub(counters.buckets.iter().sum::<u64>()),
-                    )))
-                    .collect();
+                let buckets = histogram_buckets(&LATENCY_BUCKETS, &counters.buckets, counters.count());
                 latency.encode_family(&labels)?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
                     counters.sum_us as f64 / 1e6,
                     counters.count(),
@@ -213,6 +283,7 @@ impl Collector for Exposition {
         for (slot, totals) in self.totals() {
             ConstCounter::new(totals.restarts).encode(restarts.encode_family(&vec![("slot", slot)])?)?;
         }
+        self.encode_admission(&mut encoder)?;
         let mut app = encoder.encode_descriptor(
             "drover_app_events",
             "The application's counters (cache hits, misses, loads, ...), by worker slot and name",

@@ -68,6 +68,7 @@ pub fn run(args: &WorkerArgs) -> ExitCode {
         blocking_threads: config.worker.blocking_threads,
         blocking_queue: config.worker.blocking_queue,
         access_log_every: config.log.access_every(),
+        admission: config.admission.to_worker(),
     };
     let result =
         drover_worker::run(

@@ -25,6 +25,7 @@ pub struct Config {
     pub log: LogConfig,
     pub bench: BenchConfig,
     pub rate_limit: RateLimitConfig,
+    pub admission: AdmissionConfig,
 }
 
 /// The supervisor's own settings.
@@ -115,6 +116,60 @@ pub struct RateLimitConfig {
     pub register_per_ip: RateConfig,
     pub per_ip: RateConfig,
     pub per_user: RateConfig,
+}
+
+/// `[admission]`: each worker's admission controller (see
+/// `drover_worker::AdmissionConfig`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    pub enabled: bool,
+    pub initial_limit: u32,
+    pub min_limit: u32,
+    pub max_limit: u32,
+    pub queue: usize,
+    #[serde(deserialize_with = "values::duration")]
+    pub max_wait: Duration,
+    pub prefer_reads: bool,
+    pub exempt: Vec<String>,
+}
+
+impl AdmissionConfig {
+    /// The worker's settings.
+    pub fn to_worker(&self) -> drover_worker::AdmissionConfig {
+        drover_worker::AdmissionConfig {
+            enabled: self.enabled,
+            initial_limit: self.initial_limit,
+            min_limit: self.min_limit,
+            max_limit: self.max_limit,
+            queue: self.queue,
+            max_wait: self.max_wait,
+            prefer_reads: self.prefer_reads,
+            exempt: self.exempt.clone(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.min_limit == 0 {
+            return Err(("admission.min_limit", "must be at least 1".into()));
+        }
+        if self.max_limit < self.min_limit {
+            return Err(("admission.max_limit", "must be at least admission.min_limit".into()));
+        }
+        if !(self.min_limit..=self.max_limit).contains(&self.initial_limit) {
+            return Err((
+                "admission.initial_limit",
+                "must be between admission.min_limit and admission.max_limit".into(),
+            ));
+        }
+        if self.max_wait.is_zero() && self.queue > 0 {
+            return Err(("admission.max_wait", "must be more than 0 when admission.queue is set".into()));
+        }
+        if let Some(path) = self.exempt.iter().find(|path| !path.starts_with('/')) {
+            return Err(("admission.exempt", format!("{path:?} is not a path (it must start with /)")));
+        }
+        Ok(())
+    }
 }
 
 /// `requests` per `period`: a burst of `requests` that refills evenly.
@@ -335,6 +390,7 @@ impl Config {
         if self.rate_limit.login_max_delay < self.rate_limit.login_delay {
             return Err(("rate_limit.login_max_delay", "must be at least rate_limit.login_delay".into()));
         }
+        self.admission.validate()?;
         if self.auth.refresh_ttl < self.auth.token_ttl {
             return Err(("auth.refresh_ttl", "must be at least auth.token_ttl".into()));
         }

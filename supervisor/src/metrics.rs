@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::{Counters, RouteCounters};
+use crate::protocol::{AdmissionCounters, Counters, RouteCounters};
 
 /// Counters summed over workers.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -19,6 +19,8 @@ pub struct Totals {
     pub app: BTreeMap<String, u64>,
     /// Workers of this slot that exited without being asked to.
     pub restarts: u64,
+    /// Admission control's totals (its gauges are in [`WorkerGauges`]).
+    pub admission: AdmissionCounters,
 }
 
 impl Totals {
@@ -33,6 +35,7 @@ impl Totals {
         for (name, value) in &counters.app {
             *self.app.entry(name.clone()).or_default() += value;
         }
+        self.admission.add_totals(&counters.admission);
     }
 
     pub(crate) fn add(&mut self, other: &Totals) {
@@ -47,6 +50,7 @@ impl Totals {
             *self.app.entry(name.clone()).or_default() += value;
         }
         self.restarts += other.restarts;
+        self.admission.add_totals(&other.admission);
     }
 }
 
@@ -60,6 +64,9 @@ pub struct WorkerGauges {
     pub loop_lag_us: u64,
     /// The application's gauges as of the last heartbeat.
     pub app: Vec<(String, f64)>,
+    /// Admission control's limit, and requests waiting for a place.
+    pub admission_limit: f64,
+    pub admission_queued: u64,
 }
 
 /// One slot: its totals so far and its live workers.

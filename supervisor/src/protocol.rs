@@ -71,7 +71,52 @@ pub struct Counters {
     /// The application's own gauges (pool connections, cache entries, ...).
     #[serde(default)]
     pub app_gauges: Vec<(String, f64)>,
+    /// The worker's admission controller.
+    #[serde(default)]
+    pub admission: AdmissionCounters,
 }
+
+/// A worker's admission controller: its gauges now, its totals since it
+/// started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdmissionCounters {
+    /// The current concurrency limit; 0 when admission control is off.
+    pub limit: f64,
+    /// Requests admitted and not yet answered.
+    pub in_flight: u64,
+    /// Requests waiting for a place.
+    pub queued: u64,
+    /// Requests admitted, at once or after waiting.
+    pub admitted: u64,
+    /// Requests refused `overloaded`.
+    pub shed: u64,
+    /// Admitted requests per [`WAIT_BUCKETS`] bucket of time waited (not
+    /// cumulative).
+    pub wait_buckets: Vec<u64>,
+    /// Sum of times waited, in microseconds.
+    pub wait_sum_us: u64,
+}
+
+impl AdmissionCounters {
+    /// Adds `other`'s totals (not its gauges) to these.
+    pub fn add_totals(&mut self, other: &AdmissionCounters) {
+        self.admitted += other.admitted;
+        self.shed += other.shed;
+        if self.wait_buckets.len() < other.wait_buckets.len() {
+            self.wait_buckets.resize(other.wait_buckets.len(), 0);
+        }
+        for (a, b) in self.wait_buckets.iter_mut().zip(&other.wait_buckets) {
+            *a += b;
+        }
+        self.wait_sum_us += other.wait_sum_us;
+    }
+}
+
+/// Upper bounds, in seconds, of the admission queue-wait histogram's
+/// buckets (the last, +Inf, bucket is the admitted count). Most requests
+/// wait nothing; the interesting part is a few milliseconds up to
+/// `admission.max_wait`.
+pub const WAIT_BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
 /// Upper bounds, in seconds, of the request latency histogram's buckets
 /// (the last, +Inf, bucket is the request count).

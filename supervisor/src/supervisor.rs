@@ -724,6 +724,8 @@ impl Supervisor {
                         connections: worker.counters.connections,
                         loop_lag_us: worker.counters.loop_lag_us,
                         app: worker.counters.app_gauges.clone(),
+                        admission_limit: worker.counters.admission.limit,
+                        admission_queued: worker.counters.admission.queued,
                     });
                 }
                 SlotMetrics { slot, totals, workers }

@@ -44,6 +44,15 @@ fn bad_configuration_exits_64_naming_the_key() {
         &drover(&["serve", "--config", "/nonexistent/drover.toml"], &[]),
         "/nonexistent/drover.toml",
     );
+    for (key, value, named) in [
+        ("DROVER_ADMISSION__MIN_LIMIT", "0", "admission.min_limit"),
+        ("DROVER_ADMISSION__INITIAL_LIMIT", "5000", "admission.initial_limit"),
+        ("DROVER_ADMISSION__MAX_WAIT", "0s", "admission.max_wait"),
+        ("DROVER_ADMISSION__EXEMPT", "[\"healthz\"]", "admission.exempt"),
+        ("DROVER_ADMISSION__QUEUE", "-1", "admission.queue"),
+    ] {
+        assert_usage_error(&drover(&["serve"], &[(key, value)]), named);
+    }
     // An unknown flag is a usage error too.
     assert_eq!(drover(&["serve", "--wrkers", "2"], &[]).status.code(), Some(64));
 }

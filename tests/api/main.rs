@@ -2,6 +2,7 @@
 //! HTTP to it. Loads are bounded in requests and time and target loopback
 //! only; every process started is killed by pid when its test ends.
 
+mod admission;
 mod auth;
 mod billing;
 mod cache;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::helpers::{get, Conn, Drover};
 
-async fn scrape(admin: SocketAddr) -> String {
+pub(crate) async fn scrape(admin: SocketAddr) -> String {
     let mut conn = Conn::connect(admin).await.unwrap();
     let response = conn.get("/metrics").await.unwrap();
     assert_eq!(response.status, 200);
@@ -15,7 +15,7 @@ async fn scrape(admin: SocketAddr) -> String {
 }
 
 /// The sum of every sample of `metric` whose labels contain all of `having`.
-fn sum(text: &str, metric: &str, having: &[&str]) -> f64 {
+pub(crate) fn sum(text: &str, metric: &str, having: &[&str]) -> f64 {
     text.lines()
         .filter(|line| line.starts_with(&format!("{metric}{{")) || line.starts_with(&format!("{metric} ")))
         .filter(|line| having.iter().all(|h| line.contains(h)))

@@ -25,20 +25,21 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{header, HeaderValue, StatusCode, Version};
+use http::{header, HeaderValue, Method, StatusCode, Version};
 use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::admission::{self, Decision, Permit, Ticket};
 use crate::body::{EndObserver, RequestBody};
 use crate::error::raw_http1_error;
 use crate::limits;
 use crate::request_id;
 use crate::server::{LocalExec, Shared};
 use crate::wire::{ConnIo, ReadObserver, Wire};
-use crate::{App, Response};
+use crate::{App, Request, Response};
 
 /// Sending what is left and closing, lingering included, may take this
 /// long; a client that does not read its last response is not waited for.
@@ -535,13 +536,29 @@ impl<A: App> hyper::service::Service<http::Request<Incoming>> for ConnService<A>
                 peer: self.wire.peer_addr(),
             })
         });
-        let (route, answer) = match limits::check(&request, &shared.limits) {
-            Some(refusal) => ("refused", Answer::Now(Some(refusal))),
-            None => {
-                let (route, answer) = request_id::with_current(&mut id, || {
-                    crate::peer::with_wire(&self.wire, || shared.app.call(request))
-                });
-                (route, Answer::Later(answer))
+        let mut permit = None;
+        let (route, answer) = if let Some(refusal) = limits::check(&request, &shared.limits) {
+            ("refused", Answer::Now(Some(refusal)))
+        } else {
+            let read = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+            // The head's read time stands for now: admitting at once needs
+            // no clock read of its own.
+            match shared.admission.arrive(request.uri().path(), read, started, started) {
+                Decision::Exempt => call_app(shared, &self.wire, &mut id, request),
+                Decision::Admitted(admitted) => {
+                    permit = Some(admitted);
+                    call_app(shared, &self.wire, &mut id, request)
+                }
+                Decision::Shed => (OVERLOADED, Answer::Now(Some(admission::overloaded()))),
+                Decision::Queued(ticket) => (
+                    "queued",
+                    Answer::Waiting(Box::new(Waiting {
+                        ticket,
+                        deadline: Box::pin(tokio::time::sleep_until(started + shared.admission.max_wait())),
+                        request: Some(request),
+                        wire: self.wire.clone(),
+                    })),
+                ),
             }
         };
         Responding {
@@ -553,9 +570,26 @@ impl<A: App> hyper::service::Service<http::Request<Incoming>> for ConnService<A>
             id,
             access,
             answer,
+            permit,
             done: false,
         }
     }
+}
+
+/// The route label of requests refused for overload.
+const OVERLOADED: &str = "overloaded";
+
+/// Hands `request` to the application, with its id and its connection's
+/// peer current while the app's synchronous part runs.
+fn call_app<A: App>(
+    shared: &Shared<A>,
+    wire: &Rc<Wire>,
+    id: &mut Option<HeaderValue>,
+    request: Request,
+) -> (&'static str, Answer<A::Future>) {
+    let (route, future) =
+        request_id::with_current(id, || crate::peer::with_wire(wire, || shared.app.call(request)));
+    (route, Answer::Later(future))
 }
 
 /// One request being answered (see [`ConnService`]). Dropped unfinished (the
@@ -573,6 +607,9 @@ struct Responding<A: App> {
     /// What the access log needs of the request, when it is sampled.
     access: Option<Box<Access>>,
     answer: Answer<A::Future>,
+    /// The request's place among those admitted (admission.rs), given back
+    /// when it is answered or dropped.
+    permit: Option<Permit>,
     done: bool,
 }
 
@@ -605,6 +642,19 @@ enum Answer<F> {
     /// Refused by the limits: the response is already made.
     Now(Option<Response>),
     Later(F),
+    /// Over the admission limit: waiting for a place, or the deadline.
+    Waiting(Box<Waiting>),
+}
+
+/// A request waiting for admission, boxed: only overload makes them, and
+/// every other request's future stays small.
+struct Waiting {
+    ticket: Ticket,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Handed to the app once admitted.
+    request: Option<Request>,
+    /// The connection, for the client's address while the app is called.
+    wire: Rc<Wire>,
 }
 
 impl<A: App> Future for Responding<A> {
@@ -612,14 +662,36 @@ impl<A: App> Future for Responding<A> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let mut response = match &mut this.answer {
-            Answer::Now(response) => response.take().expect("Responding polled after completion"),
-            Answer::Later(future) => {
-                std::task::ready!(request_id::with_current(&mut this.id, || Pin::new(future).poll(cx)))
+        let mut response = loop {
+            match &mut this.answer {
+                Answer::Now(response) => break response.take().expect("Responding polled after completion"),
+                Answer::Later(future) => {
+                    break std::task::ready!(
+                        request_id::with_current(&mut this.id, || Pin::new(future).poll(cx))
+                    )
+                }
+                Answer::Waiting(waiting) => {
+                    if let Poll::Ready(permit) = waiting.ticket.poll_granted(cx) {
+                        this.permit = Some(permit);
+                        let request = waiting.request.take().expect("a waiting request is called once");
+                        let wire = waiting.wire.clone();
+                        (this.route, this.answer) = call_app(&this.shared, &wire, &mut this.id, request);
+                        continue;
+                    }
+                    std::task::ready!(waiting.deadline.as_mut().poll(cx));
+                    if let Answer::Waiting(waiting) = std::mem::replace(&mut this.answer, Answer::Now(None)) {
+                        waiting.ticket.expire();
+                    }
+                    this.route = OVERLOADED;
+                    break admission::overloaded();
+                }
             }
         };
         let now = Instant::now();
         this.finish(now);
+        if let Some(permit) = this.permit.take() {
+            permit.finish(now);
+        }
         this.shared.stats.record(
             this.route,
             response.status().as_u16(),

@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
+use crate::admission::Admission;
 use crate::stats::Stats;
 
 /// How long [`Broadcast::publish`] waits for the other workers. The
@@ -250,6 +251,7 @@ pub(crate) type AppFigures = (Vec<(String, u64)>, Vec<(String, f64)>);
 pub(crate) async fn heartbeats(
     writer: &ControlWriter,
     stats: &Stats,
+    admission: &Admission,
     app_counters: &dyn Fn() -> AppFigures,
     interval: Duration,
 ) {
@@ -260,6 +262,7 @@ pub(crate) async fn heartbeats(
         let mut counters = stats.snapshot();
         counters.loop_lag_us = due.elapsed().as_micros() as u64;
         (counters.app, counters.app_gauges) = app_counters();
+        counters.admission = admission.snapshot();
         writer.send(&WorkerMessage::Heartbeat(counters));
     }
 }

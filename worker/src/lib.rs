@@ -6,6 +6,7 @@
 //! It knows nothing of the domain: the application plugs in as an [`App`],
 //! which turns a request into a response.
 
+mod admission;
 pub mod affinity;
 pub mod blocking;
 mod body;
@@ -20,6 +21,7 @@ mod server;
 mod stats;
 mod wire;
 
+pub use admission::AdmissionConfig;
 pub use blocking::BlockingPool;
 pub use body::{BodyError, RequestBody};
 pub use control::Broadcast;

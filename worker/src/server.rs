@@ -18,6 +18,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::LocalSet;
 use tracing::{debug, error, info, warn};
 
+use crate::admission::{Admission, AdmissionConfig};
 use crate::blocking::BlockingPool;
 use crate::body::BodyPolicy;
 use crate::conn;
@@ -86,6 +87,8 @@ pub struct ServeOptions {
     pub blocking_queue: usize,
     /// The access log records one request in this many; 0: off.
     pub access_log_every: u64,
+    /// How many requests the worker works on at once, and what waits.
+    pub admission: AdmissionConfig,
 }
 
 /// Why [`run`] failed.
@@ -103,6 +106,7 @@ pub enum RunError {
 pub(crate) struct Shared<A> {
     pub app: A,
     pub limits: Limits,
+    pub admission: Rc<Admission>,
     pub stats: Stats,
     pub request_ids: RequestIds,
     /// One request in this many is written to the access log; 0: none.
@@ -259,6 +263,7 @@ where
         app,
         builders: Builders::new(&options.limits),
         limits: options.limits.clone(),
+        admission: Admission::new(options.admission.clone()),
         stats: Stats::default(),
         request_ids: RequestIds::new(),
         access_log_every: options.access_log_every,
@@ -299,7 +304,7 @@ where
     let cause = tokio::select! {
         cause = drain_cause => cause.unwrap_or(DrainCause::SupervisorGone),
         () = signals.stop() => DrainCause::Signal,
-        () = control::heartbeats(&writer, &shared.stats, &app_counters, options.heartbeat_interval) => unreachable!("heartbeats never end"),
+        () = control::heartbeats(&writer, &shared.stats, &shared.admission, &app_counters, options.heartbeat_interval) => unreachable!("heartbeats never end"),
     };
     info!(
         cause = cause.describe(),
@@ -338,7 +343,7 @@ where
             "stopped at once on a second signal"
         }
         // Keep proving liveness while draining: a long drain is not a stall.
-        () = control::heartbeats(&writer, &shared.stats, &app_counters, options.heartbeat_interval) => unreachable!("heartbeats never end"),
+        () = control::heartbeats(&writer, &shared.stats, &shared.admission, &app_counters, options.heartbeat_interval) => unreachable!("heartbeats never end"),
     };
     // Final counts, so the supervisor's totals include the last second.
     let mut last = shared.stats.snapshot();

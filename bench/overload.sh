@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# drover overload bench: goodput through more traffic than the machine can
+# serve, with admission control on and off. See bench/README.md.
+#
+# One worker on SERVER_CPU serves GET /v1/users/{id} (cache off, so every
+# read is a PostgreSQL query). First its capacity C: 2xx per second under
+# closed-loop load. Then, for admission control on and off, with an
+# open-loop generator (oha -q RATE --latency-correction: requests are due at
+# a fixed rate whatever the latency, and a request's latency counts from
+# when it was due):
+#   - 0.5 x C for BASE_DURATION: the normal p99;
+#   - 3 x C for OVER_DURATION: goodput, the 2xx answered within 500 ms, per
+#     second and as a share of C (goal >= 0.90 with admission on), and the
+#     p99 of what was answered 2xx (goal <= 5 x the normal p99);
+#   - a spike: 0.5 x C throughout, plus 4.5 x C more for SPIKE_LEN seconds;
+#     per-second latency of the steady stream, and how many seconds after
+#     the spike its p99 is back within 2 x normal (goal <= 2).
+#
+#   bash bench/overload.sh              # ~3 min plus the build (and oha's, once)
+#   SKIP_OFF=1 bash bench/overload.sh   # admission control on only
+#
+# Knobs (environment variables, defaults in brackets):
+#   CAP_DURATION [10s] CAP_CONNS [64]   the closed-loop capacity run
+#   BASE_DURATION [10] OVER_DURATION [20]  seconds of the open-loop runs
+#   SPIKE_BEFORE [8] SPIKE_LEN [5] SPIKE_AFTER [10]  seconds of the spike run
+#   OPEN_CONNS [1000]  oha connections for the open-loop runs (a request due
+#                     while all are busy waits in oha, and that wait counts)
+#   CAPACITY []       skip the capacity run and use this C
+#   SKIP_OFF [0]      1: admission control on only
+#   OHA [oha]         the oha binary; installed with `cargo install oha --locked`
+#                     (under flock CARGO_LOCK) when missing
+#   SERVER_CPU [0] LOAD_CPU [1] SKIP_BUILD [0] TARGET_DIR CARGO_LOCK DROVER_BIN,
+#   PG_HOST [127.0.0.1] PG_PORT [5432] PG_USER [root] PG_ADMIN_DB [test]
+#                     as in the other scripts (bench/lib.sh)
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
+
+CAP_DURATION=${CAP_DURATION:-10s}
+CAP_CONNS=${CAP_CONNS:-64}
+BASE_DURATION=${BASE_DURATION:-10}
+OVER_DURATION=${OVER_DURATION:-20}
+SPIKE_BEFORE=${SPIKE_BEFORE:-8}
+SPIKE_LEN=${SPIKE_LEN:-5}
+SPIKE_AFTER=${SPIKE_AFTER:-10}
+OPEN_CONNS=${OPEN_CONNS:-1000}
+CAPACITY=${CAPACITY:-}
+SKIP_OFF=${SKIP_OFF:-0}
+OHA=${OHA:-oha}
+PG_HOST=${PG_HOST:-127.0.0.1}
+PG_PORT=${PG_PORT:-5432}
+PG_USER=${PG_USER:-root}
+PG_ADMIN_DB=${PG_ADMIN_DB:-test}
+# Every read goes to the database: the user cache would answer from memory.
+export DROVER_CACHE__ENABLED=false
+
+bench_cleanup_init drover-overload-bench
+
+# ------------------------------------------------------------ preflight --
+for tool in curl taskset python3 psql; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+if ! command -v "$OHA" >/dev/null && [[ ! -x $HOME/.cargo/bin/oha ]]; then
+    log "+ flock $CARGO_LOCK cargo install oha --locked (once; a few minutes)"
+    flock "$CARGO_LOCK" cargo install oha --locked >&2 || die "could not install oha"
+fi
+command -v "$OHA" >/dev/null || OHA=$HOME/.cargo/bin/oha
+bench_preflight
+psql_admin 'SELECT 1' >/dev/null || die "PostgreSQL is not reachable at $PG_USER@$PG_HOST:$PG_PORT/$PG_ADMIN_DB"
+
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "+ flock $CARGO_LOCK cargo build --release (in $ROOT)"
+    (cd "$ROOT" && flock "$CARGO_LOCK" cargo build --release --target-dir "$TARGET_DIR") ||
+        die "drover did not build; SKIP_BUILD=1 uses the binary already built"
+fi
+[[ -x $DROVER_BIN ]] || die "no drover binary at $DROVER_BIN"
+
+# ---------------------------------------------------------------- helpers --
+SRV_PID="" SRV_ADDR="" SRV_PIDS=() TOKEN="" USER_ID=""
+
+setup_user() { # name: register and log in the bench user, keep the token
+    local name=$1 res status body email="overload-$$-$1@example.com"
+    res=$(http POST /v1/auth/register "{\"email\":\"$email\",\"password\":\"correct horse battery\",\"name\":\"Bench\"}")
+    status=${res%%	*} body=${res#*	}
+    [[ $status == 201 ]] || die "$name: register answered $status: $body"
+    USER_ID=$(sed -n 's/.*"id":\([0-9][0-9]*\).*/\1/p' <<<"$body")
+    res=$(http POST /v1/auth/login "{\"email\":\"$email\",\"password\":\"correct horse battery\"}")
+    status=${res%%	*} body=${res#*	}
+    [[ $status == 200 ]] || die "$name: login answered $status: $body"
+    TOKEN=$(sed -n 's/.*"access_token"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' <<<"$body")
+    res=$(http GET "/v1/users/$USER_ID" "" "$TOKEN")
+    [[ ${res%%	*} == 200 ]] || die "$name: GET /v1/users/$USER_ID answered ${res%%	*}"
+}
+
+# oha_run db args...: oha pinned to LOAD_CPU against the user read, every
+# request recorded in the SQLite file db.
+oha_run() {
+    local db=$1
+    shift
+    rm -f "$db"
+    taskset -c "$LOAD_CPU" "$OHA" --no-tui --db-url "$db" -H "Authorization: Bearer $TOKEN" "$@" \
+        "http://$SRV_ADDR/v1/users/$USER_ID" >"$db.out" 2>&1 ||
+        log "warning: oha exited with an error (see $db.out): $(tail -n 3 "$db.out")"
+}
+
+rate() { awk -v c="$1" -v f="$2" 'BEGIN { printf "%d", c * f }'; }
+
+# open_loop name mode factor seconds: oha at factor x C, latency-corrected.
+declare -A FIG=()
+open_loop() {
+    local name=$1 factor=$2 seconds=$3 db=$WORK/$1.db qps
+    qps=$(rate "$C" "$factor")
+    log "  $name: oha -q $qps (${factor} x C) -z ${seconds}s -c $OPEN_CONNS --latency-correction"
+    oha_run "$db" -q "$qps" -z "${seconds}s" -c "$OPEN_CONNS" --latency-correction
+    FIG[$name]=$(python3 "$BENCH_DIR/overload.py" open "$db" "$seconds" "$C")
+    log "    -> ${FIG[$name]}"
+}
+
+fig() { # name key -> value
+    tr ' ' '\n' <<<"${FIG[$1]}" | sed -n "s/^$2=//p"
+}
+
+spike_run() { # name: the steady stream with a spike on top
+    local name=$1 base_q spike_q total=$((SPIKE_BEFORE + SPIKE_LEN + SPIKE_AFTER))
+    base_q=$(rate "$C" 0.5)
+    spike_q=$(rate "$C" 4.5)
+    log "  $name: oha -q $base_q for ${total}s, plus oha -q $spike_q from ${SPIKE_BEFORE}s for ${SPIKE_LEN}s"
+    oha_run "$WORK/$name-steady.db" -q "$base_q" -z "${total}s" -c "$OPEN_CONNS" --latency-correction &
+    local steady=$!
+    STARTED+=("$steady")
+    sleep "$SPIKE_BEFORE"
+    oha_run "$WORK/$name-spike.db" -q "$spike_q" -z "${SPIKE_LEN}s" -c "$OPEN_CONNS" --latency-correction
+    wait "$steady" || true
+    python3 "$BENCH_DIR/overload.py" spike "$WORK/$name-steady.db" "$SPIKE_BEFORE" "$SPIKE_LEN" "$(fig "$2" p99_ms)" \
+        >"$WORK/$name.spike"
+    sed '$d' "$WORK/$name.spike" >&2
+    FIG[$name]=$(tail -n 1 "$WORK/$name.spike")
+    log "    -> ${FIG[$name]}"
+}
+
+# ------------------------------------------------------------------- run --
+db=drover_overload_bench_$$
+psql_admin "CREATE DATABASE \"$db\"" >/dev/null || die "could not create database $db"
+DBS_CREATED+=("$db")
+url="postgres://$PG_USER@$PG_HOST:$PG_PORT/$db"
+MODES=(on)
+[[ $SKIP_OFF == 1 ]] || MODES+=(off)
+C=${CAPACITY:-}
+for mode in "${MODES[@]}"; do
+    enabled=true
+    [[ $mode == on ]] || enabled=false
+    start_drover "admission-$mode" "$url" DROVER_ADMISSION__ENABLED=$enabled
+    setup_user "$mode"
+    if [[ -z $C ]]; then
+        log "  capacity: oha -c $CAP_CONNS -z $CAP_DURATION (closed loop)"
+        oha_run "$WORK/capacity.db" -c "$CAP_CONNS" -z "$CAP_DURATION"
+        C=$(python3 "$BENCH_DIR/overload.py" capacity "$WORK/capacity.db")
+        ((C > 0)) || die "no 2xx in the capacity run: $(tail -n 20 "$WORK/capacity.db.out")"
+        log "    -> C = $C 2xx/s"
+    fi
+    open_loop "$mode-base" 0.5 "$BASE_DURATION"
+    open_loop "$mode-over" 3 "$OVER_DURATION"
+    spike_run "$mode-spike" "$mode-base"
+    stop_server "admission-$mode" "$SRV_PID"
+done
+
+# ---------------------------------------------------------------- report --
+printf '\ndrover overload bench: 1 worker on CPU %s, oha on CPU %s, GET /v1/users/{id} on PostgreSQL, cache off\n' \
+    "$SERVER_CPU" "$LOAD_CPU"
+printf 'capacity C = %s 2xx/s (oha -c %s, closed loop)\n\n' "$C" "$CAP_CONNS"
+printf '%-10s %10s %10s %10s %8s %10s %10s %12s %10s\n' admission "normal p99" "3C sent/s" "good/s" good/C "3C p99" "p99 ratio" "503/s" "recovery"
+for mode in "${MODES[@]}"; do
+    ratio_p99=$(ratio "$(fig "$mode-over" p99_ms)" "$(fig "$mode-base" p99_ms)")
+    printf '%-10s %8s ms %10s %10s %8s %7s ms %10s %12s %9ss\n' "$mode" \
+        "$(fig "$mode-base" p99_ms)" "$(fig "$mode-over" sent_per_s)" "$(fig "$mode-over" good_per_s)" \
+        "$(fig "$mode-over" good_over_c)" "$(fig "$mode-over" p99_ms)" "$ratio_p99" \
+        "$(fig "$mode-over" shed_per_s)" "$(sed -n 's/^recovery_s=//p' <<<"${FIG[$mode-spike]}")"
+done
+printf '\ngoals (admission on): good/C >= 0.90; p99 ratio <= 5; recovery <= 2 s.\n'
+printf 'good/s: 2xx answered within 500 ms of when they were due; 3C sent/s below 3 x C means oha could not offer the rate.\n'
