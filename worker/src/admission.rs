@@ -35,7 +35,6 @@ use drover_supervisor::protocol::{AdmissionCounters, WAIT_BUCKETS};
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
-use crate::error::json_error;
 use crate::Response;
 
 /// `[admission]`: the settings of a worker's admission controller.
@@ -68,7 +67,7 @@ impl Default for AdmissionConfig {
             initial_limit: 64,
             min_limit: 8,
             max_limit: 1024,
-            queue: 256,
+            queue: 4096,
             max_wait: Duration::from_secs(1),
             prefer_reads: true,
             exempt: vec!["/healthz".to_owned(), "/readyz".to_owned()],
@@ -304,11 +303,14 @@ impl Admission {
     /// Hands free places to waiting requests, reads first when preferred.
     fn grant(self: &Rc<Self>, now: Instant) {
         while self.in_flight.get() < self.limit.get() && self.queued.get() > 0 {
-            let next = self.reads.borrow_mut().pop_front().or_else(|| self.writes.borrow_mut().pop_front());
+            // Waiting for a quarter of max_wait means the queue is standing,
+            // not absorbing a burst: serve the newest first (adaptive LIFO),
+            // which can still be answered in time, and let the oldest reach
+            // their deadline, instead of answering every request late.
+            let stale = now.checked_sub(self.config.max_wait / 4);
+            let next = next_waiter(&mut self.reads.borrow_mut(), stale)
+                .or_else(|| next_waiter(&mut self.writes.borrow_mut(), stale));
             let Some(waiter) = next else { break };
-            if waiter.state.get() != WaitState::Waiting {
-                continue;
-            }
             self.queued.set(self.queued.get() - 1);
             self.in_flight.set(self.in_flight.get() + 1);
             self.admitted.set(self.admitted.get() + 1);
@@ -347,6 +349,26 @@ impl Admission {
             wait_buckets: self.wait_buckets.borrow().clone(),
             wait_sum_us: self.wait_sum_us.get(),
         }
+    }
+}
+
+/// The next live waiter of `queue`: the oldest, unless the oldest arrived
+/// before `stale`, then the newest. Entries given up are dropped on the way.
+fn next_waiter(queue: &mut VecDeque<Rc<Waiter>>, stale: Option<Instant>) -> Option<Rc<Waiter>> {
+    let live = |waiter: &Rc<Waiter>| waiter.state.get() == WaitState::Waiting;
+    while queue.front().is_some_and(|waiter| !live(waiter)) {
+        queue.pop_front();
+    }
+    let oldest = queue.front()?;
+    if stale.is_some_and(|stale| oldest.arrived < stale) {
+        while let Some(waiter) = queue.pop_back() {
+            if live(&waiter) {
+                return Some(waiter);
+            }
+        }
+        None
+    } else {
+        queue.pop_front()
     }
 }
 
@@ -427,13 +449,15 @@ impl Drop for Ticket {
 /// The answer to a request refused for overload: cheap, and it tells the
 /// client when to come back.
 pub(crate) fn overloaded() -> Response {
-    let mut response = json_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "overloaded",
-        "the server is over capacity; retry shortly",
-        &[],
-    );
-    response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    // A fixed body, not serialised per refusal: under overload refusals are
+    // most of what the worker does.
+    const BODY: &[u8] =
+        br#"{"error":{"code":"overloaded","message":"the server is over capacity; retry shortly"}}"#;
+    let mut response = Response::new(crate::Body::new(bytes::Bytes::from_static(BODY)));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 
@@ -506,6 +530,35 @@ mod tests {
         write.expire();
         let snapshot = admission.snapshot();
         assert_eq!((snapshot.queued, snapshot.shed), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn the_refusal_has_the_one_error_shape() {
+        let expected =
+            crate::error::json_error_body("overloaded", "the server is over capacity; retry shortly", &[]);
+        let response = overloaded();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+        assert_eq!(body, expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standing_queue_serves_the_newest_first() {
+        let admission = Admission::new(AdmissionConfig { max_wait: Duration::from_secs(1), ..config(1, 10) });
+        let start = Instant::now();
+        let first = admitted(admission.arrive("/v1/x", true, start, start));
+        let mut old = queued(admission.arrive("/v1/x", true, start, start));
+        let later = start + Duration::from_millis(400);
+        let mut new = queued(admission.arrive("/v1/x", true, later, later));
+        let mut cx = Context::from_waker(Waker::noop());
+        // The oldest waited 400 ms of 1 s: the newest goes first.
+        first.finish(later);
+        assert!(old.poll_granted(&mut cx).is_pending());
+        let Poll::Ready(second) = new.poll_granted(&mut cx) else { panic!("the newest goes first") };
+        // The last one left is served, however long it waited.
+        second.finish(later);
+        assert!(old.poll_granted(&mut cx).is_ready());
     }
 
     #[tokio::test(start_paused = true)]
