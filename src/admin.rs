@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use drover_protocol::channel::{LATENCY_BUCKETS, WAIT_BUCKETS};
 use drover_supervisor::metrics::{MetricsClient, Snapshot, Totals};
-use drover_supervisor::protocol::{LATENCY_BUCKETS, WAIT_BUCKETS};
 use http::{header, HeaderValue, Method, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use drover_supervisor::control::{self, Request};
-use serde_json::Value;
+use drover_protocol::ctl::{Answer, Reply, Request, Status};
+use drover_supervisor::control;
 
 use super::{block_on_local, config_failure, ConfigArgs};
 
@@ -23,7 +23,7 @@ pub struct CtlArgs {
     /// With scale: the number of workers.
     #[arg(value_name = "N")]
     count: Option<usize>,
-    /// With status: print the supervisor's JSON answer as it is.
+    /// Print the supervisor's JSON reply instead of text.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -58,23 +58,21 @@ pub fn run(args: &CtlArgs) -> ExitCode {
         },
         CtlCommand::Stop => Request::Stop,
     };
-    let answer = match block_on_local(control::request(&path, &request)) {
-        Ok(answer) => answer,
+    let reply = match block_on_local(control::request(&path, &request)) {
+        Ok(reply) => reply,
         Err(error) => {
             eprintln!("drover: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let ok = answer["ok"].as_bool() == Some(true);
-    match args.command {
-        CtlCommand::Status if args.json => println!("{answer}"),
-        CtlCommand::Status if ok => print!("{}", render_status(&answer)),
-        _ => match (ok, answer["message"].as_str(), answer["error"].as_str()) {
-            (true, Some(message), _) => println!("{message}"),
-            (_, _, Some(error)) => eprintln!("drover: {error}"),
-            (_, Some(message), None) => eprintln!("drover: {message}"),
-            _ => println!("{answer}"),
-        },
+    let ok = reply.ok();
+    match reply {
+        _ if args.json => println!("{}", serde_json::to_string(&reply).unwrap_or_default()),
+        Reply::Status(status) => print!("{}", render_status(&status)),
+        Reply::Answer(Answer { ok: true, message: Some(message), .. }) => println!("{message}"),
+        Reply::Answer(Answer { error: Some(error), .. }) => eprintln!("drover: {error}"),
+        Reply::Answer(Answer { message: Some(message), .. }) => eprintln!("drover: {message}"),
+        Reply::Answer(Answer { ok, .. }) => println!("{}", if ok { "done" } else { "failed" }),
     }
     if ok {
         ExitCode::SUCCESS
@@ -83,37 +81,34 @@ pub fn run(args: &CtlArgs) -> ExitCode {
     }
 }
 
-fn render_status(status: &Value) -> String {
-    let listen: Vec<&str> =
-        status["listen"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+fn render_status(status: &Status) -> String {
     let mut out = format!(
         "drover {}: {}, generation {}, {} slots, listening on {}\n",
-        status["pid"],
-        status["phase"].as_str().unwrap_or("?"),
-        status["generation"],
-        status["slots"],
-        listen.join(", ")
+        status.pid,
+        status.phase.as_str(),
+        status.generation,
+        status.slots,
+        status.listen.join(", ")
     );
     out.push_str(&format!(
         "{:<5} {:<8} {:<4} {:<9} {:>8} {:>10} {:>9} {:>6} {:>9} {:>8} {:>10}\n",
         "SLOT", "PID", "GEN", "STATE", "UPTIME", "REQUESTS", "IN-FLIGHT", "CONNS", "RSS", "LAG", "HEARTBEAT"
     ));
-    for w in status["workers"].as_array().into_iter().flatten() {
-        let rss =
-            w["rss_bytes"].as_u64().map_or("-".to_owned(), |b| format!("{:.1}MiB", b as f64 / 1_048_576.0));
+    for w in &status.workers {
+        let rss = w.rss_bytes.map_or("-".to_owned(), |b| format!("{:.1}MiB", b as f64 / 1_048_576.0));
         out.push_str(&format!(
             "{:<5} {:<8} {:<4} {:<9} {:>7.0}s {:>10} {:>9} {:>6} {:>9} {:>6.1}ms {:>8.1}s\n",
-            w["slot"].to_string(),
-            w["pid"].to_string(),
-            w["generation"].to_string(),
-            w["state"].as_str().unwrap_or("?"),
-            w["uptime_s"].as_f64().unwrap_or(0.0),
-            w["requests"].to_string(),
-            w["in_flight"].to_string(),
-            w["connections"].to_string(),
+            w.slot,
+            w.pid,
+            w.generation,
+            w.state.as_str(),
+            w.uptime_s,
+            w.requests,
+            w.in_flight,
+            w.connections,
             rss,
-            w["loop_lag_us"].as_u64().unwrap_or(0) as f64 / 1000.0,
-            w["last_heartbeat_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+            w.loop_lag_us as f64 / 1000.0,
+            w.last_heartbeat_ms as f64 / 1000.0,
         ));
     }
     out

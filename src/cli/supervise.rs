@@ -14,7 +14,8 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use drover_supervisor::activation::{Handover, ADMIN};
+use drover_protocol::handover::FdName;
+use drover_supervisor::activation::Handover;
 use drover_supervisor::{Options, Outcome, Supervisor};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
@@ -106,7 +107,7 @@ pub fn run(spec: Spec) -> ExitCode {
         };
         if let Some(listener) = &admin {
             options.ready_extra.push(("admin".into(), listener.local_addr()?.to_string()));
-            options.handover_extra.push((ADMIN.into(), std::os::fd::AsRawFd::as_raw_fd(listener)));
+            options.handover_extra.push((FdName::Admin, std::os::fd::AsRawFd::as_raw_fd(listener)));
         }
         let supervisor = match handover {
             Some(handover) => Supervisor::adopt(options, handover)?,

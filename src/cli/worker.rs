@@ -1,5 +1,7 @@
 //! `drover worker` (hidden): one worker process. Started by the supervisor
 //! with its slot's sockets and the control channel as inherited fds.
+//! The flags are `drover_protocol::worker_args`'s; a test below keeps the
+//! two in step.
 
 use std::os::fd::RawFd;
 use std::process::ExitCode;
@@ -82,5 +84,27 @@ pub fn run(args: &WorkerArgs) -> ExitCode {
             error!(%error, "worker failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Harness {
+        #[command(flatten)]
+        args: super::WorkerArgs,
+    }
+
+    #[test]
+    fn parses_the_command_line_the_supervisor_writes() {
+        let sent = drover_protocol::worker_args::WorkerArgs::inherited(2, 5, 3);
+        let argv = std::iter::once("drover-worker".to_owned()).chain(sent.to_args());
+        let parsed = Harness::try_parse_from(argv).unwrap().args;
+        assert_eq!(
+            (parsed.slot, parsed.generation, parsed.listen_fds, parsed.control_fd),
+            (sent.slot, sent.generation, sent.listen_fds, sent.control_fd)
+        );
     }
 }

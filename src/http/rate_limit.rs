@@ -1,7 +1,7 @@
 //! `[rate_limit]` at the HTTP edge: which limits a request meets, keyed by
 //! what (the client's address, the account, the user), and the 429 when
 //! one is spent. The supervisor keeps the counts for every worker
-//! (`drover_supervisor::limits`), so the budget is the host's, whichever
+//! (`drover_protocol::limits`), so the budget is the host's, whichever
 //! worker the kernel hands a connection to.
 //!
 //! The client's address is the connection's peer, unless that peer is one
@@ -12,7 +12,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
-use drover_supervisor::limits::{LimitCheck, LimitKind, Verdict};
+use drover_protocol::limits::{LimitCheck, LimitKind, Verdict};
 use drover_worker::{Broadcast, Request};
 use http::HeaderMap;
 

@@ -13,6 +13,7 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::FromRawFd;
 
+use drover_protocol::handover::{self, FdName, Spec};
 use socket2::SockRef;
 
 /// The listening sockets systemd passed to this process, in order, or an
@@ -24,8 +25,10 @@ pub fn inherited_listeners() -> io::Result<Vec<TcpListener>> {
     // Sockets drover stored itself come back named by slot; give each back to
     // the slot it served (its index in the reuseport group, which the
     // steering program relies on). Others keep the order systemd gave.
-    let slot_of =
-        |name: &str| name.strip_prefix(crate::notify::FD_NAME_PREFIX).and_then(|n| n.parse::<usize>().ok());
+    let slot_of = |name: &str| match FdName::parse(name) {
+        Some(FdName::Slot(slot)) => Some(slot),
+        _ => None,
+    };
     if fds.iter().all(|(_, name)| slot_of(name).is_some()) {
         fds.sort_by_key(|(_, name)| slot_of(name));
     }
@@ -56,16 +59,9 @@ pub fn inherited_listeners() -> io::Result<Vec<TcpListener>> {
     Ok(listeners)
 }
 
-/// The name of the handshake channel in `--upgrade-fds`.
-pub const HANDSHAKE: &str = "drover-handshake";
-/// The names of the control and admin listeners in `--upgrade-fds`.
-pub const CONTROL: &str = "drover-control";
-pub const ADMIN: &str = "drover-admin";
-
 /// What a supervisor hands its successor in an upgrade (SIGUSR2): every
-/// slot's sockets (named `drover-slot-N`), the control socket, the admin
-/// listener, and a channel to say it is ready. Passed as
-/// `--upgrade-fds 3=drover-slot-0,4=drover-control,...,generation=N`.
+/// slot's sockets, the control socket, the admin listener, and a channel to
+/// say it is ready, named by a [`drover_protocol::handover::Spec`].
 #[derive(Debug, Default)]
 pub struct Handover {
     /// Ordered by slot.
@@ -80,39 +76,38 @@ pub struct Handover {
 impl Handover {
     /// Adopts the fds `spec` names. Each fd may be named once.
     pub fn from_spec(spec: &str) -> io::Result<Self> {
-        let invalid =
-            |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("--upgrade-fds: {what}"));
-        let mut handover = Handover { generation: 1, ..Handover::default() };
+        let spec = Spec::parse(spec).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // Every fd must be open before any is adopted: an OwnedFd of a
+        // closed number would close someone else's fd on drop.
+        for (fd, _) in &spec.fds {
+            // SAFETY: fcntl(F_GETFD) only checks that the fd is open; it has
+            // no memory-safety preconditions.
+            if unsafe { libc::fcntl(*fd, libc::F_GETFD) } < 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{}: fd {fd} is not open", handover::FLAG),
+                ));
+            }
+        }
+        let mut handover = Handover { generation: spec.generation, ..Handover::default() };
         let mut slots: Vec<(usize, TcpListener)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for item in spec.split(',').filter(|s| !s.is_empty()) {
-            let (key, name) = item.split_once('=').ok_or_else(|| invalid(item))?;
-            if key == "generation" {
-                handover.generation = name.parse().map_err(|_| invalid(item))?;
-                continue;
-            }
-            let fd: i32 = key.parse().map_err(|_| invalid(item))?;
-            // F_GETFD only checks that the fd is open.
-            // SAFETY: fcntl(F_GETFD) has no memory-safety preconditions.
-            if fd < 3 || !seen.insert(fd) || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-                return Err(invalid(&format!("fd {fd} is not an open, unique, non-stdio fd")));
-            }
+        for (fd, name) in spec.fds {
             // SAFETY (every from_raw_fd below): the previous supervisor put
-            // this open fd here for this process alone and named it once.
-            if name == HANDSHAKE {
-                handover.handshake = Some(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) });
-            } else if name == CONTROL {
-                handover.control = Some(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) });
-            } else if name == ADMIN {
-                handover.admin = Some(unsafe { TcpListener::from_raw_fd(fd) });
-            } else if let Some(slot) =
-                name.strip_prefix(crate::notify::FD_NAME_PREFIX).and_then(|n| n.parse().ok())
-            {
-                let listener = unsafe { TcpListener::from_raw_fd(fd) };
-                listener.set_nonblocking(true)?;
-                slots.push((slot, listener));
-            } else {
-                return Err(invalid(&format!("unknown name {name:?}")));
+            // this open fd here for this process alone, and the spec names
+            // each fd once.
+            match name {
+                FdName::Handshake => {
+                    handover.handshake = Some(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) })
+                }
+                FdName::Control => {
+                    handover.control = Some(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
+                }
+                FdName::Admin => handover.admin = Some(unsafe { TcpListener::from_raw_fd(fd) }),
+                FdName::Slot(slot) => {
+                    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+                    listener.set_nonblocking(true)?;
+                    slots.push((slot, listener));
+                }
             }
         }
         slots.sort_by_key(|(slot, _)| *slot);

@@ -1,36 +1,18 @@
 //! The control socket: a Unix socket, mode 0600, on which `drover ctl` asks
 //! the supervisor for its status, a reload, or a stop. One JSON request per
-//! connection, one JSON answer.
+//! connection, one JSON answer ([`drover_protocol::ctl`]).
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use drover_protocol::ctl::{Answer, Reply, Request, MAX_REQUEST};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-/// The longest request line accepted; requests are a few dozen bytes.
-const MAX_REQUEST: usize = 4096;
-
-/// What `drover ctl` can ask.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Request {
-    Status,
-    Reload,
-    Stop,
-    /// Run this many workers.
-    Scale {
-        workers: usize,
-    },
-    /// Upgrade the supervisor itself (as SIGUSR2).
-    Upgrade,
-}
-
 /// A request and where its answer goes.
-pub(crate) type Pending = (Request, oneshot::Sender<serde_json::Value>);
+pub(crate) type Pending = (Request, oneshot::Sender<Reply>);
 
 /// The bound socket; the file is removed when this is dropped.
 pub struct ControlSocket {
@@ -111,11 +93,9 @@ async fn answer(stream: UnixStream, requests: mpsc::UnboundedSender<Pending>) ->
         Ok(request) => {
             let (reply, answer) = oneshot::channel();
             let _ = requests.send((request, reply));
-            answer
-                .await
-                .unwrap_or_else(|_| serde_json::json!({"ok": false, "error": "supervisor is stopping"}))
+            answer.await.unwrap_or_else(|_| Reply::Answer(Answer::failed("supervisor is stopping")))
         }
-        Err(error) => serde_json::json!({"ok": false, "error": format!("bad request: {error}")}),
+        Err(error) => Reply::Answer(Answer::failed(format!("bad request: {error}"))),
     };
     let mut bytes = serde_json::to_vec(&response)?;
     bytes.push(b'\n');
@@ -123,7 +103,7 @@ async fn answer(stream: UnixStream, requests: mpsc::UnboundedSender<Pending>) ->
 }
 
 /// Sends one request to the supervisor at `path` and returns its answer.
-pub async fn request(path: &Path, request: &Request) -> io::Result<serde_json::Value> {
+pub async fn request(path: &Path, request: &Request) -> io::Result<Reply> {
     let stream = UnixStream::connect(path).await.map_err(|e| {
         io::Error::new(e.kind(), format!("cannot connect to {}: {e} (is drover running?)", path.display()))
     })?;

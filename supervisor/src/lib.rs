@@ -7,14 +7,12 @@
 //!
 //! It knows nothing of HTTP or of the application: a worker is a program it
 //! execs with inherited fds and talks to over a line protocol
-//! ([`protocol`]).
+//! (`drover_protocol::channel`), the one crate it shares with the worker.
 
 pub mod activation;
 pub mod control;
-pub mod limits;
 pub mod metrics;
 mod notify;
-pub mod protocol;
 pub mod signal;
 pub mod socket;
 pub mod spawn;
@@ -22,7 +20,8 @@ pub mod steer;
 mod supervisor;
 mod watch;
 
+pub use drover_protocol::ctl::Phase;
 pub use signal::Signal;
 pub use socket::SlotSockets;
 pub use spawn::WorkerCommand;
-pub use supervisor::{Options, Outcome, Phase, Supervisor};
+pub use supervisor::{Options, Outcome, Supervisor};

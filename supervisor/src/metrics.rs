@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::{AdmissionCounters, Counters, RouteCounters};
+use drover_protocol::channel::{AdmissionCounters, Counters, RouteCounters};
 
 /// Counters summed over workers.
 #[derive(Debug, Clone, Default, PartialEq)]

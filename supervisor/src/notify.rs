@@ -8,11 +8,8 @@
 
 use std::time::Duration;
 
+use drover_protocol::handover::FdName;
 use sd_notify::NotifyState;
-
-/// Stored sockets are named `drover-slot-N`, so that a restarted
-/// supervisor gives each back to the slot it served.
-pub(crate) const FD_NAME_PREFIX: &str = "drover-slot-";
 
 pub(crate) struct Notifier {
     enabled: bool,
@@ -64,11 +61,13 @@ impl Notifier {
     /// (`FDSTORE=1`), so they outlive this process: after
     /// `systemctl restart` systemd passes them back (`LISTEN_FDS`), and
     /// connections that arrive in between wait in their queues.
+    /// Stored sockets are named `drover-slot-N`, so that a restarted
+    /// supervisor gives each back to the slot it served.
     pub fn store_sockets(&self, slot: usize, sockets: &[std::net::TcpListener]) {
         if !self.enabled {
             return;
         }
-        let name = format!("{FD_NAME_PREFIX}{slot}");
+        let name = FdName::Slot(slot).to_string();
         let fds: Vec<std::os::fd::BorrowedFd<'_>> = sockets.iter().map(std::os::fd::AsFd::as_fd).collect();
         if let Err(error) =
             sd_notify::notify_with_fds(&[NotifyState::FdStore, NotifyState::FdName(&name)], &fds)
@@ -79,7 +78,7 @@ impl Notifier {
 
     /// Takes a retired slot's sockets out of systemd's store.
     pub fn remove_stored_sockets(&self, slot: usize) {
-        let name = format!("{FD_NAME_PREFIX}{slot}");
+        let name = FdName::Slot(slot).to_string();
         self.send(&[NotifyState::FdStoreRemove, NotifyState::FdName(&name)]);
     }
 

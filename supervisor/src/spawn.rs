@@ -17,8 +17,8 @@ use std::process::Stdio;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-/// The first fd number a worker finds its inherited sockets at; 0-2 are stdio.
-pub const FIRST_INHERITED_FD: RawFd = 3;
+use drover_protocol::handover::{self, FdName, Spec};
+use drover_protocol::worker_args::{WorkerArgs, FIRST_INHERITED_FD};
 
 /// What to exec for a worker.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -26,8 +26,8 @@ pub struct WorkerCommand {
     /// The executable, re-read from disk at every spawn so that a rolling
     /// restart deploys whatever build is installed now.
     pub program: std::path::PathBuf,
-    /// Arguments before the ones the supervisor adds (`--slot`, `--generation`,
-    /// `--listen-fds`, `--control-fd`).
+    /// Arguments before the ones the supervisor adds
+    /// ([`drover_protocol::worker_args::WorkerArgs`]).
     pub args: Vec<OsString>,
 }
 
@@ -48,22 +48,12 @@ pub fn spawn(
     let (ours, theirs) = StdUnixStream::pair()?;
     let mut sources: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
     sources.push(theirs.as_raw_fd());
-    let listen_fds: Vec<String> =
-        (0..listeners.len()).map(|i| (FIRST_INHERITED_FD + i as RawFd).to_string()).collect();
-    let control_fd = FIRST_INHERITED_FD + listeners.len() as RawFd;
+    // The sockets, then the channel, are remapped from FIRST_INHERITED_FD
+    // on, where WorkerArgs::inherited says they are.
+    let worker_args = WorkerArgs::inherited(slot, generation, listeners.len());
 
     let mut cmd = Command::new(&command.program);
-    cmd.args(&command.args)
-        .arg("--slot")
-        .arg(slot.to_string())
-        .arg("--generation")
-        .arg(generation.to_string())
-        .arg("--listen-fds")
-        .arg(listen_fds.join(","))
-        .arg("--control-fd")
-        .arg(control_fd.to_string())
-        .stdin(Stdio::null())
-        .kill_on_drop(false);
+    cmd.args(&command.args).args(worker_args.to_args()).stdin(Stdio::null()).kill_on_drop(false);
     // systemd's variables are for the main process: a worker must not
     // notify, nor take the activation sockets.
     for name in
@@ -143,26 +133,22 @@ pub struct Successor {
 }
 
 /// Starts the binary now on disk as a new supervisor, handing it `fds`
-/// (named, see [`crate::activation::Handover`]) and a handshake channel.
+/// (named, see [`drover_protocol::handover`]) and a handshake channel.
 pub fn spawn_successor(
     program: &Path,
     args: &[OsString],
-    fds: &[(RawFd, String)],
+    fds: &[(RawFd, FdName)],
     generation: u64,
 ) -> io::Result<Successor> {
     let (ours, theirs) = StdUnixStream::pair()?;
     let mut sources: Vec<RawFd> = fds.iter().map(|(fd, _)| *fd).collect();
     sources.push(theirs.as_raw_fd());
-    let mut spec: Vec<String> = fds
-        .iter()
-        .enumerate()
-        .map(|(i, (_, name))| format!("{}={name}", FIRST_INHERITED_FD + i as RawFd))
-        .collect();
-    spec.push(format!("{}={}", FIRST_INHERITED_FD + fds.len() as RawFd, crate::activation::HANDSHAKE));
-    spec.push(format!("generation={generation}"));
+    // Each fd lands at FIRST_INHERITED_FD + its index; the handshake last.
+    let names = fds.iter().map(|(_, name)| name.clone()).chain([FdName::Handshake]);
+    let spec = Spec { fds: (FIRST_INHERITED_FD..).zip(names).collect(), generation };
 
     let mut cmd = Command::new(program);
-    cmd.args(args).arg("--upgrade-fds").arg(spec.join(",")).stdin(Stdio::null()).kill_on_drop(false);
+    cmd.args(args).arg(handover::FLAG).arg(spec.to_string()).stdin(Stdio::null()).kill_on_drop(false);
     // Sockets come through --upgrade-fds, not systemd's variables.
     for name in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
         cmd.env_remove(name);

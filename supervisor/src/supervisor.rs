@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -15,14 +14,18 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::control::{ControlSocket, Request};
+use drover_protocol::channel::{Counters, SupervisorMessage, WorkerMessage};
+use drover_protocol::ctl::{Answer, Phase, Reply, Request, Status, WorkerRow, WorkerState};
+use drover_protocol::handover::FdName;
+use drover_protocol::limits::Limits;
+
+use crate::control::ControlSocket;
 use crate::metrics::{MetricsClient, SlotMetrics, Snapshot, Totals, WorkerGauges};
 use crate::notify::Notifier;
-use crate::protocol::{Counters, SupervisorMessage, WorkerMessage};
 use crate::signal::{Signal, Signals};
 use crate::socket::SlotSockets;
 use crate::spawn::{self, WorkerCommand};
-use crate::watch::{self, Command, Event, WorkerId};
+use crate::watch::{self, describe, watch_successor, Command, Event, SuccessorEvent, WorkerId};
 
 /// Exit codes a worker uses to say "retrying cannot help": EX_USAGE (64) and
 /// EX_CONFIG (78). Seen while booting, they stop the supervisor with the same
@@ -88,31 +91,7 @@ pub struct Options {
     pub ready_extra: Vec<(String, String)>,
     /// The application's own listeners, handed to a successor on upgrade
     /// (the admin listener), by name.
-    pub handover_extra: Vec<(String, std::os::fd::RawFd)>,
-}
-
-/// The supervisor's phase, logged at every change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Starting the first workers; not every slot is ready yet.
-    Booting,
-    /// Every slot has a ready worker.
-    Running,
-    /// A rolling restart is replacing workers one slot at a time.
-    Reloading,
-    /// Stopping: every worker was told to drain.
-    Draining,
-}
-
-impl Phase {
-    fn as_str(self) -> &'static str {
-        match self {
-            Phase::Booting => "booting",
-            Phase::Running => "running",
-            Phase::Reloading => "reloading",
-            Phase::Draining => "draining",
-        }
-    }
+    pub handover_extra: Vec<(FdName, std::os::fd::RawFd)>,
 }
 
 /// How the supervisor ended.
@@ -127,13 +106,6 @@ pub enum Outcome {
     /// A worker failed to boot with an exit code that says retrying is
     /// pointless (bad configuration); the supervisor exits with it.
     WorkerFatal(i32),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WorkerState {
-    Booting,
-    Ready,
-    Draining,
 }
 
 struct WorkerHandle {
@@ -220,7 +192,7 @@ pub struct Supervisor {
     /// Publishes relayed between workers, by (publisher, its sequence).
     publishes: BTreeMap<(WorkerId, u64), PendingPublish>,
     /// The host-wide rate limits the workers ask about.
-    limits: crate::limits::Limits,
+    limits: Limits,
     /// Slots waiting to be recycled (max requests, max RSS), with why.
     recycle_queue: VecDeque<(usize, &'static str)>,
     notifier: Notifier,
@@ -312,7 +284,7 @@ impl Supervisor {
             events_rx,
             fatal: None,
             publishes: BTreeMap::new(),
-            limits: crate::limits::Limits::default(),
+            limits: Limits::default(),
             recycle_queue: VecDeque::new(),
             notifier: Notifier::from_env(),
             store_sockets,
@@ -745,17 +717,14 @@ impl Supervisor {
         if self.slots.iter().any(|s| s.retiring) {
             return Err("a scale-down is still draining; try again when it is done".into());
         }
-        let mut fds: Vec<(std::os::fd::RawFd, String)> = Vec::new();
+        let mut fds: Vec<(std::os::fd::RawFd, FdName)> = Vec::new();
         for slot in 0..self.slots.len() {
             for socket in self.sockets.slot(slot) {
-                fds.push((
-                    std::os::fd::AsRawFd::as_raw_fd(socket),
-                    format!("{}{slot}", crate::notify::FD_NAME_PREFIX),
-                ));
+                fds.push((std::os::fd::AsRawFd::as_raw_fd(socket), FdName::Slot(slot)));
             }
         }
         if let Some(fd) = self.control_fd {
-            fds.push((fd, crate::activation::CONTROL.into()));
+            fds.push((fd, FdName::Control));
         }
         for (name, fd) in &self.options.handover_extra {
             fds.push((*fd, name.clone()));
@@ -794,72 +763,60 @@ impl Supervisor {
     }
 
     /// Answers `drover ctl`.
-    fn on_control(&mut self, request: Request) -> serde_json::Value {
-        match request {
-            Request::Status => self.status_json(),
+    fn on_control(&mut self, request: Request) -> Reply {
+        let answer = match request {
+            Request::Status => return Reply::Status(self.status()),
             Request::Reload => {
                 let before = self.phase;
                 self.begin_reload();
-                let message = match before {
-                    Phase::Running => "rolling restart started",
-                    Phase::Reloading => "a rolling restart is running; another will follow it",
-                    Phase::Booting => "still booting; reload ignored",
-                    Phase::Draining => "stopping; reload ignored",
-                };
-                serde_json::json!({ "ok": before == Phase::Running || before == Phase::Reloading, "message": message })
+                match before {
+                    Phase::Running => Answer::done("rolling restart started"),
+                    Phase::Reloading => Answer::done("a rolling restart is running; another will follow it"),
+                    Phase::Booting => Answer::declined("still booting; reload ignored"),
+                    Phase::Draining => Answer::declined("stopping; reload ignored"),
+                }
             }
-            Request::Scale { workers } => match self.scale_to(workers) {
-                Ok(message) => serde_json::json!({ "ok": true, "message": message }),
-                Err(error) => serde_json::json!({ "ok": false, "error": error }),
-            },
-            Request::Upgrade => match self.begin_upgrade() {
-                Ok(message) => serde_json::json!({ "ok": true, "message": message }),
-                Err(error) => serde_json::json!({ "ok": false, "error": error }),
-            },
+            Request::Scale { workers } => self.scale_to(workers).into(),
+            Request::Upgrade => self.begin_upgrade().into(),
             Request::Stop => {
                 if self.phase != Phase::Draining {
                     info!("stop requested on the control socket: draining every worker");
                     self.begin_drain();
                 }
-                serde_json::json!({ "ok": true, "message": "draining every worker, then exiting" })
+                Answer::done("draining every worker, then exiting")
             }
-        }
+        };
+        Reply::Answer(answer)
     }
 
-    fn status_json(&self) -> serde_json::Value {
+    fn status(&self) -> Status {
         let now = Instant::now();
-        let workers: Vec<serde_json::Value> = self
+        let workers = self
             .workers
             .values()
-            .map(|w| {
-                serde_json::json!({
-                    "slot": w.slot,
-                    "pid": w.pid,
-                    "generation": w.generation,
-                    "state": match w.state {
-                        WorkerState::Booting => "booting",
-                        WorkerState::Ready => "ready",
-                        WorkerState::Draining => "draining",
-                    },
-                    "uptime_s": now.duration_since(w.started).as_secs_f64(),
-                    "requests": w.counters.requests,
-                    "in_flight": w.counters.in_flight,
-                    "connections": w.counters.connections,
-                    "rss_bytes": rss_bytes(w.pid),
-                    "loop_lag_us": w.counters.loop_lag_us,
-                    "last_heartbeat_ms": now.duration_since(w.last_heartbeat).as_millis() as u64,
-                })
+            .map(|w| WorkerRow {
+                slot: w.slot,
+                pid: w.pid,
+                generation: w.generation,
+                state: w.state,
+                uptime_s: now.duration_since(w.started).as_secs_f64(),
+                requests: w.counters.requests,
+                in_flight: w.counters.in_flight,
+                connections: w.counters.connections,
+                rss_bytes: rss_bytes(w.pid),
+                loop_lag_us: w.counters.loop_lag_us,
+                last_heartbeat_ms: now.duration_since(w.last_heartbeat).as_millis() as u64,
             })
             .collect();
-        serde_json::json!({
-            "ok": true,
-            "pid": std::process::id(),
-            "phase": self.phase.as_str(),
-            "generation": self.generation,
-            "listen": self.sockets.addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "slots": self.slots.len(),
-            "workers": workers,
-        })
+        Status {
+            ok: true,
+            pid: std::process::id(),
+            phase: self.phase,
+            generation: self.generation,
+            listen: self.sockets.addrs().iter().map(ToString::to_string).collect(),
+            slots: self.slots.len(),
+            workers,
+        }
     }
 
     /// Periodic: the status line, and the watchdog keep-alive while every
@@ -1309,36 +1266,6 @@ impl Supervisor {
     }
 }
 
-/// What the successor of an upgrade reports.
-#[derive(Debug)]
-pub(crate) enum SuccessorEvent {
-    Ready,
-    Exited(String),
-}
-
-/// Waits for the successor's "ready" or its exit, whichever comes first,
-/// then for its exit only if it was not ready.
-async fn watch_successor(mut successor: spawn::Successor, events: mpsc::UnboundedSender<Event>) {
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(successor.handshake).lines();
-    tokio::select! {
-        line = lines.next_line() => {
-            if matches!(line, Ok(Some(ref l)) if l == "ready") {
-                let _ = events.send(Event::Successor(SuccessorEvent::Ready));
-                // It carries on as the main process; we never wait for it.
-                return;
-            }
-            let status = successor.child.wait().await;
-            let text = status.map_or_else(|e| e.to_string(), |s| describe(&s));
-            let _ = events.send(Event::Successor(SuccessorEvent::Exited(text)));
-        }
-        status = successor.child.wait() => {
-            let text = status.map_or_else(|e| e.to_string(), |s| describe(&s));
-            let _ = events.send(Event::Successor(SuccessorEvent::Exited(text)));
-        }
-    }
-}
-
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -1363,28 +1290,6 @@ fn rss_bytes(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-/// "exit code 3" or "killed by signal 9 (SIGKILL)".
-fn describe(status: &ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        return format!("exit code {code}");
-    }
-    match status.signal() {
-        Some(signal) => format!("killed by signal {signal}{}", signal_name(signal)),
-        None => status.to_string(),
-    }
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGKILL => " (SIGKILL)",
-        libc::SIGTERM => " (SIGTERM)",
-        libc::SIGSEGV => " (SIGSEGV)",
-        libc::SIGABRT => " (SIGABRT)",
-        libc::SIGINT => " (SIGINT)",
-        _ => "",
-    }
 }
 
 /// Writes `path` by renaming a temporary file over it, so a reader never sees

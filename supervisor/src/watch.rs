@@ -1,6 +1,7 @@
 //! One task per worker process: waits for it to exit, relays its control
 //! messages to the supervisor and writes the supervisor's commands to it.
 
+use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -8,7 +9,9 @@ use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
-use crate::protocol::{self, SupervisorMessage, WorkerMessage};
+use drover_protocol::channel::{self as protocol, SupervisorMessage, WorkerMessage};
+
+use crate::spawn;
 
 /// How long to wait for the rest of a dead worker's messages. Its end of the
 /// channel is closed, so only a grandchild holding the fd could delay this.
@@ -24,7 +27,7 @@ pub enum Event {
     Message(WorkerId, WorkerMessage),
     Exited(WorkerId, std::io::Result<ExitStatus>),
     /// About the new supervisor of an upgrade.
-    Successor(crate::supervisor::SuccessorEvent),
+    Successor(SuccessorEvent),
 }
 
 /// What the supervisor asks the watch task to do.
@@ -86,5 +89,57 @@ pub async fn watch(
                 None => commanded = false,
             },
         }
+    }
+}
+
+/// What the successor of an upgrade reports.
+#[derive(Debug)]
+pub enum SuccessorEvent {
+    Ready,
+    Exited(String),
+}
+
+/// Waits for the successor's "ready" or its exit, whichever comes first,
+/// then for its exit only if it was not ready.
+pub async fn watch_successor(mut successor: spawn::Successor, events: mpsc::UnboundedSender<Event>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(successor.handshake).lines();
+    tokio::select! {
+        line = lines.next_line() => {
+            if matches!(line, Ok(Some(ref l)) if l == "ready") {
+                let _ = events.send(Event::Successor(SuccessorEvent::Ready));
+                // It carries on as the main process; we never wait for it.
+                return;
+            }
+            let status = successor.child.wait().await;
+            let text = status.map_or_else(|e| e.to_string(), |s| describe(&s));
+            let _ = events.send(Event::Successor(SuccessorEvent::Exited(text)));
+        }
+        status = successor.child.wait() => {
+            let text = status.map_or_else(|e| e.to_string(), |s| describe(&s));
+            let _ = events.send(Event::Successor(SuccessorEvent::Exited(text)));
+        }
+    }
+}
+
+/// "exit code 3" or "killed by signal 9 (SIGKILL)".
+pub fn describe(status: &ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit code {code}");
+    }
+    match status.signal() {
+        Some(signal) => format!("killed by signal {signal}{}", signal_name(signal)),
+        None => status.to_string(),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGINT => " (SIGINT)",
+        _ => "",
     }
 }

@@ -31,7 +31,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use drover_supervisor::protocol::{AdmissionCounters, WAIT_BUCKETS};
+use drover_protocol::channel::{AdmissionCounters, WAIT_BUCKETS};
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 

@@ -37,7 +37,7 @@ use crate::body::{EndObserver, RequestBody};
 use crate::error::raw_http1_error;
 use crate::limits;
 use crate::request_id;
-use crate::server::{LocalExec, Shared};
+use crate::shared::{LocalExec, Shared, DRAIN_GRACE};
 use crate::wire::{ConnIo, ReadObserver, Wire};
 use crate::{App, Request, Response};
 
@@ -51,11 +51,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const LINGER_IDLE: Duration = Duration::from_millis(250);
 /// ...and at most this much of it.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
-/// While the worker drains, a connection that has been idle, or has sent
-/// nothing of the request it started, for this long is closed (a stalled
-/// head gets 408) rather than waited for until the drain timeout. Long
-/// enough for a request already on the wire to arrive and be answered.
-pub(crate) const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// A connection told to close (idle, or draining) with nothing in flight is
 /// closed this long after, whatever the client does: an HTTP/2 client that
 /// never acknowledges GOAWAY must not hold the worker.

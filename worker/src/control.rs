@@ -8,8 +8,8 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
 use std::time::Duration;
 
-use drover_supervisor::limits::{LimitCheck, Limits, Verdict};
-use drover_supervisor::protocol::{self, SupervisorMessage, WorkerMessage};
+use drover_protocol::channel::{self, SupervisorMessage, WorkerMessage};
+use drover_protocol::limits::{LimitCheck, Limits, Verdict};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
@@ -72,7 +72,7 @@ impl ControlWriter {
 
     pub fn send(&self, message: &WorkerMessage) {
         if let Some(mut write) = self.write.as_ref() {
-            let _ = write.write_all(&protocol::encode(message));
+            let _ = write.write_all(&channel::encode(message));
         }
     }
 
@@ -155,7 +155,7 @@ impl Broadcast {
     }
 
     /// Applies rate limits host-wide: the supervisor answers for every
-    /// worker (see `drover_supervisor::limits`). One verdict per check.
+    /// worker (see `drover_protocol::limits`). One verdict per check.
     pub async fn limit(&self, checks: Vec<LimitCheck>) -> Vec<Verdict> {
         if checks.is_empty() {
             return Vec::new();
@@ -214,7 +214,7 @@ pub(crate) async fn read_commands(
     let mut lines = BufReader::new(read).split(b'\n');
     loop {
         match lines.next_segment().await {
-            Ok(Some(line)) => match protocol::decode::<SupervisorMessage>(&line) {
+            Ok(Some(line)) => match channel::decode::<SupervisorMessage>(&line) {
                 Ok(SupervisorMessage::Drain) => {
                     if let Some(drain) = drain.take() {
                         let _ = drain.send(DrainCause::Supervisor);

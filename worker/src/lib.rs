@@ -18,6 +18,7 @@ mod limits;
 pub mod peer;
 pub mod request_id;
 mod server;
+mod shared;
 mod stats;
 mod wire;
 

@@ -4,7 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use drover_supervisor::protocol::{Counters, RouteCounters, LATENCY_BUCKETS};
+use drover_protocol::channel::{Counters, RouteCounters, LATENCY_BUCKETS};
 
 /// Plain cells: the worker is single-threaded, so no atomics are needed.
 #[derive(Debug, Default)]

@@ -1,7 +1,7 @@
 //! Host-wide rate limits, kept by the supervisor so that a client whose
 //! connections the kernel spreads over every worker gets one budget, not
 //! one per worker. Workers ask over the control channel
-//! ([`crate::protocol::WorkerMessage::Limit`]); a worker cut off from its
+//! (`WorkerMessage::Limit`); a worker cut off from its
 //! supervisor keeps the same state for itself (see the worker's
 //! `Broadcast::limit`).
 //!
