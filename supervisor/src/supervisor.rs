@@ -14,18 +14,25 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use drover_protocol::channel::{Counters, SupervisorMessage, WorkerMessage};
-use drover_protocol::ctl::{Answer, Phase, Reply, Request, Status, WorkerRow, WorkerState};
+use drover_protocol::channel::{SupervisorMessage, WorkerMessage};
+use drover_protocol::ctl::{Answer, Phase, Reply, Request, Status, WorkerState};
 use drover_protocol::handover::FdName;
 use drover_protocol::limits::Limits;
 
 use crate::control::ControlSocket;
-use crate::metrics::{MetricsClient, SlotMetrics, Snapshot, Totals, WorkerGauges};
+use crate::metrics::{MetricsClient, SlotMetrics, Snapshot, Totals};
 use crate::notify::Notifier;
+use crate::relay::{PublishId, Relay, PUBLISH_TIMEOUT};
+use crate::report::{self, rss_bytes, RateMeter};
+use crate::rollout::{self, Next, Rollout};
+use crate::scaling::{self, Plan};
 use crate::signal::{Signal, Signals};
+use crate::slots::{Backoff, Slot, CRASH_LOOP_WINDOW};
 use crate::socket::SlotSockets;
 use crate::spawn::{self, WorkerCommand};
+use crate::upgrade::{self, Upgrade};
 use crate::watch::{self, describe, watch_successor, Command, Event, SuccessorEvent, WorkerId};
+use crate::workers::WorkerHandle;
 
 /// Exit codes a worker uses to say "retrying cannot help": EX_USAGE (64) and
 /// EX_CONFIG (78). Seen while booting, they stop the supervisor with the same
@@ -37,25 +44,9 @@ const FATAL_EXIT_CODES: [i32; 2] = [64, 78];
 /// only covers its exit.
 const DRAIN_KILL_SLACK: Duration = Duration::from_secs(1);
 
-/// How long a publish waits for slow recipients before the publisher is
-/// told it is done anyway. A healthy worker acknowledges in well under a
-/// millisecond; one that is stuck must not stall writes on the others.
-const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
-
-/// A new supervisor gets this many boot timeouts to be ready (it runs its
-/// preflight checks, then boots every worker) before the upgrade is given up.
-const UPGRADE_TIMEOUT_BOOTS: u32 = 3;
-
-/// Most workers a supervisor runs (as `server.workers` allows).
-const MAX_WORKERS: usize = 1024;
-
 /// Extra time a retiring worker gets on top of the drain timeout: it first
 /// sweeps its accept queue (up to 5 s).
 const RETIRE_SLACK: Duration = Duration::from_secs(5);
-
-/// A crash loop is this many crashes of one slot within [`CRASH_LOOP_WINDOW`].
-const CRASH_LOOP_COUNT: usize = 5;
-const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(60);
 
 /// How the supervisor runs its workers. Serializable, because `drover serve`
 /// hands it to the `drover-supervisor` process it execs into.
@@ -108,72 +99,6 @@ pub enum Outcome {
     WorkerFatal(i32),
 }
 
-struct WorkerHandle {
-    slot: usize,
-    generation: u64,
-    pid: u32,
-    state: WorkerState,
-    started: Instant,
-    /// When the supervisor gives up on this worker: boot timeout while
-    /// booting, drain timeout while draining.
-    deadline: Option<Instant>,
-    commands: mpsc::UnboundedSender<Command>,
-    counters: Counters,
-    /// The reason the worker gave in its last message before exiting.
-    exit_reason: Option<String>,
-    /// When its event loop last proved it is alive (ready or heartbeat).
-    last_heartbeat: Instant,
-    /// Served requests after which it is recycled (`u64::MAX`: never).
-    recycle_after: u64,
-    /// Already queued for recycling.
-    recycling: bool,
-}
-
-#[derive(Default)]
-struct Slot {
-    /// The worker serving this slot, if any.
-    current: Option<WorkerId>,
-    /// When a crashed slot is restarted.
-    respawn_at: Option<Instant>,
-    backoff: Duration,
-    recent_crashes: VecDeque<Instant>,
-    /// Being removed by a scale-down: its worker is retiring and it is
-    /// never restarted.
-    retiring: bool,
-}
-
-/// A rolling restart in progress.
-struct Reload {
-    /// A rolling restart of every slot (SIGHUP), or one slot being
-    /// recycled, and why.
-    kind: ReloadKind,
-    /// Slots still to replace, in order.
-    pending: VecDeque<usize>,
-    /// The slot being replaced now: its new worker, then the old one draining.
-    step: Option<ReloadStep>,
-    /// Another SIGHUP arrived during this reload: run one more after it.
-    again: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReloadKind {
-    Rolling,
-    Recycle(&'static str),
-}
-
-struct ReloadStep {
-    slot: usize,
-    new: WorkerId,
-    old: Option<WorkerId>,
-    old_draining: bool,
-}
-
-/// A publish waiting for its recipients' acknowledgements.
-struct PendingPublish {
-    waiting: HashSet<WorkerId>,
-    deadline: Instant,
-}
-
 /// The process supervisor. Build it with [`Supervisor::bind`], then
 /// [`Supervisor::run`] it on a current-thread runtime.
 pub struct Supervisor {
@@ -184,20 +109,21 @@ pub struct Supervisor {
     next_id: WorkerId,
     generation: u64,
     phase: Phase,
-    reload: Option<Reload>,
+    /// A rolling restart or recycle in progress.
+    reload: Option<Rollout>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     /// Set when a worker failed to boot for good.
     fatal: Option<i32>,
-    /// Publishes relayed between workers, by (publisher, its sequence).
-    publishes: BTreeMap<(WorkerId, u64), PendingPublish>,
+    /// Publishes relayed between workers.
+    relay: Relay,
     /// The host-wide rate limits the workers ask about.
     limits: Limits,
     /// Slots waiting to be recycled (max requests, max RSS), with why.
     recycle_queue: VecDeque<(usize, &'static str)>,
     notifier: Notifier,
-    /// Total requests at the last status tick, and when.
-    last_tick: (u64, Instant),
+    /// The request rate in the status line.
+    rate: RateMeter,
     /// A steering program is attached to the reuseport groups (after a
     /// scale-down); it must follow every change of the slot count.
     steering: bool,
@@ -216,11 +142,9 @@ pub struct Supervisor {
     predecessor: Option<std::os::unix::net::UnixStream>,
     /// Our control socket, to hand to a successor.
     control_fd: Option<std::os::fd::RawFd>,
-    /// An upgrade in progress: the successor's pid and when it started.
-    upgrade: Option<(u32, Instant)>,
-    /// A successor took over: on exit leave the ready file and control
-    /// socket (now its) alone.
-    upgraded: bool,
+    /// An upgrade in progress. Once its successor took over, on exit leave
+    /// the ready file and control socket (now its) alone.
+    upgrade: Option<Upgrade>,
 }
 
 impl Supervisor {
@@ -269,8 +193,8 @@ impl Supervisor {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (metrics_tx, metrics_rx) = mpsc::unbounded_channel();
         let workers = options.workers;
-        let slots =
-            (0..options.workers).map(|_| Slot { backoff: options.backoff_min, ..Slot::default() }).collect();
+        let backoff = Backoff { min: options.backoff_min, max: options.backoff_max };
+        let slots = (0..options.workers).map(|_| Slot::new(backoff)).collect();
         Self {
             options,
             sockets,
@@ -283,7 +207,7 @@ impl Supervisor {
             events_tx,
             events_rx,
             fatal: None,
-            publishes: BTreeMap::new(),
+            relay: Relay::default(),
             limits: Limits::default(),
             recycle_queue: VecDeque::new(),
             notifier: Notifier::from_env(),
@@ -292,13 +216,12 @@ impl Supervisor {
             removed: Totals::default(),
             metrics_tx,
             metrics_rx,
-            last_tick: (0, Instant::now()),
+            rate: RateMeter::new(Instant::now()),
             steering: false,
             inherited_control: None,
             predecessor: None,
             control_fd: None,
             upgrade: None,
-            upgraded: false,
         }
     }
 
@@ -385,7 +308,7 @@ impl Supervisor {
                 _ = sleep_until(deadline) => self.on_timers(),
             }
         }
-        if self.upgraded {
+        if self.upgraded() {
             if let Some(control) = &control {
                 control.keep_file();
             }
@@ -397,6 +320,11 @@ impl Supervisor {
         }
         info!("every worker has exited; supervisor stopping");
         Ok(Outcome::Drained)
+    }
+
+    /// A successor took over (upgrade).
+    fn upgraded(&self) -> bool {
+        self.upgrade.is_some_and(|u| u.took_over)
     }
 
     fn set_phase(&mut self, phase: Phase) {
@@ -425,25 +353,14 @@ impl Supervisor {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         tokio::spawn(watch::watch(id, spawned.child, spawned.control, commands_rx, self.events_tx.clone()));
         let now = Instant::now();
+        let recycle_after = match self.options.max_requests {
+            0 => u64::MAX,
+            max => max + jitter(self.options.max_requests_jitter),
+        };
+        let boot_deadline = now + self.options.boot_timeout;
         self.workers.insert(
             id,
-            WorkerHandle {
-                slot,
-                generation,
-                pid,
-                state: WorkerState::Booting,
-                started: now,
-                deadline: Some(now + self.options.boot_timeout),
-                commands,
-                counters: Counters::default(),
-                exit_reason: None,
-                last_heartbeat: now,
-                recycle_after: match self.options.max_requests {
-                    0 => u64::MAX,
-                    max => max + jitter(self.options.max_requests_jitter),
-                },
-                recycling: false,
-            },
+            WorkerHandle::booting(slot, generation, pid, commands, now, boot_deadline, recycle_after),
         );
         info!(slot, pid, generation, "worker started");
         Some(id)
@@ -476,10 +393,7 @@ impl Supervisor {
                     self.drain_worker(id);
                     return;
                 }
-                let in_reload = matches!(
-                    self.reload.as_ref().and_then(|r| r.step.as_ref()),
-                    Some(step) if step.new == id
-                );
+                let in_reload = self.reload.as_ref().is_some_and(|r| r.is_replacement(id));
                 if in_reload {
                     self.on_replacement_ready();
                 } else {
@@ -504,7 +418,11 @@ impl Supervisor {
             }
             WorkerMessage::Exiting { reason } => worker.exit_reason = Some(reason),
             WorkerMessage::Publish { seq, channel, message } => self.relay(id, seq, channel, message),
-            WorkerMessage::Delivered { origin, seq } => self.delivered(origin, seq, id),
+            WorkerMessage::Delivered { origin, seq } => {
+                if self.relay.delivered((origin, seq), id) {
+                    self.answer_publish((origin, seq));
+                }
+            }
             WorkerMessage::Limit { seq, checks } => {
                 let verdicts = self.limits.apply(&checks);
                 if let Some(worker) = self.workers.get(&id) {
@@ -517,7 +435,7 @@ impl Supervisor {
     /// Sends a publish to every other worker that is serving; answers the
     /// publisher once they have all acknowledged it.
     fn relay(&mut self, origin: WorkerId, seq: u64, channel: String, message: String) {
-        let mut waiting = HashSet::new();
+        let mut recipients = HashSet::new();
         for (&id, worker) in &self.workers {
             // A booting worker has no state to keep in step yet.
             if id == origin || worker.state == WorkerState::Booting {
@@ -530,48 +448,17 @@ impl Supervisor {
                 message: message.clone(),
             };
             if worker.commands.send(Command::Send(deliver)).is_ok() {
-                waiting.insert(id);
+                recipients.insert(id);
             }
         }
-        if waiting.is_empty() {
-            self.answer_publish(origin, seq);
-        } else {
-            self.publishes.insert(
-                (origin, seq),
-                PendingPublish { waiting, deadline: Instant::now() + PUBLISH_TIMEOUT },
-            );
+        if self.relay.publish((origin, seq), recipients, Instant::now()) {
+            self.answer_publish((origin, seq));
         }
     }
 
-    fn delivered(&mut self, origin: WorkerId, seq: u64, by: WorkerId) {
-        let Some(pending) = self.publishes.get_mut(&(origin, seq)) else { return };
-        pending.waiting.remove(&by);
-        if pending.waiting.is_empty() {
-            self.publishes.remove(&(origin, seq));
-            self.answer_publish(origin, seq);
-        }
-    }
-
-    fn answer_publish(&self, origin: WorkerId, seq: u64) {
+    fn answer_publish(&self, (origin, seq): PublishId) {
         if let Some(worker) = self.workers.get(&origin) {
             let _ = worker.commands.send(Command::Send(SupervisorMessage::Published { seq }));
-        }
-    }
-
-    /// A worker is gone: it will acknowledge nothing, and wants no answers.
-    fn forget_publishes_of(&mut self, gone: WorkerId) {
-        self.publishes.retain(|&(origin, _), _| origin != gone);
-        let done: Vec<(WorkerId, u64)> = self
-            .publishes
-            .iter_mut()
-            .filter_map(|(&key, pending)| {
-                pending.waiting.remove(&gone);
-                pending.waiting.is_empty().then_some(key)
-            })
-            .collect();
-        for (origin, seq) in done {
-            self.publishes.remove(&(origin, seq));
-            self.answer_publish(origin, seq);
         }
     }
 
@@ -594,33 +481,26 @@ impl Supervisor {
     /// steered away from their sockets first (see [`crate::steer`]), their
     /// workers accept what was queued and drain, and then the sockets close.
     fn scale_to(&mut self, target: usize) -> Result<String, String> {
-        if !(1..=MAX_WORKERS).contains(&target) {
-            return Err(format!("the number of workers must be 1 to {MAX_WORKERS}"));
-        }
-        if self.phase != Phase::Running || self.reload.is_some() {
-            return Err(format!("busy ({}); try again when it is done", self.phase.as_str()));
-        }
-        if self.slots.iter().any(|s| s.retiring) {
-            return Err("a scale-down is still draining; try again when it is done".into());
-        }
         let current = self.slots.len();
-        if target > current {
-            for slot in current..target {
-                self.sockets.push_slot(crate::socket::DEFAULT_BACKLOG).map_err(|e| e.to_string())?;
-                if self.store_sockets {
-                    self.notifier.store_sockets(slot, self.sockets.slot(slot));
+        let retiring = self.slots.iter().any(|s| s.retiring);
+        let down = match scaling::plan(current, target, self.phase, self.reload.is_some(), retiring)? {
+            Plan::Same => return Ok(format!("already running {current} workers")),
+            Plan::Down(slots) => slots,
+            Plan::Up(slots) => {
+                for slot in slots {
+                    self.sockets.push_slot(crate::socket::DEFAULT_BACKLOG).map_err(|e| e.to_string())?;
+                    if self.store_sockets {
+                        self.notifier.store_sockets(slot, self.sockets.slot(slot));
+                    }
+                    self.slots.push(Slot::new(self.backoff()));
+                    self.retired.push(Totals::default());
+                    self.start_worker(slot);
                 }
-                self.slots.push(Slot { backoff: self.options.backoff_min, ..Slot::default() });
-                self.retired.push(Totals::default());
-                self.start_worker(slot);
+                info!(from = current, to = target, "scaling up");
+                return Ok(format!("scaling up from {current} to {target} workers"));
             }
-            info!(from = current, to = target, "scaling up");
-            return Ok(format!("scaling up from {current} to {target} workers"));
-        }
-        if target == current {
-            return Ok(format!("already running {current} workers"));
-        }
-        match self.steer(target) {
+        };
+        match self.steer(down.start) {
             Ok(()) => {}
             Err(error) => warn!(
                 %error,
@@ -628,8 +508,8 @@ impl Supervisor {
             ),
         }
         let retiring: Vec<WorkerId> =
-            self.workers.iter().filter(|(_, w)| w.slot >= target).map(|(&id, _)| id).collect();
-        for slot in &mut self.slots[target..] {
+            self.workers.iter().filter(|(_, w)| down.contains(&w.slot)).map(|(&id, _)| id).collect();
+        for slot in &mut self.slots[down] {
             slot.retiring = true;
             slot.respawn_at = None;
         }
@@ -685,20 +565,7 @@ impl Supervisor {
                 let mut workers = Vec::new();
                 for worker in self.workers.values().filter(|w| w.slot == slot) {
                     totals.add_counters(&worker.counters);
-                    workers.push(WorkerGauges {
-                        pid: worker.pid,
-                        state: match worker.state {
-                            WorkerState::Booting => "booting",
-                            WorkerState::Ready => "ready",
-                            WorkerState::Draining => "draining",
-                        },
-                        in_flight: worker.counters.in_flight,
-                        connections: worker.counters.connections,
-                        loop_lag_us: worker.counters.loop_lag_us,
-                        app: worker.counters.app_gauges.clone(),
-                        admission_limit: worker.counters.admission.limit,
-                        admission_queued: worker.counters.admission.queued,
-                    });
+                    workers.push(worker.gauges());
                 }
                 SlotMetrics { slot, totals, workers }
             })
@@ -717,18 +584,10 @@ impl Supervisor {
         if self.slots.iter().any(|s| s.retiring) {
             return Err("a scale-down is still draining; try again when it is done".into());
         }
-        let mut fds: Vec<(std::os::fd::RawFd, FdName)> = Vec::new();
-        for slot in 0..self.slots.len() {
-            for socket in self.sockets.slot(slot) {
-                fds.push((std::os::fd::AsRawFd::as_raw_fd(socket), FdName::Slot(slot)));
-            }
-        }
-        if let Some(fd) = self.control_fd {
-            fds.push((fd, FdName::Control));
-        }
-        for (name, fd) in &self.options.handover_extra {
-            fds.push((*fd, name.clone()));
-        }
+        let sockets: Vec<Vec<std::os::fd::RawFd>> = (0..self.slots.len())
+            .map(|slot| self.sockets.slot(slot).iter().map(std::os::fd::AsRawFd::as_raw_fd).collect())
+            .collect();
+        let fds = upgrade::handover_fds(&sockets, self.control_fd, &self.options.handover_extra);
         // The successor is `drover serve` with our flags.
         let mut args = self.options.command.args.clone();
         if let Some(first) = args.first_mut() {
@@ -739,22 +598,23 @@ impl Supervisor {
                 .map_err(|e| e.to_string())?;
         let pid = successor.child.id().unwrap_or(0);
         info!(pid, "upgrade: new supervisor started; waiting for its workers");
-        self.upgrade = Some((pid, Instant::now()));
+        self.upgrade = Some(Upgrade::started(pid, Instant::now()));
         tokio::spawn(watch_successor(successor, self.events_tx.clone()));
         Ok(format!("upgrade started: new supervisor {pid}"))
     }
 
     fn on_successor(&mut self, event: SuccessorEvent) {
-        let Some((pid, _)) = self.upgrade else { return };
+        let Some(upgrade) = &mut self.upgrade else { return };
+        let pid = upgrade.pid;
         match event {
             SuccessorEvent::Ready => {
                 info!(pid, "upgrade: the new supervisor is serving; draining this one's workers");
+                upgrade.took_over = true;
                 self.notifier.main_pid(pid);
-                self.upgraded = true;
                 self.begin_drain();
             }
             SuccessorEvent::Exited(status) => {
-                if !self.upgraded {
+                if !upgrade.took_over {
                     error!(pid, %status, "upgrade failed: the new supervisor exited before it was ready; still serving");
                     self.upgrade = None;
                 }
@@ -791,23 +651,7 @@ impl Supervisor {
 
     fn status(&self) -> Status {
         let now = Instant::now();
-        let workers = self
-            .workers
-            .values()
-            .map(|w| WorkerRow {
-                slot: w.slot,
-                pid: w.pid,
-                generation: w.generation,
-                state: w.state,
-                uptime_s: now.duration_since(w.started).as_secs_f64(),
-                requests: w.counters.requests,
-                in_flight: w.counters.in_flight,
-                connections: w.counters.connections,
-                rss_bytes: rss_bytes(w.pid),
-                loop_lag_us: w.counters.loop_lag_us,
-                last_heartbeat_ms: now.duration_since(w.last_heartbeat).as_millis() as u64,
-            })
-            .collect();
+        let workers = self.workers.values().map(|w| w.row(now, rss_bytes(w.pid))).collect();
         Status {
             ok: true,
             pid: std::process::id(),
@@ -827,10 +671,7 @@ impl Supervisor {
         // a worker is replaced.
         let retired: u64 = self.retired.iter().map(|t| t.requests).sum::<u64>() + self.removed.requests;
         let total = retired + self.workers.values().map(|w| w.counters.requests).sum::<u64>();
-        let (last_total, last_at) = self.last_tick;
-        let elapsed = now.duration_since(last_at).as_secs_f64();
-        let rate = if elapsed > 0.0 { total.saturating_sub(last_total) as f64 / elapsed } else { 0.0 };
-        self.last_tick = (total, now);
+        let rate = self.rate.sample(total, now);
         if self.phase == Phase::Booting {
             return;
         }
@@ -838,11 +679,7 @@ impl Supervisor {
         // the stalled worker is killed, so a supervisor that cannot replace
         // it (or is itself stuck) is caught by the service manager.
         let fresh_limit = self.options.stall_timeout / 2;
-        let all_fresh = self
-            .workers
-            .values()
-            .filter(|w| w.state == WorkerState::Ready)
-            .all(|w| now.duration_since(w.last_heartbeat) < fresh_limit);
+        let all_fresh = self.workers.values().all(|w| w.fresh(now, fresh_limit));
         if all_fresh && self.phase != Phase::Draining {
             self.notifier.watchdog();
         }
@@ -851,12 +688,7 @@ impl Supervisor {
 
     fn status_line(&self, rate: f64) -> String {
         let ready = self.workers.values().filter(|w| w.state == WorkerState::Ready).count();
-        format!(
-            "{}: {ready}/{} workers ready, generation {}, {rate:.0} req/s",
-            self.phase.as_str(),
-            self.slots.len(),
-            self.generation
-        )
+        report::status_line(self.phase, ready, self.slots.len(), self.generation, rate)
     }
 
     fn on_first_ready(&mut self) {
@@ -871,11 +703,8 @@ impl Supervisor {
         let listen: Vec<String> = self.sockets.addrs().iter().map(ToString::to_string).collect();
         info!(?listen, workers = self.slots.len(), "drover is ready");
         if let Some(path) = &self.options.ready_file {
-            let mut body = serde_json::json!({ "pid": std::process::id(), "listen": listen });
-            for (key, value) in &self.options.ready_extra {
-                body[key] = serde_json::Value::String(value.clone());
-            }
-            if let Err(error) = write_atomically(path, body.to_string().as_bytes()) {
+            let body = report::ready_file(std::process::id(), &listen, &self.options.ready_extra);
+            if let Err(error) = report::write_atomically(path, body.as_bytes()) {
                 error!(path = %path.display(), %error, "cannot write the ready file");
             }
         }
@@ -885,7 +714,9 @@ impl Supervisor {
         let Some(worker) = self.workers.remove(&id) else {
             return;
         };
-        self.forget_publishes_of(id);
+        for publish in self.relay.forget(id) {
+            self.answer_publish(publish);
+        }
         if let Some(totals) = self.retired.get_mut(worker.slot) {
             totals.add_counters(&worker.counters);
         }
@@ -932,7 +763,7 @@ impl Supervisor {
         // A replacement that failed aborts the rolling restart; the old worker
         // keeps serving.
         if let Some(reload) = &mut self.reload {
-            if reload.step.as_ref().is_some_and(|step| step.new == id) {
+            if reload.is_replacement(id) {
                 error!(slot, status = %status_text, "replacement worker failed to boot; rolling restart aborted, the old worker keeps serving");
                 self.abort_reload();
                 return;
@@ -952,27 +783,22 @@ impl Supervisor {
         if self.slots[slot].current == Some(id) {
             self.slots[slot].current = None;
         }
-        let slot_state = &mut self.slots[slot];
-        if uptime > self.options.backoff_max {
-            slot_state.backoff = self.options.backoff_min;
-        }
-        let delay = slot_state.backoff;
-        slot_state.backoff = (slot_state.backoff * 2).min(self.options.backoff_max);
-        let now = Instant::now();
-        slot_state.recent_crashes.push_back(now);
-        while slot_state.recent_crashes.front().is_some_and(|&t| now.duration_since(t) > CRASH_LOOP_WINDOW) {
-            slot_state.recent_crashes.pop_front();
-        }
-        if slot_state.recent_crashes.len() >= CRASH_LOOP_COUNT {
+        let backoff = self.backoff();
+        let crash = self.slots[slot].crashed(uptime, Instant::now(), backoff);
+        if crash.looping() {
             error!(
                 slot,
-                crashes = slot_state.recent_crashes.len(),
+                crashes = crash.recent,
                 window_s = CRASH_LOOP_WINDOW.as_secs(),
-                next_attempt_ms = delay.as_millis() as u64,
+                next_attempt_ms = crash.delay.as_millis() as u64,
                 "worker slot is crash-looping"
             );
         }
-        self.schedule_respawn(slot, delay);
+        self.schedule_respawn(slot, crash.delay);
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff { min: self.options.backoff_min, max: self.options.backoff_max }
     }
 
     fn schedule_respawn(&mut self, slot: usize, delay: Duration) {
@@ -991,7 +817,7 @@ impl Supervisor {
             }
             Phase::Reloading => {
                 if let Some(reload) = &mut self.reload {
-                    reload.again = true;
+                    reload.run_again();
                 }
                 info!("reload requested during a reload: another one will follow");
                 return;
@@ -1009,12 +835,7 @@ impl Supervisor {
         self.generation += 1;
         // Every worker is about to be replaced; pending recycles are moot.
         self.recycle_queue.clear();
-        self.reload = Some(Reload {
-            kind: ReloadKind::Rolling,
-            pending: (0..self.slots.len()).collect(),
-            step: None,
-            again: false,
-        });
+        self.reload = Some(Rollout::rolling(self.slots.len()));
         self.notifier.reloading();
         self.set_phase(Phase::Reloading);
         self.next_reload_step();
@@ -1023,9 +844,9 @@ impl Supervisor {
     /// Ends a reload that cannot go on; the workers not yet replaced keep
     /// serving. systemd, told `RELOADING=1`, is told `READY=1` again.
     fn abort_reload(&mut self) {
-        let kind = self.reload.take().map(|r| r.kind);
+        let kind = self.reload.take().map(|r| r.kind());
         self.set_phase(Phase::Running);
-        if kind == Some(ReloadKind::Rolling) {
+        if kind == Some(rollout::Kind::Rolling) {
             self.notifier.ready(&self.status_line(0.0));
         }
     }
@@ -1033,16 +854,7 @@ impl Supervisor {
     /// Queues the worker's slot for recycling if it passed a limit.
     fn check_recycle(&mut self, id: WorkerId) {
         let Some(worker) = self.workers.get_mut(&id) else { return };
-        if worker.state != WorkerState::Ready || worker.recycling {
-            return;
-        }
-        let reason = if worker.counters.requests >= worker.recycle_after {
-            "max_requests"
-        } else if self.options.max_rss > 0
-            && rss_bytes(worker.pid).is_some_and(|rss| rss > self.options.max_rss)
-        {
-            "max_rss"
-        } else {
+        let Some(reason) = worker.recycle_reason(self.options.max_rss, || rss_bytes(worker.pid)) else {
             return;
         };
         worker.recycling = true;
@@ -1063,12 +875,7 @@ impl Supervisor {
             return;
         }
         let Some((slot, reason)) = self.recycle_queue.pop_front() else { return };
-        self.reload = Some(Reload {
-            kind: ReloadKind::Recycle(reason),
-            pending: VecDeque::from([slot]),
-            step: None,
-            again: false,
-        });
+        self.reload = Some(Rollout::recycle(slot, reason));
         self.set_phase(Phase::Reloading);
         self.next_reload_step();
     }
@@ -1077,29 +884,31 @@ impl Supervisor {
         let Some(reload) = &mut self.reload else {
             return;
         };
-        let Some(slot) = reload.pending.pop_front() else {
-            let (again, kind) = (reload.again, reload.kind);
-            self.reload = None;
-            match kind {
-                ReloadKind::Rolling => info!(generation = self.generation, "rolling restart complete"),
-                ReloadKind::Recycle(reason) => info!(reason, "worker recycled"),
+        let slot = match reload.advance() {
+            Next::Start(slot) => slot,
+            Next::Finished { kind, again } => {
+                self.reload = None;
+                match kind {
+                    rollout::Kind::Rolling => info!(generation = self.generation, "rolling restart complete"),
+                    rollout::Kind::Recycle(reason) => info!(reason, "worker recycled"),
+                }
+                self.set_phase(Phase::Running);
+                if kind == rollout::Kind::Rolling {
+                    self.notifier.ready(&self.status_line(0.0));
+                }
+                if again {
+                    self.begin_reload();
+                } else {
+                    self.next_recycle();
+                }
+                return;
             }
-            self.set_phase(Phase::Running);
-            if kind == ReloadKind::Rolling {
-                self.notifier.ready(&self.status_line(0.0));
-            }
-            if again {
-                self.begin_reload();
-            } else {
-                self.next_recycle();
-            }
-            return;
         };
         let old = self.slots[slot].current;
         match self.start_worker(slot) {
             Some(new) => {
                 if let Some(reload) = &mut self.reload {
-                    reload.step = Some(ReloadStep { slot, new, old, old_draining: false });
+                    reload.started(slot, new, old);
                 }
             }
             None => {
@@ -1110,14 +919,12 @@ impl Supervisor {
     }
 
     fn on_replacement_ready(&mut self) {
-        let Some(step) = self.reload.as_mut().and_then(|r| r.step.as_mut()) else {
+        let Some(step) = self.reload.as_mut().and_then(Rollout::replacement_ready) else {
             return;
         };
-        let (slot, new, old) = (step.slot, step.new, step.old);
-        step.old_draining = true;
-        self.slots[slot].current = Some(new);
-        self.slots[slot].respawn_at = None;
-        match old.filter(|old| self.workers.contains_key(old)) {
+        self.slots[step.slot].current = Some(step.new);
+        self.slots[step.slot].respawn_at = None;
+        match step.old.filter(|old| self.workers.contains_key(old)) {
             Some(old) => self.drain_worker(old),
             // The slot had no live worker (it crashed): nothing to drain.
             None => self.next_reload_step(),
@@ -1125,12 +932,7 @@ impl Supervisor {
     }
 
     fn after_reload_old_exit(&mut self, id: WorkerId) {
-        let is_step_old = self
-            .reload
-            .as_ref()
-            .and_then(|r| r.step.as_ref())
-            .is_some_and(|step| step.old_draining && step.old == Some(id));
-        if is_step_old {
+        if self.reload.as_ref().is_some_and(|r| r.is_draining_old(id)) {
             self.next_reload_step();
         }
     }
@@ -1168,40 +970,27 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let upgrade = self
-            .upgrade
-            .filter(|_| !self.upgraded)
-            .map(|(_, started)| started + self.options.boot_timeout * UPGRADE_TIMEOUT_BOOTS);
+        let upgrade = self.upgrade.and_then(|u| u.deadline(self.options.boot_timeout));
         let stall = self.options.stall_timeout;
-        let stalls = self
-            .workers
-            .values()
-            .filter(|w| w.state != WorkerState::Booting)
-            .map(|w| w.last_heartbeat + stall);
+        let stalls = self.workers.values().filter_map(|w| w.stall_deadline(stall));
         let workers = self.workers.values().filter_map(|w| w.deadline).chain(stalls);
         let slots = self.slots.iter().filter_map(|s| s.respawn_at);
-        let publishes = self.publishes.values().map(|p| p.deadline);
-        workers.chain(slots).chain(publishes).chain(upgrade).min()
+        workers.chain(slots).chain(self.relay.next_deadline()).chain(upgrade).min()
     }
 
     fn on_timers(&mut self) {
         let now = Instant::now();
-        if let Some((pid, started)) = self.upgrade {
-            if !self.upgraded
-                && now.duration_since(started) > self.options.boot_timeout * UPGRADE_TIMEOUT_BOOTS
-            {
-                error!(
-                    pid,
-                    "upgrade failed: the new supervisor was not ready in time; killing it, still serving"
-                );
-                let _ = spawn::send_signal(pid, libc::SIGKILL);
-            }
+        if let Some(upgrade) = self.upgrade.filter(|u| u.is_late(now, self.options.boot_timeout)) {
+            error!(
+                pid = upgrade.pid,
+                "upgrade failed: the new supervisor was not ready in time; killing it, still serving"
+            );
+            let _ = spawn::send_signal(upgrade.pid, libc::SIGKILL);
         }
         for worker in self.workers.values_mut() {
-            let silent = now.duration_since(worker.last_heartbeat);
-            if worker.state == WorkerState::Booting || silent < self.options.stall_timeout {
+            let Some(silent) = worker.check_stall(now, self.options.stall_timeout) else {
                 continue;
-            }
+            };
             error!(
                 slot = worker.slot,
                 pid = worker.pid,
@@ -1211,23 +1000,18 @@ impl Supervisor {
                 requests = worker.counters.requests,
                 "worker event loop stalled (no heartbeat); killing it"
             );
-            // Counted once: the kill is on its way, its exit restarts the slot.
-            worker.last_heartbeat = now + Duration::from_secs(3600);
+            // Its exit restarts the slot.
             let _ = worker.commands.send(Command::Kill);
         }
-        let late: Vec<(WorkerId, u64)> =
-            self.publishes.iter().filter(|(_, p)| p.deadline <= now).map(|(&key, _)| key).collect();
-        for (origin, seq) in late {
-            if let Some(pending) = self.publishes.remove(&(origin, seq)) {
-                let slow: Vec<u32> =
-                    pending.waiting.iter().filter_map(|id| self.workers.get(id)).map(|w| w.pid).collect();
-                warn!(
-                    ?slow,
-                    timeout_ms = PUBLISH_TIMEOUT.as_millis() as u64,
-                    "workers did not acknowledge a publish in time"
-                );
-                self.answer_publish(origin, seq);
-            }
+        for late in self.relay.expire(now) {
+            let slow: Vec<u32> =
+                late.slow.iter().filter_map(|id| self.workers.get(id)).map(|w| w.pid).collect();
+            warn!(
+                ?slow,
+                timeout_ms = PUBLISH_TIMEOUT.as_millis() as u64,
+                "workers did not acknowledge a publish in time"
+            );
+            self.answer_publish(late.publish);
         }
         for worker in self.workers.values_mut() {
             let Some(deadline) = worker.deadline else {
@@ -1282,21 +1066,4 @@ fn jitter(max: u64) -> u64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let mixed = u64::from(nanos).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id());
     mixed % (max + 1)
-}
-
-/// Resident memory of a process, from /proc.
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// Writes `path` by renaming a temporary file over it, so a reader never sees
-/// half a file.
-fn write_atomically(path: &std::path::Path, contents: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, contents)?;
-    std::fs::rename(&tmp, path)
 }
