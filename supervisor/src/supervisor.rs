@@ -980,12 +980,15 @@ impl Supervisor {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
-        if let Some(upgrade) = self.upgrade.filter(|u| u.is_late(now, self.options.boot_timeout)) {
-            error!(
-                pid = upgrade.pid,
-                "upgrade failed: the new supervisor was not ready in time; killing it, still serving"
-            );
-            let _ = spawn::send_signal(upgrade.pid, libc::SIGKILL);
+        let boot_timeout = self.options.boot_timeout;
+        if let Some(upgrade) = self.upgrade.as_mut() {
+            if upgrade.check_late(now, boot_timeout) {
+                error!(
+                    pid = upgrade.pid,
+                    "upgrade failed: the new supervisor was not ready in time; killing it, still serving"
+                );
+                let _ = spawn::send_signal(upgrade.pid, libc::SIGKILL);
+            }
         }
         for worker in self.workers.values_mut() {
             let Some(silent) = worker.check_stall(now, self.options.stall_timeout) else {

@@ -24,21 +24,28 @@ pub struct Upgrade {
     started: Instant,
     /// The successor is serving; this supervisor is on its way out.
     pub took_over: bool,
+    /// The successor was late and has been killed; its exit ends the upgrade.
+    killed: bool,
 }
 
 impl Upgrade {
     pub fn started(pid: u32, now: Instant) -> Self {
-        Self { pid, started: now, took_over: false }
+        Self { pid, started: now, took_over: false, killed: false }
     }
 
-    /// When the successor must be ready by; none once it took over.
+    /// When the successor must be ready by; none once it took over or was
+    /// killed.
     pub fn deadline(&self, boot_timeout: Duration) -> Option<Instant> {
-        (!self.took_over).then(|| self.started + boot_timeout * TIMEOUT_BOOTS)
+        (!self.took_over && !self.killed).then(|| self.started + boot_timeout * TIMEOUT_BOOTS)
     }
 
-    /// Whether the successor is late at `now` and must be killed.
-    pub fn is_late(&self, now: Instant, boot_timeout: Duration) -> bool {
-        self.deadline(boot_timeout).is_some_and(|deadline| now > deadline)
+    /// Whether the successor is late at `now`: true once, and then it is
+    /// taken as killed, so the deadline does not fire again while its exit
+    /// is on the way.
+    pub fn check_late(&mut self, now: Instant, boot_timeout: Duration) -> bool {
+        let late = self.deadline(boot_timeout).is_some_and(|deadline| now >= deadline);
+        self.killed |= late;
+        late
     }
 }
 
@@ -66,11 +73,14 @@ mod tests {
         let boot = Duration::from_secs(10);
         let mut upgrade = Upgrade::started(77, start);
         assert_eq!(upgrade.deadline(boot), Some(start + Duration::from_secs(30)));
-        assert!(!upgrade.is_late(start + Duration::from_secs(30), boot));
-        assert!(upgrade.is_late(start + Duration::from_secs(31), boot));
-        upgrade.took_over = true;
-        assert_eq!(upgrade.deadline(boot), None);
-        assert!(!upgrade.is_late(start + Duration::from_secs(3600), boot));
+        let mut ready = upgrade;
+        assert!(!upgrade.check_late(start + Duration::from_secs(29), boot));
+        assert!(upgrade.check_late(start + Duration::from_secs(30), boot));
+        assert!(!upgrade.check_late(start + Duration::from_secs(31), boot), "killed once");
+        assert_eq!(upgrade.deadline(boot), None, "no timer spins while its exit is on the way");
+        ready.took_over = true;
+        assert_eq!(ready.deadline(boot), None);
+        assert!(!ready.check_late(start + Duration::from_secs(3600), boot));
     }
 
     #[test]
