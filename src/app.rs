@@ -111,6 +111,11 @@ pub async fn build(config: &Config, context: WorkerContext) -> Result<Routes, St
         bench: config.bench.enabled,
         allow_dotless_email_domains: config.auth.allow_dotless_email_domains,
         cors: crate::http::Cors::new(&config.http.cors).map(std::rc::Rc::new),
+        compression: crate::http::compress::Compression::new(
+            &config.http.compression,
+            context.blocking.clone(),
+        )
+        .map(std::rc::Rc::new),
         rate_limits: crate::http::rate_limit::RateLimits::new(
             &config.rate_limit,
             &config.server.trusted_proxies,

@@ -98,10 +98,28 @@ pub struct HttpConfig {
     pub max_connections_per_ip: usize,
     pub max_concurrent_streams: u32,
     pub cors: CorsConfig,
+    pub compression: CompressionConfig,
 }
 
-/// Cross-origin requests from browsers (`[http.cors]`); off while
-/// `allowed_origins` is empty.
+/// `[http.compression]`: responses compressed for clients that accept it
+/// (see `src/http/compress.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    pub enabled: bool,
+    /// `br`, `zstd`, `gzip`, in order of preference.
+    pub algorithms: Vec<String>,
+    pub br_level: i32,
+    pub zstd_level: i32,
+    pub gzip_level: i32,
+    /// Bodies smaller than this go out as they are.
+    pub min_bytes: usize,
+    /// Media types compressed, without parameters.
+    pub content_types: Vec<String>,
+    /// Route patterns never compressed.
+    pub off_routes: Vec<String>,
+}
+
 /// `[rate_limit]`: host-wide limits, kept by the supervisor.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,6 +200,8 @@ pub struct RateConfig {
     pub period: Duration,
 }
 
+/// Cross-origin requests from browsers (`[http.cors]`); off while
+/// `allowed_origins` is empty.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
@@ -430,6 +450,7 @@ impl Config {
             return Err(("log.access_sample", "must be from 0 (off) to 1 (every request)".into()));
         }
         self.http.cors.validate()?;
+        self.http.compression.validate()?;
         // Read now, so that a missing or short token stops `serve` and
         // `config check` with the key named, not the supervisor later.
         crate::admin::read_token(&self.server.admin_token)
@@ -532,6 +553,80 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         }
+    }
+}
+
+impl CompressionConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        use crate::http::compress::Coding;
+        if self.enabled && self.algorithms.is_empty() {
+            return Err((
+                "http.compression.algorithms",
+                "needs at least one of \"br\", \"zstd\", \"gzip\" (or enabled = false)".into(),
+            ));
+        }
+        let mut seen = Vec::new();
+        for token in &self.algorithms {
+            let Some(coding) = Coding::from_token(token).filter(|_| token != "x-gzip") else {
+                return Err((
+                    "http.compression.algorithms",
+                    format!("{token:?} is not one of \"br\", \"zstd\", \"gzip\""),
+                ));
+            };
+            if seen.contains(&coding) {
+                return Err(("http.compression.algorithms", format!("{token:?} is listed twice")));
+            }
+            seen.push(coding);
+        }
+        for (key, coding, level) in [
+            ("http.compression.br_level", Coding::Brotli, self.br_level),
+            ("http.compression.zstd_level", Coding::Zstd, self.zstd_level),
+            ("http.compression.gzip_level", Coding::Gzip, self.gzip_level),
+        ] {
+            let levels = coding.levels();
+            if !levels.contains(&level) {
+                return Err((
+                    key,
+                    format!("{level} is not a level from {} to {}", levels.start(), levels.end()),
+                ));
+            }
+        }
+        // Already compressed: encoding them again costs CPU and saves nothing.
+        const COMPRESSED: [&str; 8] = [
+            "image/",
+            "video/",
+            "audio/",
+            "application/zip",
+            "application/gzip",
+            "application/zstd",
+            "application/x-brotli",
+            "font/woff",
+        ];
+        for media in &self.content_types {
+            let valid = media.split_once('/').is_some_and(|(kind, sub)| {
+                !kind.is_empty() && !sub.is_empty() && !media.contains(';') && !media.contains(' ')
+            });
+            if !valid {
+                return Err((
+                    "http.compression.content_types",
+                    format!("{media:?} is not a media type such as \"application/json\" (no parameters)"),
+                ));
+            }
+            let lower = media.to_ascii_lowercase();
+            if COMPRESSED.iter().any(|c| lower.starts_with(c)) {
+                return Err((
+                    "http.compression.content_types",
+                    format!("{media:?} is already compressed; compressing it again only costs CPU"),
+                ));
+            }
+        }
+        if let Some(route) = self.off_routes.iter().find(|route| !route.starts_with('/')) {
+            return Err((
+                "http.compression.off_routes",
+                format!("{route:?} is not a route pattern such as \"/v1/users/{{id}}\""),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -56,6 +56,12 @@ pub enum ApiError {
     /// 415: the body's `Content-Type` is absent, malformed or not one the
     /// route accepts; `accepted` lists those it does.
     UnsupportedMediaType { accepted: &'static [&'static str] },
+    /// 406: the client's `Accept-Encoding` refuses identity and every
+    /// coding `offered`.
+    NotAcceptable { offered: String },
+    /// 415: a body in a content coding other than gzip; `Accept-Encoding`
+    /// on the response says what is.
+    UnsupportedEncoding,
     /// 415: a JSON body declared in a charset other than UTF-8. 415 rather
     /// than 400, as most servers answer: the charset is part of the media
     /// type, and the body was not read.
@@ -163,6 +169,24 @@ impl ApiError {
                     vec![ErrorDetail { field: "content-type".into(), issue: format!("must be {accepted}") }],
                 )
             }
+            ApiError::NotAcceptable { offered } => (
+                StatusCode::NOT_ACCEPTABLE,
+                "not_acceptable",
+                format!("the response is available as identity or {offered}; accept one of them"),
+                vec![ErrorDetail {
+                    field: "accept-encoding".into(),
+                    issue: format!("accept identity or {offered}"),
+                }],
+            ),
+            ApiError::UnsupportedEncoding => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as it is, or gzip-encoded (Content-Encoding: gzip)".to_owned(),
+                vec![ErrorDetail {
+                    field: "content-encoding".into(),
+                    issue: "must be gzip or identity".into(),
+                }],
+            ),
             ApiError::UnsupportedCharset => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -281,6 +305,10 @@ impl ApiError {
                         headers.insert(name, value);
                     }
                 }
+            }
+            ApiError::UnsupportedEncoding => {
+                // RFC 9110 §12.5.3: say which codings a body may come in.
+                headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
             }
             ApiError::Unavailable | ApiError::Busy | ApiError::RequestInProgress => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

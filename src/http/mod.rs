@@ -4,6 +4,7 @@
 
 mod auth;
 mod bench;
+pub(crate) mod compress;
 mod cors;
 mod error;
 pub(crate) mod extract;
@@ -37,6 +38,8 @@ pub struct State {
     pub allow_dotless_email_domains: bool,
     /// `[http.cors]`; `None` while it is off.
     pub cors: Option<Rc<cors::Cors>>,
+    /// `[http.compression]`; `None` while it is off.
+    pub compression: Option<Rc<compress::Compression>>,
     /// `[rate_limit]`.
     pub rate_limits: rate_limit::RateLimits,
 }
@@ -178,7 +181,25 @@ impl Routes {
 impl App for Routes {
     type Future = Reply;
 
-    fn call(&self, request: Request) -> (&'static str, Reply) {
+    fn call(&self, mut request: Request) -> (&'static str, Reply) {
+        let Some(compression) = &self.state.compression else { return self.call_cors(request) };
+        let negotiated = compression.negotiate(&mut request);
+        let (route, reply) = self.call_cors(request);
+        (route, compression.apply(route, negotiated, reply))
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        self.counter_values()
+    }
+
+    fn gauges(&self) -> Vec<(String, f64)> {
+        self.gauge_values()
+    }
+}
+
+impl Routes {
+    /// Routes the request, with CORS answered and marked when configured.
+    fn call_cors(&self, request: Request) -> (&'static str, Reply) {
         let Some(cors) = &self.state.cors else { return self.route(request) };
         let origin = match cors.check(&request) {
             cors::Verdict::Pass => return self.route(request),
@@ -204,7 +225,7 @@ impl App for Routes {
         (route, reply)
     }
 
-    fn counters(&self) -> Vec<(String, u64)> {
+    fn counter_values(&self) -> Vec<(String, u64)> {
         let stats = self.state.cache.stats();
         [
             ("cache_local_hits", &stats.local_hits),
@@ -221,7 +242,7 @@ impl App for Routes {
         .collect()
     }
 
-    fn gauges(&self) -> Vec<(String, f64)> {
+    fn gauge_values(&self) -> Vec<(String, f64)> {
         let mut gauges = self.state.db.gauges();
         gauges.push(("cache_local_entries".to_owned(), self.state.cache.local_entries() as f64));
         gauges

@@ -50,6 +50,11 @@ fn bad_configuration_exits_64_naming_the_key() {
         ("DROVER_ADMISSION__MAX_WAIT", "0s", "admission.max_wait"),
         ("DROVER_ADMISSION__EXEMPT", "[\"healthz\"]", "admission.exempt"),
         ("DROVER_ADMISSION__QUEUE", "-1", "admission.queue"),
+        ("DROVER_HTTP__COMPRESSION__ALGORITHMS", "[\"deflate\"]", "http.compression.algorithms"),
+        ("DROVER_HTTP__COMPRESSION__ALGORITHMS", "[]", "http.compression.algorithms"),
+        ("DROVER_HTTP__COMPRESSION__BR_LEVEL", "12", "http.compression.br_level"),
+        ("DROVER_HTTP__COMPRESSION__CONTENT_TYPES", "[\"image/png\"]", "http.compression.content_types"),
+        ("DROVER_HTTP__COMPRESSION__OFF_ROUTES", "[\"v1/users\"]", "http.compression.off_routes"),
     ] {
         assert_usage_error(&drover(&["serve"], &[(key, value)]), named);
     }

@@ -8,6 +8,7 @@ mod billing;
 mod cache;
 mod cluster;
 mod commerce;
+mod compression;
 mod config;
 mod cors;
 mod db;

@@ -1,0 +1,514 @@
+//! Response compression (`[http.compression]`): `Accept-Encoding` negotiated
+//! among brotli, zstd and gzip (q-values, `*`, `identity;q=0`), the body
+//! encoded by the maintained encoders (`brotli`, `zstd`, `flate2`), and the
+//! headers a cache needs: `Vary: Accept-Encoding` on every compressible
+//! response, `Content-Encoding`, a length for the encoded body, and an
+//! `ETag` of its own for each encoding. Also gzip request bodies, decoded
+//! with the size limit applied to what they inflate to.
+//!
+//! Small bodies (under `min_bytes`) go out as they are: the header costs
+//! more than it saves. Bodies larger than [`INLINE_MAX`] are encoded on the
+//! worker's blocking pool, so a slow level never stalls the event loop; when
+//! the pool is full they go out uncompressed rather than wait.
+
+use std::io::{Read, Write};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use drover_worker::blocking::BlockingPool;
+use drover_worker::{Body, Request, Response};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+
+use super::{ApiError, Reply};
+use crate::config::CompressionConfig;
+
+/// Bodies up to this size are encoded on the event loop: at the default
+/// levels that takes well under a millisecond.
+pub const INLINE_MAX: usize = 64 * 1024;
+
+/// A content coding drover can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Brotli,
+    Zstd,
+    Gzip,
+}
+
+impl Coding {
+    /// Its token in `Accept-Encoding` and `Content-Encoding`.
+    pub fn token(self) -> &'static str {
+        match self {
+            Coding::Brotli => "br",
+            Coding::Zstd => "zstd",
+            Coding::Gzip => "gzip",
+        }
+    }
+
+    pub fn from_token(token: &str) -> Option<Self> {
+        match token {
+            "br" => Some(Coding::Brotli),
+            "zstd" => Some(Coding::Zstd),
+            "gzip" | "x-gzip" => Some(Coding::Gzip),
+            _ => None,
+        }
+    }
+
+    /// The levels each accepts, as `[http.compression]` documents them.
+    pub fn levels(self) -> std::ops::RangeInclusive<i32> {
+        match self {
+            Coding::Brotli => 0..=11,
+            Coding::Zstd => 1..=22,
+            Coding::Gzip => 1..=9,
+        }
+    }
+}
+
+/// What to send, given the client's `Accept-Encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// The body as it is.
+    Identity,
+    /// The body in this coding.
+    Encode(Coding),
+    /// Nothing the client accepts: it refused `identity` and every coding
+    /// offered. 406.
+    NotAcceptable,
+}
+
+/// The coding to send for an `Accept-Encoding` value, among `offered` (in
+/// the server's order of preference, which breaks ties between equal
+/// q-values). No header: identity, as most clients that say nothing expect.
+pub fn negotiate(accept: Option<&str>, offered: &[Coding]) -> Choice {
+    let Some(accept) = accept else { return Choice::Identity };
+    let mut star: Option<f32> = None;
+    let mut identity: Option<f32> = None;
+    let mut listed: Vec<(Coding, f32)> = Vec::new();
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let token = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        if token.is_empty() {
+            continue;
+        }
+        let mut q = Some(1.0);
+        for param in parts {
+            if let Some((name, value)) = param.split_once('=') {
+                if name.trim().eq_ignore_ascii_case("q") {
+                    q = value.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q));
+                }
+            }
+        }
+        // An item with a malformed q-value is ignored, not trusted.
+        let Some(q) = q else { continue };
+        match token.as_str() {
+            "*" => star = Some(q),
+            "identity" => identity = Some(q),
+            token => {
+                if let Some(coding) = Coding::from_token(token) {
+                    listed.push((coding, q));
+                }
+            }
+        }
+    }
+    let q_of =
+        |coding: Coding| listed.iter().find(|(c, _)| *c == coding).map(|(_, q)| *q).or(star).unwrap_or(0.0);
+    let mut best: Option<(Coding, f32)> = None;
+    for &coding in offered {
+        let q = q_of(coding);
+        if q > 0.0 && best.is_none_or(|(_, best_q)| q > best_q) {
+            best = Some((coding, q));
+        }
+    }
+    // Identity is acceptable unless refused, by name or through `*`.
+    let identity_q = identity.or(star.filter(|_| identity.is_none())).unwrap_or(1.0);
+    match best {
+        // A client that names identity above every coding prefers it.
+        Some((_, q)) if identity.is_some_and(|identity_q| identity_q > q) => Choice::Identity,
+        Some((coding, _)) => Choice::Encode(coding),
+        None if identity_q > 0.0 => Choice::Identity,
+        None => Choice::NotAcceptable,
+    }
+}
+
+/// Encodes `body` at `level` (in [`Coding::levels`]).
+pub fn encode(coding: Coding, level: i32, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    // Most JSON shrinks to a fifth or less: start there.
+    let mut out = Vec::with_capacity(body.len() / 4 + 64);
+    match coding {
+        Coding::Gzip => {
+            let level = flate2::Compression::new(level.clamp(1, 9) as u32);
+            let mut encoder = flate2::write::GzEncoder::new(out, level);
+            encoder.write_all(body)?;
+            out = encoder.finish()?;
+        }
+        Coding::Brotli => {
+            // lgwin 22: brotli's default window (4 MiB).
+            let mut encoder =
+                brotli::CompressorWriter::new(&mut out, 64 * 1024, level.clamp(0, 11) as u32, 22);
+            encoder.write_all(body)?;
+            encoder.flush()?;
+            drop(encoder);
+        }
+        Coding::Zstd => {
+            out = zstd::bulk::compress(body, level)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a gzip request body, refusing it once it inflates past `limit`
+/// bytes: a small bomb that expands to gigabytes costs at most `limit`.
+pub fn gunzip(body: &[u8], limit: u64) -> Result<Vec<u8>, ApiError> {
+    let mut decoded = Vec::with_capacity(body.len().saturating_mul(4).min(limit as usize));
+    let read =
+        flate2::read::MultiGzDecoder::new(body).take(limit.saturating_add(1)).read_to_end(&mut decoded);
+    match read {
+        Ok(n) if n as u64 > limit => Err(ApiError::PayloadTooLarge { limit }),
+        Ok(_) => Ok(decoded),
+        Err(_) => Err(ApiError::invalid("body", "the gzip body is corrupt")),
+    }
+}
+
+/// The entity tag of an encoded variant: `"abc"` becomes `"abc-br"`, so a
+/// cache never takes one encoding's bytes for another's (RFC 9110 §8.8.3).
+fn variant_etag(etag: &HeaderValue, coding: Coding) -> Option<HeaderValue> {
+    let text = etag.to_str().ok()?;
+    let open = text.strip_suffix('"')?;
+    HeaderValue::from_str(&format!("{open}-{}\"", coding.token())).ok()
+}
+
+/// `If-None-Match` with our variant suffixes taken off, so a handler that
+/// knows only its identity tag recognises what the client cached.
+fn strip_variant_tags(value: &HeaderValue) -> Option<HeaderValue> {
+    let text = value.to_str().ok()?;
+    if !text.contains("-br\"") && !text.contains("-zstd\"") && !text.contains("-gzip\"") {
+        return None;
+    }
+    let stripped = text.replace("-br\"", "\"").replace("-zstd\"", "\"").replace("-gzip\"", "\"");
+    HeaderValue::from_str(&stripped).ok()
+}
+
+/// `[http.compression]`, ready to use.
+pub struct Compression {
+    /// In order of preference, with each one's level.
+    codings: Vec<(Coding, i32)>,
+    offered: Vec<Coding>,
+    min_bytes: usize,
+    content_types: Vec<String>,
+    off_routes: Vec<String>,
+    blocking: BlockingPool,
+}
+
+/// What a request's negotiation decided, carried to its response.
+#[derive(Debug, Clone, Copy)]
+pub struct Negotiated {
+    choice: Choice,
+    /// The client refused identity: even a small body is encoded.
+    identity_refused: bool,
+    head: bool,
+}
+
+impl Compression {
+    /// `None` when compression is off.
+    pub fn new(config: &CompressionConfig, blocking: BlockingPool) -> Option<Self> {
+        if !config.enabled {
+            return None;
+        }
+        let codings: Vec<(Coding, i32)> = config
+            .algorithms
+            .iter()
+            .filter_map(|token| Coding::from_token(token))
+            .map(|coding| {
+                let level = match coding {
+                    Coding::Brotli => config.br_level,
+                    Coding::Zstd => config.zstd_level,
+                    Coding::Gzip => config.gzip_level,
+                };
+                (coding, level)
+            })
+            .collect();
+        Some(Self {
+            offered: codings.iter().map(|(coding, _)| *coding).collect(),
+            codings,
+            min_bytes: config.min_bytes,
+            content_types: config.content_types.iter().map(|t| t.to_ascii_lowercase()).collect(),
+            off_routes: config.off_routes.clone(),
+            blocking,
+        })
+    }
+
+    /// Reads the request's `Accept-Encoding` before it is handed on, and
+    /// takes our variant suffixes off its `If-None-Match`.
+    pub fn negotiate(&self, request: &mut Request) -> Negotiated {
+        let headers = request.headers_mut();
+        if let Some(stripped) = headers.get(header::IF_NONE_MATCH).and_then(strip_variant_tags) {
+            headers.insert(header::IF_NONE_MATCH, stripped);
+        }
+        let accept = joined(request.headers(), header::ACCEPT_ENCODING);
+        let accept = accept.as_deref();
+        Negotiated {
+            choice: negotiate(accept, &self.offered),
+            // With nothing offered, only a refused identity is not acceptable.
+            identity_refused: accept.is_some() && negotiate(accept, &[]) == Choice::NotAcceptable,
+            head: request.method() == Method::HEAD,
+        }
+    }
+
+    /// Whether responses of this media type are compressed.
+    fn compressible(&self, headers: &HeaderMap) -> bool {
+        let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        self.content_types.iter().any(|t| t.eq_ignore_ascii_case(media))
+    }
+
+    /// The reply with its response compressed as negotiated.
+    pub fn apply(self: &Rc<Self>, route: &'static str, negotiated: Negotiated, reply: Reply) -> Reply {
+        if self.off_routes.iter().any(|off| off == route) {
+            return reply;
+        }
+        match reply {
+            Reply::Ready(Some(response)) => self.respond(negotiated, response),
+            Reply::Pending(future) => {
+                let this = self.clone();
+                Reply::Pending(Box::pin(async move {
+                    let response = future.await;
+                    this.respond(negotiated, response).await
+                }))
+            }
+            done @ Reply::Ready(None) => done,
+        }
+    }
+
+    fn respond(self: &Rc<Self>, negotiated: Negotiated, mut response: Response) -> Reply {
+        let status = response.status();
+        let bodiless = status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let headers = response.headers_mut();
+        if bodiless || headers.contains_key(header::CONTENT_ENCODING) || !self.compressible(headers) {
+            return Reply::ready(response);
+        }
+        headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        let no_transform = headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("no-transform")));
+        let coding = match negotiated.choice {
+            Choice::Identity => return Reply::ready(response),
+            Choice::NotAcceptable => return Reply::ready(not_acceptable(&self.offered)),
+            Choice::Encode(coding) => coding,
+        };
+        let len = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0) as usize;
+        // Small bodies as they are, unless the client refused identity.
+        let small = len < self.min_bytes && !negotiated.identity_refused;
+        if no_transform || negotiated.head || small {
+            return Reply::ready(response);
+        }
+        let level = self.codings.iter().find(|(c, _)| *c == coding).map_or(0, |(_, level)| *level);
+        let body = take_bytes(&mut response);
+        if body.len() <= INLINE_MAX {
+            let encoded = encode(coding, level, &body);
+            return Reply::ready(finish(response, coding, body, encoded));
+        }
+        let this = self.clone();
+        Reply::Pending(Box::pin(async move {
+            let job = body.clone();
+            match this.blocking.run(move || encode(coding, level, &job)).await {
+                Ok(encoded) => finish(response, coding, body, encoded),
+                // The pool is full: the bytes as they are beat a wait.
+                Err(_busy) => {
+                    *response.body_mut() = Body::new(body);
+                    response
+                }
+            }
+        }))
+    }
+}
+
+/// The bytes of a ready body, taken out of the response.
+fn take_bytes(response: &mut Response) -> Bytes {
+    use futures_util::FutureExt;
+    use http_body_util::BodyExt;
+    // A full body yields its one frame at once: this never waits.
+    let body = std::mem::take(response.body_mut());
+    body.collect()
+        .now_or_never()
+        .and_then(Result::ok)
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default()
+}
+
+/// The response with `encoded` as its body, or with `original` if encoding
+/// failed (it cannot, writing to memory; but a body as it is beats an error).
+fn finish(
+    mut response: Response,
+    coding: Coding,
+    original: Bytes,
+    encoded: std::io::Result<Vec<u8>>,
+) -> Response {
+    let Ok(encoded) = encoded else {
+        *response.body_mut() = Body::new(original);
+        return response;
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding.token()));
+    // hyper writes the length of the new body.
+    headers.remove(header::CONTENT_LENGTH);
+    if let Some(etag) = headers.get(header::ETAG).and_then(|etag| variant_etag(etag, coding)) {
+        headers.insert(header::ETAG, etag);
+    }
+    *response.body_mut() = Body::new(Bytes::from(encoded));
+    response
+}
+
+fn not_acceptable(offered: &[Coding]) -> Response {
+    let tokens: Vec<&str> = offered.iter().map(|c| c.token()).collect();
+    ApiError::NotAcceptable { offered: tokens.join(", ") }.into_response()
+}
+
+/// Every value of a header, joined as one list (a client may split
+/// `Accept-Encoding` over several lines).
+fn joined(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    Some(values.fold(first.to_owned(), |mut all, v| {
+        all.push_str(", ");
+        all.push_str(v);
+        all
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Coding; 3] = [Coding::Brotli, Coding::Zstd, Coding::Gzip];
+
+    #[test]
+    fn the_best_q_value_wins_and_our_order_breaks_ties() {
+        use Choice::*;
+        use Coding::*;
+        for (accept, expected) in [
+            (None, Identity),
+            (Some(""), Identity),
+            (Some("gzip"), Encode(Gzip)),
+            (Some("gzip, br"), Encode(Brotli)),
+            (Some("gzip, deflate, br, zstd"), Encode(Brotli)),
+            (Some("GZIP;Q=0.5, zstd;q=0.8"), Encode(Zstd)),
+            (Some("br;q=0, gzip"), Encode(Gzip)),
+            (Some("*"), Encode(Brotli)),
+            (Some("*;q=0.1, gzip;q=0.5"), Encode(Gzip)),
+            (Some("deflate"), Identity),
+            (Some("gzip;q=0.5, identity"), Identity),
+            (Some("gzip;q=0.5, identity;q=0.2"), Encode(Gzip)),
+            (Some("identity;q=0"), NotAcceptable),
+            (Some("*;q=0"), NotAcceptable),
+            (Some("deflate, identity;q=0"), NotAcceptable),
+            (Some("*;q=0, identity"), Identity),
+            (Some("gzip;q=nonsense"), Identity),
+            (Some("gzip;q=2"), Identity),
+            (Some("x-gzip"), Encode(Gzip)),
+        ] {
+            assert_eq!(negotiate(accept, &ALL), expected, "{accept:?}");
+        }
+        assert_eq!(negotiate(Some("br, gzip"), &[Coding::Gzip]), Choice::Encode(Coding::Gzip));
+        assert_eq!(negotiate(Some("br"), &[Coding::Gzip]), Choice::Identity);
+    }
+
+    #[test]
+    fn every_coding_round_trips() {
+        let body = br#"{"items":[{"id":1,"name":"Widget"}]}"#.repeat(200);
+        for coding in ALL {
+            let level = *coding.levels().end();
+            let encoded = encode(coding, level, &body).unwrap();
+            assert!(encoded.len() < body.len() / 10, "{coding:?}: {} bytes", encoded.len());
+            let decoded = match coding {
+                Coding::Gzip => gunzip(&encoded, 1 << 20).unwrap(),
+                Coding::Zstd => zstd::decode_all(&encoded[..]).unwrap(),
+                Coding::Brotli => {
+                    let mut out = Vec::new();
+                    brotli::Decompressor::new(&encoded[..], 4096).read_to_end(&mut out).unwrap();
+                    out
+                }
+            };
+            assert_eq!(decoded, body, "{coding:?}");
+        }
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_at_the_limit() {
+        let bomb = encode(Coding::Gzip, 9, &vec![b' '; 10 << 20]).unwrap();
+        assert!(bomb.len() < 16 * 1024, "{} bytes", bomb.len());
+        assert!(
+            matches!(gunzip(&bomb, 1 << 20), Err(ApiError::PayloadTooLarge { limit }) if limit == 1 << 20)
+        );
+        assert_eq!(gunzip(&bomb, 10 << 20).unwrap().len(), 10 << 20, "exactly the limit is fine");
+        assert!(matches!(gunzip(b"not gzip", 100), Err(ApiError::Invalid { .. })));
+    }
+
+    fn config() -> CompressionConfig {
+        CompressionConfig {
+            enabled: true,
+            algorithms: vec!["br".into(), "gzip".into()],
+            br_level: 11,
+            zstd_level: 3,
+            gzip_level: 6,
+            min_bytes: 1024,
+            content_types: vec!["application/json".into()],
+            off_routes: vec![],
+        }
+    }
+
+    fn json_response(body: Vec<u8>) -> Response {
+        crate::http::reply::with_type(StatusCode::OK, Bytes::from(body), "application/json")
+    }
+
+    #[tokio::test]
+    async fn a_large_body_is_encoded_on_the_blocking_pool_or_sent_as_it_is_when_the_pool_is_full() {
+        let body = br#"{"id":12345,"name":"a fairly long product name"},"#.repeat(4000);
+        assert!(body.len() > INLINE_MAX);
+        let negotiated =
+            Negotiated { choice: Choice::Encode(Coding::Brotli), identity_refused: false, head: false };
+        let pool = Rc::new(Compression::new(&config(), BlockingPool::new(2)).unwrap());
+        let reply = pool.respond(negotiated, json_response(body.clone()));
+        assert!(matches!(reply, Reply::Pending(_)), "not encoded on the event loop");
+        let response = reply.await;
+        assert_eq!(response.headers()[header::CONTENT_ENCODING], "br");
+        let encoded = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+        let mut decoded = Vec::new();
+        brotli::Decompressor::new(&encoded[..], 4096).read_to_end(&mut decoded).unwrap();
+        assert_eq!(decoded, body);
+
+        let full = Rc::new(Compression::new(&config(), BlockingPool::new(0)).unwrap());
+        let response = full.respond(negotiated, json_response(body.clone())).await;
+        assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(response.headers()[header::VARY], "accept-encoding");
+        let sent = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+        assert_eq!(sent, body);
+    }
+
+    #[tokio::test]
+    async fn other_media_types_and_bodiless_statuses_are_left_alone() {
+        let compression = Rc::new(Compression::new(&config(), BlockingPool::new(1)).unwrap());
+        let negotiated =
+            Negotiated { choice: Choice::Encode(Coding::Gzip), identity_refused: false, head: false };
+        let csv = crate::http::reply::with_type(StatusCode::OK, Bytes::from(vec![b'a'; 4096]), "text/csv");
+        let response = compression.respond(negotiated, csv).await;
+        assert!(response.headers().get(header::VARY).is_none(), "text/csv is not configured here");
+        let mut none = json_response(vec![b' '; 4096]);
+        *none.status_mut() = StatusCode::NOT_MODIFIED;
+        let response = compression.respond(negotiated, none).await;
+        assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
+    }
+
+    #[test]
+    fn each_variant_has_its_own_entity_tag() {
+        let etag = HeaderValue::from_static("W/\"v1\"");
+        assert_eq!(variant_etag(&etag, Coding::Brotli).unwrap(), "W/\"v1-br\"");
+        assert_eq!(variant_etag(&HeaderValue::from_static("\"x\""), Coding::Gzip).unwrap(), "\"x-gzip\"");
+        let sent = HeaderValue::from_static("\"x-gzip\", W/\"v1-br\", \"y\"");
+        assert_eq!(strip_variant_tags(&sent).unwrap(), "\"x\", W/\"v1\", \"y\"");
+        assert!(strip_variant_tags(&HeaderValue::from_static("\"plain\"")).is_none());
+    }
+}
