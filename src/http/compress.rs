@@ -202,8 +202,6 @@ pub struct Compression {
 #[derive(Debug, Clone, Copy)]
 pub struct Negotiated {
     choice: Choice,
-    /// The client refused identity: even a small body is encoded.
-    identity_refused: bool,
     head: bool,
 }
 
@@ -245,12 +243,7 @@ impl Compression {
         }
         let accept = joined(request.headers(), header::ACCEPT_ENCODING);
         let accept = accept.as_deref();
-        Negotiated {
-            choice: negotiate(accept, &self.offered),
-            // With nothing offered, only a refused identity is not acceptable.
-            identity_refused: accept.is_some() && negotiate(accept, &[]) == Choice::NotAcceptable,
-            head: request.method() == Method::HEAD,
-        }
+        Negotiated { choice: negotiate(accept, &self.offered), head: request.method() == Method::HEAD }
     }
 
     /// Whether responses of this media type are compressed.
@@ -285,8 +278,16 @@ impl Compression {
         let bodiless = status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
+        // Cheapest first: most responses of a hot API are small, and a
+        // small body is never compressed, so it does not vary either.
+        let stream = response.body().is_stream();
+        let len = hyper::body::Body::size_hint(response.body()).exact();
+        let small = len.is_some_and(|len| len < self.min_bytes as u64);
+        if bodiless || small {
+            return Reply::ready(response);
+        }
         let headers = response.headers_mut();
-        if bodiless || headers.contains_key(header::CONTENT_ENCODING) || !self.compressible(headers) {
+        if headers.contains_key(header::CONTENT_ENCODING) || !self.compressible(headers) {
             return Reply::ready(response);
         }
         headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
@@ -299,13 +300,24 @@ impl Compression {
             Choice::NotAcceptable => return Reply::ready(not_acceptable(&self.offered)),
             Choice::Encode(coding) => coding,
         };
-        let len = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0) as usize;
-        // Small bodies as they are, unless the client refused identity.
-        let small = len < self.min_bytes && !negotiated.identity_refused;
-        if no_transform || negotiated.head || small {
+        if no_transform || negotiated.head {
             return Reply::ready(response);
         }
         let level = self.codings.iter().find(|(c, _)| *c == coding).map_or(0, |(_, level)| *level);
+        if stream {
+            // Piece by piece as the stream produces them: never the whole.
+            let Some(inner) = response.body_mut().take_stream() else { return Reply::ready(response) };
+            return match StreamEncoder::new(coding, level) {
+                Ok(encoder) => {
+                    *response.body_mut() = Body::stream(Encoded { inner, encoder: Some(encoder) });
+                    Reply::ready(mark_encoded(response, coding))
+                }
+                Err(_) => {
+                    *response.body_mut() = Body::stream(inner);
+                    Reply::ready(response)
+                }
+            };
+        }
         let body = take_bytes(&mut response);
         if body.len() <= INLINE_MAX {
             let encoded = encode(coding, level, &body);
@@ -326,17 +338,116 @@ impl Compression {
     }
 }
 
-/// The bytes of a ready body, taken out of the response.
+/// An encoder fed a stream's pieces as they come, each flushed so the
+/// client gets it without waiting for the next.
+enum StreamEncoder {
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+}
+
+impl StreamEncoder {
+    fn new(coding: Coding, level: i32) -> std::io::Result<Self> {
+        Ok(match coding {
+            Coding::Gzip => StreamEncoder::Gzip(flate2::write::GzEncoder::new(
+                Vec::new(),
+                flate2::Compression::new(level.clamp(1, 9) as u32),
+            )),
+            Coding::Brotli => StreamEncoder::Brotli(Box::new(brotli::CompressorWriter::new(
+                Vec::new(),
+                64 * 1024,
+                level.clamp(0, 11) as u32,
+                22,
+            ))),
+            Coding::Zstd => StreamEncoder::Zstd(zstd::stream::write::Encoder::new(Vec::new(), level)?),
+        })
+    }
+
+    /// Encodes a piece; what is ready to send.
+    fn piece(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
+        let out = match self {
+            StreamEncoder::Gzip(encoder) => {
+                encoder.write_all(data)?;
+                encoder.flush()?;
+                encoder.get_mut()
+            }
+            StreamEncoder::Brotli(encoder) => {
+                encoder.write_all(data)?;
+                encoder.flush()?;
+                encoder.get_mut()
+            }
+            StreamEncoder::Zstd(encoder) => {
+                encoder.write_all(data)?;
+                encoder.flush()?;
+                encoder.get_mut()
+            }
+        };
+        Ok(Bytes::from(std::mem::take(out)))
+    }
+
+    /// The end of the encoded stream.
+    fn finish(self) -> std::io::Result<Bytes> {
+        let out = match self {
+            StreamEncoder::Gzip(encoder) => encoder.finish()?,
+            StreamEncoder::Brotli(encoder) => encoder.into_inner(),
+            StreamEncoder::Zstd(encoder) => encoder.finish()?,
+        };
+        Ok(Bytes::from(out))
+    }
+}
+
+/// A streamed body, encoded piece by piece.
+struct Encoded {
+    inner: drover_worker::BodyStream,
+    encoder: Option<StreamEncoder>,
+}
+
+impl hyper::body::Body for Encoded {
+    type Data = Bytes;
+    type Error = drover_worker::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            let Some(encoder) = this.encoder.as_mut() else { return Poll::Ready(None) };
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    let out = encoder.piece(&data)?;
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(hyper::body::Frame::data(out))));
+                    }
+                }
+                Poll::Ready(None) => {
+                    let out = this.encoder.take().map(StreamEncoder::finish).transpose()?.unwrap_or_default();
+                    return Poll::Ready((!out.is_empty()).then(|| Ok(hyper::body::Frame::data(out))));
+                }
+            }
+        }
+    }
+}
+
+/// The headers of a response whose body is now in `coding`.
+fn mark_encoded(mut response: Response, coding: Coding) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding.token()));
+    // hyper writes the length of the new body, or chunks a stream.
+    headers.remove(header::CONTENT_LENGTH);
+    if let Some(etag) = headers.get(header::ETAG).and_then(|etag| variant_etag(etag, coding)) {
+        headers.insert(header::ETAG, etag);
+    }
+    response
+}
+
+/// The bytes of a full body, taken out of the response.
 fn take_bytes(response: &mut Response) -> Bytes {
-    use futures_util::FutureExt;
-    use http_body_util::BodyExt;
-    // A full body yields its one frame at once: this never waits.
-    let body = std::mem::take(response.body_mut());
-    body.collect()
-        .now_or_never()
-        .and_then(Result::ok)
-        .map(|collected| collected.to_bytes())
-        .unwrap_or_default()
+    std::mem::take(response.body_mut()).bytes().unwrap_or_default()
 }
 
 /// The response with `encoded` as its body, or with `original` if encoding
@@ -347,19 +458,16 @@ fn finish(
     original: Bytes,
     encoded: std::io::Result<Vec<u8>>,
 ) -> Response {
-    let Ok(encoded) = encoded else {
-        *response.body_mut() = Body::new(original);
-        return response;
-    };
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding.token()));
-    // hyper writes the length of the new body.
-    headers.remove(header::CONTENT_LENGTH);
-    if let Some(etag) = headers.get(header::ETAG).and_then(|etag| variant_etag(etag, coding)) {
-        headers.insert(header::ETAG, etag);
+    match encoded {
+        Ok(encoded) => {
+            *response.body_mut() = Body::new(Bytes::from(encoded));
+            mark_encoded(response, coding)
+        }
+        Err(_) => {
+            *response.body_mut() = Body::new(original);
+            response
+        }
     }
-    *response.body_mut() = Body::new(Bytes::from(encoded));
-    response
 }
 
 fn not_acceptable(offered: &[Coding]) -> Response {
@@ -450,7 +558,7 @@ mod tests {
     fn config() -> CompressionConfig {
         CompressionConfig {
             enabled: true,
-            algorithms: vec!["br".into(), "gzip".into()],
+            algorithms: vec!["br".into(), "zstd".into(), "gzip".into()],
             br_level: 11,
             zstd_level: 3,
             gzip_level: 6,
@@ -468,8 +576,7 @@ mod tests {
     async fn a_large_body_is_encoded_on_the_blocking_pool_or_sent_as_it_is_when_the_pool_is_full() {
         let body = br#"{"id":12345,"name":"a fairly long product name"},"#.repeat(4000);
         assert!(body.len() > INLINE_MAX);
-        let negotiated =
-            Negotiated { choice: Choice::Encode(Coding::Brotli), identity_refused: false, head: false };
+        let negotiated = Negotiated { choice: Choice::Encode(Coding::Brotli), head: false };
         let pool = Rc::new(Compression::new(&config(), BlockingPool::new(2)).unwrap());
         let reply = pool.respond(negotiated, json_response(body.clone()));
         assert!(matches!(reply, Reply::Pending(_)), "not encoded on the event loop");
@@ -489,10 +596,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_streamed_body_is_encoded_piece_by_piece() {
+        let pieces: Vec<Bytes> =
+            (0..50).map(|i| Bytes::from(format!("{i},row {i},some text\n").repeat(40))).collect();
+        let whole: Vec<u8> = pieces.concat();
+        for coding in ALL {
+            let compression = Rc::new(Compression::new(&config(), BlockingPool::new(1)).unwrap());
+            let frames = pieces
+                .clone()
+                .into_iter()
+                .map(|p| Ok::<_, drover_worker::BoxError>(hyper::body::Frame::data(p)));
+            let body = Body::stream(http_body_util::StreamBody::new(futures_util::stream::iter(frames)));
+            let mut response = json_response(Vec::new());
+            *response.body_mut() = body;
+            let negotiated = Negotiated { choice: Choice::Encode(coding), head: false };
+            let response = compression.respond(negotiated, response).await;
+            assert_eq!(response.headers()[header::CONTENT_ENCODING], coding.token());
+            assert!(response.body().is_stream(), "{coding:?}: still a stream");
+            let encoded = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+            let mut decoded = Vec::new();
+            match coding {
+                Coding::Gzip => {
+                    flate2::read::GzDecoder::new(&encoded[..]).read_to_end(&mut decoded).unwrap();
+                }
+                Coding::Zstd => decoded = zstd::decode_all(&encoded[..]).unwrap(),
+                Coding::Brotli => {
+                    brotli::Decompressor::new(&encoded[..], 4096).read_to_end(&mut decoded).unwrap();
+                }
+            }
+            assert_eq!(decoded, whole, "{coding:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn other_media_types_and_bodiless_statuses_are_left_alone() {
         let compression = Rc::new(Compression::new(&config(), BlockingPool::new(1)).unwrap());
-        let negotiated =
-            Negotiated { choice: Choice::Encode(Coding::Gzip), identity_refused: false, head: false };
+        let negotiated = Negotiated { choice: Choice::Encode(Coding::Gzip), head: false };
         let csv = crate::http::reply::with_type(StatusCode::OK, Bytes::from(vec![b'a'; 4096]), "text/csv");
         let response = compression.respond(negotiated, csv).await;
         assert!(response.headers().get(header::VARY).is_none(), "text/csv is not configured here");

@@ -683,7 +683,15 @@ impl<A: App> Future for Responding<A> {
             }
         };
         let now = Instant::now();
-        this.finish(now);
+        if response.body().is_stream() {
+            // In flight until its last piece is sent: a connection sending a
+            // stream is not idle, and a drain waits for it.
+            this.done = true;
+            let guard = StreamInFlight { state: this.state.clone(), shared: this.shared.clone() };
+            response.body_mut().guard_until_end(Box::new(guard));
+        } else {
+            this.finish(now);
+        }
         if let Some(permit) = this.permit.take() {
             permit.finish(now);
         }
@@ -719,10 +727,28 @@ impl<A: App> Future for Responding<A> {
 impl<A: App> Responding<A> {
     fn finish(&mut self, now: Instant) {
         self.done = true;
-        self.state.request_finished(now);
-        let stats = &self.shared.stats;
-        stats.in_flight.set(stats.in_flight.get() - 1);
-        stats.requests.set(stats.requests.get() + 1);
+        request_finished(&self.state, &self.shared, now);
+    }
+}
+
+/// A request's response is complete at `now`.
+fn request_finished<A>(state: &ConnState, shared: &Shared<A>, now: Instant) {
+    state.request_finished(now);
+    let stats = &shared.stats;
+    stats.in_flight.set(stats.in_flight.get() - 1);
+    stats.requests.set(stats.requests.get() + 1);
+}
+
+/// Held by a streamed body: its request finishes when the stream ends or
+/// is dropped (the client went away).
+struct StreamInFlight<A> {
+    state: Rc<ConnState>,
+    shared: Rc<Shared<A>>,
+}
+
+impl<A> Drop for StreamInFlight<A> {
+    fn drop(&mut self) {
+        request_finished(&self.state, &self.shared, Instant::now());
     }
 }
 

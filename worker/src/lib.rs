@@ -17,6 +17,7 @@ pub mod fds;
 mod limits;
 pub mod peer;
 pub mod request_id;
+mod response_body;
 mod server;
 mod shared;
 mod stats;
@@ -32,11 +33,7 @@ pub use server::{run, ServeOptions, WorkerContext, WorkerInfo};
 
 use std::future::Future;
 
-use bytes::Bytes;
-use http_body_util::Full;
-
-/// Every response body drover sends: the whole body in one buffer.
-pub type Body = Full<Bytes>;
+pub use response_body::{Body, BodyStream, BoxError};
 
 /// The incoming request, as hyper hands it over, with a body that times out
 /// when the client stalls it ([`RequestBody`]).
