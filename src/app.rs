@@ -17,6 +17,7 @@ use crate::resources::invoices::InvoiceService;
 use crate::resources::orders::OrderService;
 use crate::resources::plans::PlanService;
 use crate::resources::products::ProductService;
+use crate::resources::reports::ReportService;
 use crate::resources::subscriptions::SubscriptionService;
 use crate::resources::tfb::BenchService;
 use crate::service::{AuthService, KeyError, KeySet, Passwords, ServiceError, TokenService, UserService};
@@ -43,6 +44,7 @@ pub struct Services {
     pub idempotency: IdempotencyService,
     pub plans: PlanService,
     pub subscriptions: SubscriptionService,
+    pub reports: ReportService,
     pub invoices: InvoiceService,
     /// The TechEmpower database tests (`/bench/db`, ...).
     pub tfb: BenchService,
@@ -83,6 +85,7 @@ impl Services {
         let idempotency = IdempotencyService::new(db.clone(), clock.clone());
         let plans = PlanService::new(db.clone(), clock.clone());
         let subscriptions = SubscriptionService::new(db.clone(), clock);
+        let reports = ReportService::new(db.clone());
         let invoices = InvoiceService::new(db.clone());
         let tfb = BenchService::new(db.clone());
         Ok(Self {
@@ -95,6 +98,7 @@ impl Services {
             idempotency,
             plans,
             subscriptions,
+            reports,
             invoices,
             tfb,
         })

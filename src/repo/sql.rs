@@ -140,6 +140,19 @@ pub trait Sql {
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, RepoError>;
     /// Runs an `INSERT` of one row; the `id` the database generated for it.
     async fn insert(&self, sql: &str, params: &[Value]) -> Result<i64, RepoError>;
+    /// Sends a query's rows to `rows` as the database produces them, never
+    /// all at once: PostgreSQL through a portal, `batch` rows per fetch, the
+    /// others through the driver's row stream. Stops, and fetches nothing
+    /// more, as soon as `rows` is closed (its reader went away). Runs on a
+    /// connection of its own, outside any transaction of this executor;
+    /// the query timeout applies to each fetch, not to the whole.
+    async fn stream(
+        &self,
+        sql: &str,
+        params: &[Value],
+        batch: usize,
+        rows: &tokio::sync::mpsc::Sender<Row>,
+    ) -> Result<(), RepoError>;
 }
 
 impl dyn Sql + '_ {

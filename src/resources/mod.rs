@@ -10,6 +10,7 @@ pub mod invoices;
 pub mod orders;
 pub mod plans;
 pub mod products;
+pub mod reports;
 pub mod sessions;
 pub mod subscriptions;
 pub mod tfb;

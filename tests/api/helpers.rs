@@ -353,13 +353,39 @@ fn parse(buf: &[u8]) -> io::Result<Option<(Response, usize)>> {
         .iter()
         .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
         .collect();
+    let status = parsed.code.unwrap_or(0);
+    if headers.get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let Some((body, used)) = dechunk(&buf[head..])? else { return Ok(None) };
+        return Ok(Some((Response { status, headers, body }, head + used)));
+    }
     let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     if buf.len() < head + length {
         return Ok(None);
     }
-    let response =
-        Response { status: parsed.code.unwrap_or(0), headers, body: buf[head..head + length].to_vec() };
+    let response = Response { status, headers, body: buf[head..head + length].to_vec() };
     Ok(Some((response, head + length)))
+}
+
+/// A chunked body (RFC 9112 §7.1) and the bytes it took, once complete.
+fn dechunk(buf: &[u8]) -> io::Result<Option<(Vec<u8>, usize)>> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let (mut body, mut at) = (Vec::new(), 0);
+    loop {
+        let Some(eol) = buf[at..].windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
+        let line = std::str::from_utf8(&buf[at..at + eol]).map_err(|_| invalid("chunk size"))?;
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| invalid("chunk size"))?;
+        at += eol + 2;
+        if size == 0 {
+            // No trailers: the body ends with an empty line.
+            return Ok((buf.len() >= at + 2).then(|| (body, at + 2)));
+        }
+        if buf.len() < at + size + 2 {
+            return Ok(None);
+        }
+        body.extend_from_slice(&buf[at..at + size]);
+        at += size + 2;
+    }
 }
 
 /// One request on a fresh connection.

@@ -23,6 +23,7 @@ mod parsing;
 mod perms;
 mod rate_limits;
 mod repo;
+mod reports;
 mod stalls;
 mod supervisor;
 mod systemd;

@@ -63,6 +63,36 @@ impl Sql for PgSql {
         self.db.timed(client.execute(&statement, &bind(params))).await
     }
 
+    async fn stream(
+        &self,
+        sql: &str,
+        params: &[Value],
+        batch: usize,
+        rows: &tokio::sync::mpsc::Sender<Row>,
+    ) -> Result<(), RepoError> {
+        // A portal lives in a transaction; the shared clients pipeline
+        // other requests' statements and cannot hold one.
+        let mut object = self.db.pooled().await?;
+        let tx = self.db.timed(object.transaction()).await?;
+        let statement = self.db.timed(tx.prepare(&numbered_placeholders(sql))).await?;
+        let portal = self.db.timed(tx.bind(&statement, &bind(params))).await?;
+        let batch_size = i32::try_from(batch.max(1)).unwrap_or(i32::MAX);
+        loop {
+            let fetched = self.db.timed(tx.query_portal(&portal, batch_size)).await?;
+            let last = fetched.len() < batch.max(1);
+            for row in fetched {
+                if rows.send(Row::Postgres(row)).await.is_err() {
+                    // The reader is gone: dropping the transaction rolls it
+                    // back and closes the portal; the rest is never read.
+                    return Ok(());
+                }
+            }
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
     async fn insert(&self, sql: &str, params: &[Value]) -> Result<i64, RepoError> {
         let rows = self.rows(&format!("{sql} RETURNING id"), params).await?;
         let row =

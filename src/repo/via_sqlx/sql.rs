@@ -70,6 +70,27 @@ where
         Ok(DB::rows_affected(&result))
     }
 
+    async fn stream(
+        &self,
+        sql: &str,
+        params: &[Value],
+        _batch: usize,
+        rows: &tokio::sync::mpsc::Sender<Row>,
+    ) -> Result<(), RepoError> {
+        use futures_util::TryStreamExt;
+        // A connection of its own, even inside a transaction.
+        let db = self.exec.db();
+        let mut conn = db.timed(db.pool().acquire()).await?;
+        let mut fetched = bound::<DB>(sql, params).fetch(&mut *conn);
+        loop {
+            let Some(row) = db.timed(fetched.try_next()).await? else { return Ok(()) };
+            if rows.send(DB::row(row)).await.is_err() {
+                // The reader is gone: the driver drops the rest.
+                return Ok(());
+            }
+        }
+    }
+
     async fn insert(&self, sql: &str, params: &[Value]) -> Result<i64, RepoError> {
         let mut conn = self.exec.conn().await?;
         let result = self.exec.db().timed(bound::<DB>(sql, params).execute(&mut *conn)).await?;
