@@ -10,7 +10,11 @@
 #   - a slow client (curl --limit-rate SLOW_RATE) for SLOW_SECONDS: the RSS
 #     peak while it reads, which must stay flat (backpressure, not
 #     buffering), and that the query stops once it hangs up.
-# Goal (issue 12): 1,000,000 rows grow the worker's RSS by less than 16 MiB.
+#   - /healthz p99 (oha, open loop at HEALTH_RATE) alone, then while
+#     CLIENTS curl processes download DOWNLOAD_MB brotli-compressed reports
+#     over and over (the worker restarted with reports.max_running = CLIENTS).
+# Goals (issue 12): 1,000,000 rows grow the worker's RSS by less than 16 MiB;
+# /healthz p99 with the downloads stays within 2 x its p99 without them.
 #
 #   bash bench/reports.sh                  # ~1 min plus the build
 #   ROWS=100000 SKIP_BUILD=1 bash bench/reports.sh
@@ -18,6 +22,8 @@
 # Knobs (environment variables, defaults in brackets):
 #   ROWS [1000000]     orders in the report
 #   SLOW_RATE [100k] SLOW_SECONDS [5]   the slow client
+#   CLIENTS [16] DOWNLOAD_MB [10] HEALTH_RATE [200] HEALTH_SECONDS [10]
+#   OHA [oha]          installed with `cargo install oha --locked` when missing
 #   SERVER_CPU [0] LOAD_CPU [1] SKIP_BUILD [0] TARGET_DIR CARGO_LOCK DROVER_BIN,
 #   PG_HOST [127.0.0.1] PG_PORT [5432] PG_USER [root] PG_ADMIN_DB [test]
 #                      as in the other scripts (bench/lib.sh)
@@ -30,6 +36,11 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROWS=${ROWS:-1000000}
 SLOW_RATE=${SLOW_RATE:-100k}
 SLOW_SECONDS=${SLOW_SECONDS:-5}
+CLIENTS=${CLIENTS:-16}
+DOWNLOAD_MB=${DOWNLOAD_MB:-10}
+HEALTH_RATE=${HEALTH_RATE:-200}
+HEALTH_SECONDS=${HEALTH_SECONDS:-10}
+OHA=${OHA:-oha}
 PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
 PG_USER=${PG_USER:-root}
@@ -40,6 +51,11 @@ bench_cleanup_init drover-reports-bench
 for tool in curl taskset psql awk; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
+if ! command -v "$OHA" >/dev/null && [[ ! -x $HOME/.cargo/bin/oha ]]; then
+    log "+ flock $CARGO_LOCK cargo install oha --locked (once; a few minutes)"
+    flock "$CARGO_LOCK" cargo install oha --locked >&2 || die "could not install oha"
+fi
+command -v "$OHA" >/dev/null || OHA=$HOME/.cargo/bin/oha
 bench_preflight
 psql_admin 'SELECT 1' >/dev/null || die "PostgreSQL is not reachable at $PG_USER@$PG_HOST:$PG_PORT/$PG_ADMIN_DB"
 [[ $SKIP_BUILD == 1 ]] || cargo_build "$ROOT/Cargo.toml" "$TARGET_DIR"
@@ -139,10 +155,57 @@ slow_peak=$(<"$WORK/slow.rss")
 
 stop_server reports "$SRV_PID"
 
+# ---------------------------------- /healthz beside brotli downloads --
+# health_p99 name: /healthz p99 (ms) at HEALTH_RATE for HEALTH_SECONDS.
+health_p99() {
+    taskset -c "$LOAD_CPU" "$OHA" -q "$HEALTH_RATE" -z "${HEALTH_SECONDS}s" -c 4 --latency-correction \
+        --no-tui --output-format json "http://$SRV_ADDR/healthz" >"$WORK/$1.json" 2>/dev/null ||
+        die "oha failed on /healthz"
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); p=d["latencyPercentiles"]["p99"]; print("%.2f" % (p*1000) if p is not None else "n/a")' "$WORK/$1.json"
+}
+start_drover reports-load "$url" DROVER_REPORTS__MAX_RUNNING="$CLIENTS" \
+    DROVER_DATABASE__PG_POOL_SIZE=$((CLIENTS + 4))
+# A new data directory, so new signing keys: log in again.
+login=$(http POST /v1/auth/login '{"email":"admin@bench.example","password":"bench password"}')
+TOKEN=$(sed -n 's/.*"access_token"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' <<<"$login")
+[[ -n $TOKEN ]] || die "no token: $login"
+# Rows created in the first N milliseconds: about DOWNLOAD_MB of CSV (74 bytes a row).
+rows_per=$((DOWNLOAD_MB * 1000000 / 74))
+until=$(date -u -d "@$(((1700000000000 + rows_per) / 1000))" +%Y-%m-%dT%H:%M:%SZ)
+log "== /healthz p99 alone (oha -q $HEALTH_RATE for ${HEALTH_SECONDS}s)"
+alone=$(health_p99 health-alone)
+log "   $alone ms"
+log "== the same beside $CLIENTS clients downloading ~$DOWNLOAD_MB MB CSV reports (to=$until) brotli-encoded"
+stop_file=$WORK/downloads.stop
+rm -f "$stop_file"
+downloaded=$WORK/downloads.count
+: >"$downloaded"
+for ((c = 0; c < CLIENTS; c++)); do
+    (
+        while [[ ! -e $stop_file ]]; do
+            code=$(curl -sS -o /dev/null -w '%{http_code}' -H 'Accept-Encoding: br' \
+                -H "Authorization: Bearer $TOKEN" "http://$SRV_ADDR/v1/reports/orders?to=$until" || echo 000)
+            echo "$code" >>"$downloaded"
+        done
+    ) &
+    STARTED+=("$!")
+done
+sleep 2
+beside=$(health_p99 health-beside)
+touch "$stop_file"
+# The clients finish the download they are in, then stop.
+sleep 3
+ok_downloads=$(grep -c '^200$' "$downloaded" || true)
+other_downloads=$(grep -vc '^200$' "$downloaded" || true)
+log "   $beside ms; downloads: $ok_downloads complete, $other_downloads not 200"
+stop_server reports-load "$SRV_PID"
+
 printf '\ndrover reports bench: 1 worker on CPU %s, curl on CPU %s, %d orders on PostgreSQL\n\n' \
     "$SERVER_CPU" "$LOAD_CPU" "$ROWS"
 printf '%-14s %9s %12s %8s %9s %10s %10s %9s\n' format rows bytes seconds MB/s "RSS MiB" "peak MiB" growth
 for name in csv ndjson csv-gzip csv-br; do printf '%s\n' "${FIG[$name]}"; done
 printf '\nslow client (%s/s for %s s): RSS %s MiB before, peak %s MiB; the query stopped %s after it hung up\n' \
     "$SLOW_RATE" "$SLOW_SECONDS" "$before" "$slow_peak" "$gone"
-printf 'goal: growth < 16 MiB for 1,000,000 rows\n'
+printf '/healthz p99 at %s/s: %s ms alone, %s ms beside %s clients downloading %s MB brotli reports (%s downloads done, %s not 200); ratio %s\n' \
+    "$HEALTH_RATE" "$alone" "$beside" "$CLIENTS" "$DOWNLOAD_MB" "$ok_downloads" "$other_downloads" "$(ratio "$beside" "$alone")"
+printf 'goals: growth < 16 MiB for 1,000,000 rows; /healthz p99 ratio <= 2\n'

@@ -85,7 +85,7 @@ impl Services {
         let idempotency = IdempotencyService::new(db.clone(), clock.clone());
         let plans = PlanService::new(db.clone(), clock.clone());
         let subscriptions = SubscriptionService::new(db.clone(), clock);
-        let reports = ReportService::new(db.clone());
+        let reports = ReportService::new(db.clone(), config.reports.max_running);
         let invoices = InvoiceService::new(db.clone());
         let tfb = BenchService::new(db.clone());
         Ok(Self {

@@ -26,6 +26,15 @@ pub struct Config {
     pub bench: BenchConfig,
     pub rate_limit: RateLimitConfig,
     pub admission: AdmissionConfig,
+    pub reports: ReportsConfig,
+}
+
+/// `[reports]`: exports streamed from the database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// Reports one worker streams at once; more are answered 503 `busy`.
+    pub max_running: usize,
 }
 
 /// The supervisor's own settings.
@@ -451,6 +460,9 @@ impl Config {
         }
         self.http.cors.validate()?;
         self.http.compression.validate()?;
+        if !(1..=256).contains(&self.reports.max_running) {
+            return Err(("reports.max_running", "must be from 1 to 256".into()));
+        }
         // Read now, so that a missing or short token stops `serve` and
         // `config check` with the key named, not the supervisor later.
         crate::admin::read_token(&self.server.admin_token)

@@ -13,9 +13,10 @@
 
 use std::io::{Read, Write};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use drover_worker::blocking::BlockingPool;
+use drover_worker::blocking::{BlockingPool, Busy};
 use drover_worker::{Body, Request, Response};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 
@@ -309,7 +310,9 @@ impl Compression {
             let Some(inner) = response.body_mut().take_stream() else { return Reply::ready(response) };
             return match StreamEncoder::new(coding, level) {
                 Ok(encoder) => {
-                    *response.body_mut() = Body::stream(Encoded { inner, encoder: Some(encoder) });
+                    let encoder = Some(Arc::new(Mutex::new(encoder)));
+                    let blocking = self.blocking.clone();
+                    *response.body_mut() = Body::stream(Encoded { inner, encoder, blocking, pending: None });
                     Reply::ready(mark_encoded(response, coding))
                 }
                 Err(_) => {
@@ -396,10 +399,27 @@ impl StreamEncoder {
     }
 }
 
-/// A streamed body, encoded piece by piece.
+/// A streamed body, encoded piece by piece on the blocking pool, one piece
+/// at a time: the event loop only hands pieces over, so other requests are
+/// not kept waiting behind the encoding of a large report. A piece is
+/// encoded on the loop only when the pool is full.
 struct Encoded {
     inner: drover_worker::BodyStream,
-    encoder: Option<StreamEncoder>,
+    /// Shared with the piece being encoded on the pool; `None` once
+    /// finished.
+    encoder: Option<Arc<Mutex<StreamEncoder>>>,
+    blocking: BlockingPool,
+    /// The piece on the blocking pool, and the piece itself, to encode here
+    /// if the pool turns it down.
+    pending: Option<(EncodeJob, Bytes)>,
+}
+
+type EncodeJob = std::pin::Pin<Box<dyn std::future::Future<Output = Result<std::io::Result<Bytes>, Busy>>>>;
+
+fn lock(encoder: &Mutex<StreamEncoder>) -> std::sync::MutexGuard<'_, StreamEncoder> {
+    // A piece that panicked while encoding leaves a stream that cannot go
+    // on anyway; the next piece reports the error.
+    encoder.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl hyper::body::Body for Encoded {
@@ -413,19 +433,39 @@ impl hyper::body::Body for Encoded {
         use std::task::Poll;
         let this = self.get_mut();
         loop {
-            let Some(encoder) = this.encoder.as_mut() else { return Poll::Ready(None) };
+            let Some(encoder) = this.encoder.clone() else { return Poll::Ready(None) };
+            if let Some((job, _)) = this.pending.as_mut() {
+                let done = std::task::ready!(job.as_mut().poll(cx));
+                let (_, piece) = this.pending.take().expect("a pending piece");
+                let out = match done {
+                    Ok(out) => out?,
+                    Err(Busy) => lock(&encoder).piece(&piece)?,
+                };
+                if !out.is_empty() {
+                    return Poll::Ready(Some(Ok(hyper::body::Frame::data(out))));
+                }
+                continue;
+            }
             match this.inner.as_mut().poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
-                    let out = encoder.piece(&data)?;
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(hyper::body::Frame::data(out))));
-                    }
+                    let (pool, piece) = (this.blocking.clone(), data.clone());
+                    let job: EncodeJob =
+                        Box::pin(async move { pool.run(move || lock(&encoder).piece(&piece)).await });
+                    this.pending = Some((job, data));
                 }
                 Poll::Ready(None) => {
-                    let out = this.encoder.take().map(StreamEncoder::finish).transpose()?.unwrap_or_default();
+                    // The end is a few bytes: encoded here.
+                    this.encoder = None;
+                    let out = match Arc::try_unwrap(encoder) {
+                        Ok(encoder) => encoder
+                            .into_inner()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .finish()?,
+                        Err(_) => return Poll::Ready(Some(Err("a piece is still being encoded".into()))),
+                    };
                     return Poll::Ready((!out.is_empty()).then(|| Ok(hyper::body::Frame::data(out))));
                 }
             }
@@ -600,8 +640,9 @@ mod tests {
         let pieces: Vec<Bytes> =
             (0..50).map(|i| Bytes::from(format!("{i},row {i},some text\n").repeat(40))).collect();
         let whole: Vec<u8> = pieces.concat();
-        for coding in ALL {
-            let compression = Rc::new(Compression::new(&config(), BlockingPool::new(1)).unwrap());
+        // On the blocking pool, and on the loop when the pool is full.
+        for (coding, pool) in ALL.into_iter().flat_map(|coding| [(coding, 1), (coding, 0)]) {
+            let compression = Rc::new(Compression::new(&config(), BlockingPool::new(pool)).unwrap());
             let frames = pieces
                 .clone()
                 .into_iter()

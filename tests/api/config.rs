@@ -55,6 +55,7 @@ fn bad_configuration_exits_64_naming_the_key() {
         ("DROVER_HTTP__COMPRESSION__BR_LEVEL", "12", "http.compression.br_level"),
         ("DROVER_HTTP__COMPRESSION__CONTENT_TYPES", "[\"image/png\"]", "http.compression.content_types"),
         ("DROVER_HTTP__COMPRESSION__OFF_ROUTES", "[\"v1/users\"]", "http.compression.off_routes"),
+        ("DROVER_REPORTS__MAX_RUNNING", "0", "reports.max_running"),
     ] {
         assert_usage_error(&drover(&["serve"], &[(key, value)]), named);
     }
