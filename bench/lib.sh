@@ -172,6 +172,14 @@ apt_install() { # package: install a Debian package, printing the command
     fi
 }
 
+ensure_oha() { # OHA: the oha binary, installed with cargo (once) when missing
+    if ! command -v "$OHA" >/dev/null && [[ ! -x $HOME/.cargo/bin/oha ]]; then
+        log "+ flock $CARGO_LOCK cargo install oha --locked (once; a few minutes)"
+        flock "$CARGO_LOCK" cargo install oha --locked >&2 || die "could not install oha"
+    fi
+    command -v "$OHA" >/dev/null || OHA=$HOME/.cargo/bin/oha
+}
+
 cargo_build() { # manifest target-dir: a release build, waiting for any other cargo build
     log "+ flock $CARGO_LOCK cargo build --release --manifest-path $1 --target-dir $2"
     flock "$CARGO_LOCK" cargo build --release --manifest-path "$1" --target-dir "$2"

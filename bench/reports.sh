@@ -51,11 +51,7 @@ bench_cleanup_init drover-reports-bench
 for tool in curl taskset psql awk; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
-if ! command -v "$OHA" >/dev/null && [[ ! -x $HOME/.cargo/bin/oha ]]; then
-    log "+ flock $CARGO_LOCK cargo install oha --locked (once; a few minutes)"
-    flock "$CARGO_LOCK" cargo install oha --locked >&2 || die "could not install oha"
-fi
-command -v "$OHA" >/dev/null || OHA=$HOME/.cargo/bin/oha
+ensure_oha
 bench_preflight
 psql_admin 'SELECT 1' >/dev/null || die "PostgreSQL is not reachable at $PG_USER@$PG_HOST:$PG_PORT/$PG_ADMIN_DB"
 [[ $SKIP_BUILD == 1 ]] || cargo_build "$ROOT/Cargo.toml" "$TARGET_DIR"
