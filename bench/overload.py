@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Figures of bench/overload.sh from oha's per-request SQLite files.
 
-oha --db-url writes one row per request: start, start_latency_correction
+bench/openloop writes one line per request ("due end status"); oha --db-url writes one row per request: start, start_latency_correction
 (when the request was due, with --latency-correction), end, status. A
 request's latency is end minus when it was due, so time spent waiting for a
 free connection in oha counts, as it would for a real client.
@@ -17,6 +17,11 @@ GOOD_WITHIN = 0.5  # seconds: an answer later than this is not goodput
 
 
 def rows(path):
+    if path.endswith(".tsv"):
+        # bench/openloop: "due end status" per line, in seconds.
+        with open(path) as f:
+            data = [tuple(float(x) for x in line.split()) for line in f if line.strip()]
+        return sorted((due, end, int(status)) for due, end, status in data)
     db = sqlite3.connect(path)
     return db.execute(
         "SELECT COALESCE(start_latency_correction, start), end, status FROM oha ORDER BY 1"

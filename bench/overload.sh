@@ -5,9 +5,9 @@
 # One worker on SERVER_CPU serves GET /v1/users/{id} (cache off, so every
 # read is a PostgreSQL query). First its capacity C: 2xx per second under
 # closed-loop load. Then, for admission control on and off, with an
-# open-loop generator (oha -q RATE --latency-correction: requests are due at
-# a fixed rate whatever the latency, and a request's latency counts from
-# when it was due):
+# open-loop generator (bench/openloop, or oha -q RATE --latency-correction
+# with GEN=oha: requests are due at a fixed rate whatever the latency, and a
+# request's latency counts from when it was due):
 #   - 0.5 x C for BASE_DURATION: the normal p99;
 #   - 3 x C for OVER_DURATION: goodput, the 2xx answered within 500 ms, per
 #     second and as a share of C (goal >= 0.90 with admission on), and the
@@ -23,8 +23,16 @@
 #   CAP_DURATION [10s] CAP_CONNS [64]   the closed-loop capacity run
 #   BASE_DURATION [10] OVER_DURATION [20]  seconds of the open-loop runs
 #   SPIKE_BEFORE [8] SPIKE_LEN [5] SPIKE_AFTER [10]  seconds of the spike run
-#   OPEN_CONNS [1000]  oha connections for the open-loop runs (a request due
-#                     while all are busy waits in oha, and that wait counts)
+#   GEN [openloop]    the open-loop generator: openloop (bench/openloop, built
+#                     into TARGET_DIR/bench: pipelined requests on GEN_CONNS
+#                     connections, sent when due whatever the answers) or oha
+#   GEN_MODE [clients]  openloop: clients (one request in flight per
+#                     connection, as independent clients) or pipelined (each
+#                     connection's requests sent when due, whatever it owes;
+#                     the server then sees one request per connection at a time)
+#   GEN_CONNS [2000]  openloop's connections
+#   OPEN_CONNS [1000]  oha's connections (a request due while all are busy
+#                     waits in oha, and that wait counts)
 #   OVER_FACTOR [3]   the overload, as a multiple of C (the issue's goal is for 3;
 #                     oha on one core sends at most ~36,000 requests/s here)
 #   CAPACITY []       skip the capacity run and use this C
@@ -48,6 +56,10 @@ SPIKE_BEFORE=${SPIKE_BEFORE:-8}
 SPIKE_LEN=${SPIKE_LEN:-5}
 SPIKE_AFTER=${SPIKE_AFTER:-10}
 OPEN_CONNS=${OPEN_CONNS:-1000}
+GEN=${GEN:-openloop}
+GEN_MODE=${GEN_MODE:-clients}
+GEN_CONNS=${GEN_CONNS:-2000}
+OPENLOOP_BIN=${OPENLOOP_BIN:-$BENCH_TARGET_DIR/release/openloop}
 OVER_FACTOR=${OVER_FACTOR:-3}
 CAPACITY=${CAPACITY:-}
 SKIP_OFF=${SKIP_OFF:-0}
@@ -75,6 +87,15 @@ if [[ $SKIP_BUILD != 1 ]]; then
         die "drover did not build; SKIP_BUILD=1 uses the binary already built"
 fi
 [[ -x $DROVER_BIN ]] || die "no drover binary at $DROVER_BIN"
+if [[ $GEN == openloop ]]; then
+    [[ $SKIP_BUILD == 1 && -x $OPENLOOP_BIN ]] ||
+        cargo_build "$BENCH_DIR/openloop/Cargo.toml" "$BENCH_TARGET_DIR" || die "bench/openloop did not build"
+    GEN_DESC="openloop $GEN_MODE -c $GEN_CONNS"
+    # One descriptor a connection, and more for the spike's second generator.
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+else
+    GEN_DESC="oha -c $OPEN_CONNS --latency-correction"
+fi
 
 # ---------------------------------------------------------------- helpers --
 SRV_PID="" SRV_ADDR="" SRV_PIDS=() TOKEN="" USER_ID=""
@@ -106,14 +127,32 @@ oha_run() {
 
 rate() { awk -v c="$1" -v f="$2" 'BEGIN { printf "%d", c * f }'; }
 
-# open_loop name mode factor seconds: oha at factor x C, latency-corrected.
+# gen_run file qps seconds: the open-loop generator (GEN) at qps for
+# seconds, every request recorded in file (oha: SQLite; openloop: text).
+gen_run() {
+    local file=$1 qps=$2 seconds=$3
+    if [[ $GEN == openloop ]]; then
+        taskset -c "$LOAD_CPU" "$OPENLOOP_BIN" "$SRV_ADDR" "/v1/users/$USER_ID" "$qps" "$seconds" "$GEN_CONNS" \
+            "$GEN_MODE" "$file" "Authorization: Bearer $TOKEN" >"$file.out" 2>&1 ||
+            log "warning: openloop exited with an error (see $file.out): $(tail -n 3 "$file.out")"
+    else
+        oha_run "$file" -q "$qps" -z "${seconds}s" -c "$OPEN_CONNS" --latency-correction
+    fi
+}
+
+gen_file() { # name: where gen_run records name's requests
+    if [[ $GEN == openloop ]]; then echo "$WORK/$1.tsv"; else echo "$WORK/$1.db"; fi
+}
+
+# open_loop name factor seconds: GEN at factor x C.
 declare -A FIG=()
 open_loop() {
-    local name=$1 factor=$2 seconds=$3 db=$WORK/$1.db qps
+    local name=$1 factor=$2 seconds=$3 file qps
+    file=$(gen_file "$name")
     qps=$(rate "$C" "$factor")
-    log "  $name: oha -q $qps (${factor} x C) -z ${seconds}s -c $OPEN_CONNS --latency-correction"
-    oha_run "$db" -q "$qps" -z "${seconds}s" -c "$OPEN_CONNS" --latency-correction
-    FIG[$name]=$(python3 "$BENCH_DIR/overload.py" open "$db" "$seconds" "$C")
+    log "  $name: $GEN_DESC at $qps/s (${factor} x C) for ${seconds}s"
+    gen_run "$file" "$qps" "$seconds"
+    FIG[$name]=$(python3 "$BENCH_DIR/overload.py" open "$file" "$seconds" "$C")
     log "    -> ${FIG[$name]}"
 }
 
@@ -125,14 +164,17 @@ spike_run() { # name: the steady stream with a spike on top
     local name=$1 base_q spike_q total=$((SPIKE_BEFORE + SPIKE_LEN + SPIKE_AFTER))
     base_q=$(rate "$C" 0.5)
     spike_q=$(rate "$C" 4.5)
-    log "  $name: oha -q $base_q for ${total}s, plus oha -q $spike_q from ${SPIKE_BEFORE}s for ${SPIKE_LEN}s"
-    oha_run "$WORK/$name-steady.db" -q "$base_q" -z "${total}s" -c "$OPEN_CONNS" --latency-correction &
+    local steady_file spike_file
+    steady_file=$(gen_file "$name-steady")
+    spike_file=$(gen_file "$name-spike")
+    log "  $name: $GEN_DESC at $base_q/s for ${total}s, plus $spike_q/s from ${SPIKE_BEFORE}s for ${SPIKE_LEN}s"
+    gen_run "$steady_file" "$base_q" "$total" &
     local steady=$!
     STARTED+=("$steady")
     sleep "$SPIKE_BEFORE"
-    oha_run "$WORK/$name-spike.db" -q "$spike_q" -z "${SPIKE_LEN}s" -c "$OPEN_CONNS" --latency-correction
+    gen_run "$spike_file" "$spike_q" "$SPIKE_LEN"
     wait "$steady" || true
-    python3 "$BENCH_DIR/overload.py" spike "$WORK/$name-steady.db" "$SPIKE_BEFORE" "$SPIKE_LEN" "$(fig "$2" p99_ms)" \
+    python3 "$BENCH_DIR/overload.py" spike "$steady_file" "$SPIKE_BEFORE" "$SPIKE_LEN" "$(fig "$2" p99_ms)" \
         >"$WORK/$name.spike"
     sed '$d' "$WORK/$name.spike" >&2
     FIG[$name]=$(tail -n 1 "$WORK/$name.spike")
@@ -175,10 +217,10 @@ for mode in "${MODES[@]}"; do
 done
 
 # ---------------------------------------------------------------- report --
-printf '\ndrover overload bench: 1 worker on CPU %s, oha on CPU %s, GET /v1/users/{id} on PostgreSQL, cache off\n' \
+printf '\ndrover overload bench: 1 worker on CPU %s, load on CPU %s, GET /v1/users/{id} on PostgreSQL, cache off\n' \
     "$SERVER_CPU" "$LOAD_CPU"
-printf 'capacity C = %s 2xx/s (oha -c %s, closed loop; %s without admission control); overload: %s x C for %ss, oha -c %s\n\n' \
-    "$C" "$CAP_CONNS" "$C_OFF" "$OVER_FACTOR" "$OVER_DURATION" "$OPEN_CONNS"
+printf 'capacity C = %s 2xx/s (oha -c %s, closed loop; %s without admission control); overload: %s x C for %ss, %s\n\n' \
+    "$C" "$CAP_CONNS" "$C_OFF" "$OVER_FACTOR" "$OVER_DURATION" "$GEN_DESC"
 printf '%-10s %10s %10s %10s %8s %10s %10s %12s %10s\n' admission "normal p99" "sent/s" "good/s" good/C "p99" "p99 ratio" "503/s" "recovery"
 for mode in "${MODES[@]}"; do
     ratio_p99=$(ratio "$(fig "$mode-over" p99_ms)" "$(fig "$mode-base" p99_ms)")
@@ -188,4 +230,4 @@ for mode in "${MODES[@]}"; do
         "$(fig "$mode-over" shed_per_s)" "$(sed -n 's/^recovery_s=//p' <<<"${FIG[$mode-spike]}")"
 done
 printf '\ngoals (admission on): good/C >= 0.90; p99 ratio <= 5; recovery <= 2 s.\n'
-printf 'good/s: 2xx answered within 500 ms of when they were due; sent/s below OVER_FACTOR x C means oha could not offer the rate.\n'
+printf 'good/s: 2xx answered within 500 ms of when they were due; sent/s below OVER_FACTOR x C means the generator could not offer the rate.\n'
