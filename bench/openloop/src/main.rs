@@ -61,7 +61,9 @@ fn parse_args() -> Result<Args, String> {
         "pipelined" => true,
         other => return Err(format!("MODE: clients or pipelined, not {other}")),
     };
-    let number = |i: usize, name: &str| args[i].parse::<f64>().map_err(|_| format!("{name}: not a number: {}", args[i]));
+    let number = |i: usize, name: &str| {
+        args[i].parse::<f64>().map_err(|_| format!("{name}: not a number: {}", args[i]))
+    };
     Ok(Args {
         target: args[0].parse().map_err(|_| format!("TARGET: not an address: {}", args[0]))?,
         path: args[1].clone(),
@@ -140,8 +142,23 @@ async fn run(args: &Args) -> Vec<Record> {
         // The sender keeps its half open until the receiver is done: a
         // half-closed connection may lose the answers still on their way.
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
-        tasks.push(tokio::task::spawn_local(sender(write, mine, start, request.clone(), pending.clone(), finished)));
-        tasks.push(tokio::task::spawn_local(receiver(read, start, last_due, expected, pending, results.clone(), done)));
+        tasks.push(tokio::task::spawn_local(sender(
+            write,
+            mine,
+            start,
+            request.clone(),
+            pending.clone(),
+            finished,
+        )));
+        tasks.push(tokio::task::spawn_local(receiver(
+            read,
+            start,
+            last_due,
+            expected,
+            pending,
+            results.clone(),
+            done,
+        )));
     }
     for task in tasks {
         let _ = task.await;
@@ -162,14 +179,30 @@ struct Queue {
 
 /// `clients` mode: CONNS connections, one request in flight each, taking
 /// requests from one queue filled at the rate.
-async fn clients(args: &Args, request: Rc<[u8]>, total: u64, start: Instant, results: Rc<RefCell<Vec<Record>>>) -> Vec<Record> {
-    let queue = Rc::new(Queue { due: RefCell::new(VecDeque::new()), ready: tokio::sync::Notify::new(), closed: std::cell::Cell::new(false) });
+async fn clients(
+    args: &Args,
+    request: Rc<[u8]>,
+    total: u64,
+    start: Instant,
+    results: Rc<RefCell<Vec<Record>>>,
+) -> Vec<Record> {
+    let queue = Rc::new(Queue {
+        due: RefCell::new(VecDeque::new()),
+        ready: tokio::sync::Notify::new(),
+        closed: std::cell::Cell::new(false),
+    });
     let mut tasks = Vec::new();
     for _ in 0..args.conns {
         match TcpStream::connect(args.target).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                tasks.push(tokio::task::spawn_local(client(stream, request.clone(), start, queue.clone(), results.clone())));
+                tasks.push(tokio::task::spawn_local(client(
+                    stream,
+                    request.clone(),
+                    start,
+                    queue.clone(),
+                    results.clone(),
+                )));
             }
             Err(error) => eprintln!("openloop: connect {}: {error}", args.target),
         }
@@ -208,7 +241,13 @@ async fn clients(args: &Args, request: Rc<[u8]>, total: u64, start: Instant, res
 
 /// One connection of `clients` mode: takes a due request, sends it, reads
 /// the answer, again.
-async fn client(mut stream: TcpStream, request: Rc<[u8]>, start: Instant, queue: Rc<Queue>, results: Rc<RefCell<Vec<Record>>>) {
+async fn client(
+    mut stream: TcpStream,
+    request: Rc<[u8]>,
+    start: Instant,
+    queue: Rc<Queue>,
+    results: Rc<RefCell<Vec<Record>>>,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -240,7 +279,12 @@ async fn client(mut stream: TcpStream, request: Rc<[u8]>, start: Instant, queue:
 
 /// Sends one request and reads its answer; its status, or `None` when the
 /// connection failed.
-async fn exchange(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>, chunk: &mut [u8]) -> Option<u16> {
+async fn exchange(
+    stream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+    chunk: &mut [u8],
+) -> Option<u16> {
     stream.write_all(request).await.ok()?;
     loop {
         if let Some((status, used)) = parse(buf) {
