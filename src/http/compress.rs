@@ -238,13 +238,43 @@ impl Compression {
     /// Reads the request's `Accept-Encoding` before it is handed on, and
     /// takes our variant suffixes off its `If-None-Match`.
     pub fn negotiate(&self, request: &mut Request) -> Negotiated {
-        let headers = request.headers_mut();
-        if let Some(stripped) = headers.get(header::IF_NONE_MATCH).and_then(strip_variant_tags) {
-            headers.insert(header::IF_NONE_MATCH, stripped);
+        // One pass over the few headers a request has is cheaper than two
+        // hashed lookups, on the path every request takes.
+        let (mut accept, mut several, mut if_none_match) = (None, false, false);
+        for (name, value) in request.headers() {
+            if name == header::ACCEPT_ENCODING {
+                several |= accept.is_some();
+                accept = Some(value);
+            } else if name == header::IF_NONE_MATCH {
+                if_none_match = true;
+            }
         }
-        let accept = joined(request.headers(), header::ACCEPT_ENCODING);
-        let accept = accept.as_deref();
-        Negotiated { choice: negotiate(accept, &self.offered), head: request.method() == Method::HEAD }
+        let choice = match accept {
+            None => Choice::Identity,
+            Some(_) if several => {
+                negotiate(joined(request.headers(), header::ACCEPT_ENCODING).as_deref(), &self.offered)
+            }
+            Some(one) => negotiate(Some(one.to_str().unwrap_or("")), &self.offered),
+        };
+        if if_none_match {
+            let headers = request.headers_mut();
+            if let Some(stripped) = headers.get(header::IF_NONE_MATCH).and_then(strip_variant_tags) {
+                headers.insert(header::IF_NONE_MATCH, stripped);
+            }
+        }
+        Negotiated { choice, head: request.method() == Method::HEAD }
+    }
+
+    /// Whether `reply` is sure to go out as it is: a ready body too small to
+    /// compress (most responses of a hot API). Checked in place, before
+    /// anything is moved.
+    pub fn leaves_alone(&self, reply: &Reply) -> bool {
+        match reply {
+            Reply::Ready(Some(response)) => hyper::body::Body::size_hint(response.body())
+                .exact()
+                .is_some_and(|len| len < self.min_bytes as u64),
+            _ => false,
+        }
     }
 
     /// Whether responses of this media type are compressed.

@@ -186,6 +186,9 @@ impl App for Routes {
         let Some(compression) = &self.state.compression else { return self.call_cors(request) };
         let negotiated = compression.negotiate(&mut request);
         let (route, reply) = self.call_cors(request);
+        if compression.leaves_alone(&reply) {
+            return (route, reply);
+        }
         (route, compression.apply(route, negotiated, reply))
     }
 

@@ -125,6 +125,19 @@ async fn responses_are_compressed_as_negotiated_and_decode_to_the_same_body() {
         assert_eq!(decoded(&response), plain.body, "{accept}");
     }
 
+    // Accept-Encoding split over two lines is one list.
+    let split = request(
+        addr,
+        "GET",
+        "/v1/products?limit=100",
+        &admin,
+        b"",
+        &[("accept-encoding", "deflate"), ("accept-encoding", "zstd;q=0.5, identity;q=0.1")],
+    )
+    .await;
+    assert_eq!(split.header("content-encoding"), Some("zstd"));
+    assert_eq!(decoded(&split), plain.body);
+
     // Identity refused and nothing else acceptable: 406 in the one error shape.
     let refused = list(Some("identity;q=0, deflate")).await;
     let body = expect_error(&refused, 406, "not_acceptable");
