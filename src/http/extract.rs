@@ -308,7 +308,7 @@ fn detail(field: String, issue: &str) -> ErrorDetail {
 /// event loop: inflating is bounded by `limit` output bytes (about 2 ms for
 /// the default 1 MiB).
 async fn body(request: Request, limit: u64) -> Result<Bytes, ApiError> {
-    let gzip = content_encoding(request.headers())?.is_some();
+    let gzip = is_gzip(request.headers())?;
     let raw = raw_body(request, limit).await?;
     if !gzip {
         return Ok(raw);
@@ -316,9 +316,9 @@ async fn body(request: Request, limit: u64) -> Result<Bytes, ApiError> {
     super::compress::gunzip(&raw, limit).map(Bytes::from)
 }
 
-/// `Some(())` for a gzip body, `None` for one as it is; 415 for any other
+/// Whether the body is gzip-encoded (`false`: as it is); 415 for any other
 /// coding, or a chain of them.
-fn content_encoding(headers: &HeaderMap) -> Result<Option<()>, ApiError> {
+fn is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
     let mut codings = headers
         .get_all(header::CONTENT_ENCODING)
         .iter()
@@ -326,11 +326,11 @@ fn content_encoding(headers: &HeaderMap) -> Result<Option<()>, ApiError> {
         .map(str::trim)
         .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"));
     match (codings.next(), codings.next()) {
-        (None, _) => Ok(None),
+        (None, _) => Ok(false),
         (Some(coding), None)
             if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") =>
         {
-            Ok(Some(()))
+            Ok(true)
         }
         _ => Err(ApiError::UnsupportedEncoding),
     }

@@ -75,8 +75,8 @@ fn orders(state: &Rc<State>, request: Request, _params: Params) -> Reply {
         let format = Format::parse(extract::query_param(&request, "format").as_deref())?;
         let name = format!(
             "orders-{}-{}.{}",
-            from_raw.as_deref().map_or("start", |raw| &raw[..raw.len().min(10)]),
-            to_raw.as_deref().map_or("now", |raw| &raw[..raw.len().min(10)]),
+            from_raw.as_deref().map_or("start", |raw| raw.get(..10).unwrap_or(raw)),
+            to_raw.as_deref().map_or("now", |raw| raw.get(..10).unwrap_or(raw)),
             format.extension()
         );
         Ok((principal, ReportRange { from, to }, format, name))
