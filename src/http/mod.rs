@@ -117,6 +117,7 @@ impl Routes {
         crate::resources::subscriptions::http::routes(&mut table);
         crate::resources::invoices::http::routes(&mut table);
         crate::resources::reports::http::routes(&mut table);
+        crate::resources::files::http::routes(&mut table);
         let mut router = matchit::Router::new();
         for (path, resource) in table.resources {
             // Paths are literals in this crate; a conflict is a programming
@@ -190,6 +191,11 @@ impl App for Routes {
             return (route, reply);
         }
         (route, compression.apply(route, negotiated, reply))
+    }
+
+    fn body_limit(&self, method: &Method, path: &str) -> Option<u64> {
+        (method == Method::PUT && path.starts_with(crate::resources::files::http::UPLOAD_PREFIX))
+            .then(|| self.state.files.max_bytes())
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
