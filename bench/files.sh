@@ -69,7 +69,7 @@ sample_rss() {
     awk -v k="$peak" 'BEGIN { printf "%.1f", k / 1024 }' >"$out"
 }
 
-declare -A FIG
+declare -A FIG FRESH
 # timed name pid curl-args...: runs curl on LOAD_CPU while sampling pid's
 # RSS (pid 0: none); records "seconds MB/s rss-before rss-peak growth".
 timed() {
@@ -103,15 +103,21 @@ store_run() {
     shift
     start_drover "files-$name" "" "$@"
     local worker=${SRV_PIDS[1]}
+    local ready_rss
+    ready_rss=$(rss_mib "$worker")
     http POST /v1/auth/register '{"email":"bench@example.com","password":"bench password","name":"Bench"}' >/dev/null
     local login token
     login=$(http POST /v1/auth/login '{"email":"bench@example.com","password":"bench password"}')
     token=$(sed -n 's/.*"access_token"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' <<<"$login")
     [[ -n $token ]] || die "no token: $login"
+    # The baseline: signed in, no file handled yet. Hashing the password
+    # took argon2's 19 MiB of working memory, which the allocator keeps.
+    FRESH[$name]=$(rss_mib "$worker")
     # A small file first, so the worker's buffers and statements exist.
     curl -sS -o /dev/null -T "$BENCH_DIR/README.md" -H "Authorization: Bearer $token" \
         "http://$SRV_ADDR/v1/files/warm-up"
     curl -sS -o /dev/null -H "Authorization: Bearer $token" "http://$SRV_ADDR/v1/files/warm-up"
+    log "   worker RSS: $ready_rss MiB when ready, ${FRESH[$name]} MiB signed in (argon2), $(rss_mib "$worker") MiB after a small upload and download"
     log "== $name: upload and download $SIZE_MB MiB (curl on CPU $LOAD_CPU)"
     timed "$name-put" "$worker" -T "$FILE" -H 'Content-Type: application/octet-stream' \
         -H "Authorization: Bearer $token" "http://$SRV_ADDR/v1/files/big.bin"
@@ -140,6 +146,9 @@ if [[ $SKIP_NGINX != 1 ]]; then
     port=$(free_port)
     prefix=$WORK/nginx
     mkdir -p "$prefix/logs" "$prefix/temp"
+    # nginx's workers run as an unprivileged user: let them reach the file.
+    chmod o+x "$WORK" "$WORK/static"
+    chmod o+r "$FILE"
     cat >"$prefix/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -176,10 +185,14 @@ done
 worst=0
 for name in local-put local-get s3-put s3-get; do
     [[ -n ${FIG[$name]:-} ]] || continue
-    growth=$(awk '{ print $5 }' <<<"${FIG[$name]}")
+    # From the worker's RSS when it was ready, not only from just before.
+    growth=$(awk -v fresh="${FRESH[${name%-*}]}" '{ print $4 - fresh }' <<<"${FIG[$name]}")
     worst=$(awk -v a="$worst" -v b="$growth" 'BEGIN { print (b > a ? b : a) }')
 done
-printf '\ngoal: RSS growth < 32 MiB on every run: worst %s MiB -> %s\n' "$worst" "$(verdict_max "$worst" 32)"
+for store in local s3; do
+    [[ -n ${FRESH[$store]:-} ]] && printf 'worker RSS signed in, before any file (%s store): %s MiB\n' "$store" "${FRESH[$store]}"
+done
+printf '\ngoal: RSS peak - RSS before any file < 32 MiB on every run: worst %s MiB -> %s\n' "$worst" "$(verdict_max "$worst" 32)"
 if [[ -n ${FIG[local-get]:-} && -n ${FIG[nginx-get]:-} ]]; then
     printf 'drover local download / nginx download MB/s: %s\n' \
         "$(ratio "$(awk '{ print $2 }' <<<"${FIG[local-get]}")" "$(awk '{ print $2 }' <<<"${FIG[nginx-get]}")")"
