@@ -3,6 +3,7 @@
 mod bench;
 mod config_check;
 mod ctl;
+mod jobs;
 mod migrate;
 mod preflight;
 mod serve;
@@ -48,6 +49,10 @@ enum Command {
     /// Manage users from the command line.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Job processes and their queue: `drover jobs work`, `status`, `dead`,
+    /// `retry`.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
     /// Talk to a running supervisor over its control socket.
     Ctl(ctl::CtlArgs),
     /// The TechEmpower benchmark's tables: `drover bench setup`.
@@ -170,6 +175,7 @@ pub fn main() -> ExitCode {
         Command::User(command) => user::run(command),
         Command::Bench(command) => bench::run(command),
         Command::Ctl(args) => ctl::run(&args),
+        Command::Jobs(command) => jobs::run(command),
     }
 }
 

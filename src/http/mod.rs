@@ -118,6 +118,7 @@ impl Routes {
         crate::resources::invoices::http::routes(&mut table);
         crate::resources::reports::http::routes(&mut table);
         crate::resources::files::http::routes(&mut table);
+        crate::resources::notifications::http::routes(&mut table);
         let mut router = matchit::Router::new();
         for (path, resource) in table.resources {
             // Paths are literals in this crate; a conflict is a programming
