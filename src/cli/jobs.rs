@@ -9,9 +9,11 @@ use drover_worker::{BlockingPool, Broadcast};
 
 use super::{block_on_local, config_failure, ConfigArgs};
 use crate::app::Services;
-use crate::jobs::{consumer, queue};
+use crate::jobs::schedule::{self, Schedules};
+use crate::jobs::{consumer, lease, queue};
 use crate::repo::{sql, Repos};
 use crate::resources::events;
+use crate::resources::products::http::rfc3339;
 use crate::telemetry::{self, Role as LogRole};
 
 #[derive(Subcommand, Debug)]
@@ -25,6 +27,27 @@ pub enum JobsCommand {
     Dead(DeadArgs),
     /// Revive a dead message (or --all): due now, attempts from zero.
     Retry(RetryArgs),
+    /// Scheduled tasks' latest runs, newest first.
+    Runs(RunsArgs),
+    /// Run a scheduled task now, through the same lease as its schedule.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Only this task's.
+    #[arg(long)]
+    task: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// orders.expire or outbox.prune.
+    task: String,
 }
 
 #[derive(Args, Debug)]
@@ -53,12 +76,23 @@ pub fn run(command: JobsCommand) -> ExitCode {
         JobsCommand::Work(config) | JobsCommand::Status(config) => config,
         JobsCommand::Dead(args) => &args.config,
         JobsCommand::Retry(args) => &args.config,
+        JobsCommand::Runs(args) => &args.config,
+        JobsCommand::Run(args) => &args.config,
     };
     let config = match config_args.load() {
         Ok((config, _)) => config,
         Err(error) => return config_failure(&error),
     };
     telemetry::init(&config.log, LogRole::Command);
+    // Checked with the rest of the configuration already.
+    let schedules = match Schedules::from_config(&config.jobs.schedule) {
+        Ok(schedules) => schedules,
+        Err(message) => {
+            eprintln!("drover: invalid configuration: jobs.schedule: {message}");
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+    };
+    let tasks = config.task_settings();
     let result = block_on_local(async {
         let services = Services::build(
             &config,
@@ -68,8 +102,18 @@ pub fn run(command: JobsCommand) -> ExitCode {
         .await
         .map_err(|e| e.to_string())?;
         match &command {
-            JobsCommand::Work(_) => work(&services, config.jobs.settings()).await,
-            JobsCommand::Status(_) => status(&services).await,
+            JobsCommand::Work(_) => work(&services, config.jobs.settings(), &schedules, tasks).await,
+            JobsCommand::Status(_) => status(&services, &schedules).await,
+            JobsCommand::Runs(args) => runs(&services, args.task.as_deref()).await,
+            JobsCommand::Run(args) => {
+                let run = schedule::run_now(&services, &args.task, tasks).await?;
+                println!("{}: {} ({})", run.task, run.outcome, run.detail);
+                if run.outcome == "ok" {
+                    Ok(())
+                } else {
+                    Err(format!("{} failed", run.task))
+                }
+            }
             JobsCommand::Dead(args) => dead(&services, args.queue.as_deref()).await,
             JobsCommand::Retry(args) => retry(&services, args.id.filter(|_| !args.all)).await,
         }
@@ -83,7 +127,12 @@ pub fn run(command: JobsCommand) -> ExitCode {
     }
 }
 
-async fn work(services: &Services, settings: consumer::Settings) -> Result<(), String> {
+async fn work(
+    services: &Services,
+    settings: consumer::Settings,
+    schedules: &Schedules,
+    tasks: schedule::TaskSettings,
+) -> Result<(), String> {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::task::spawn_local(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -102,7 +151,7 @@ async fn work(services: &Services, settings: consumer::Settings) -> Result<(), S
         let _ = stop_tx.send(true);
     });
     tracing::info!(pid = std::process::id(), "the job process is consuming");
-    let counts = consumer::run(services, settings, stop).await;
+    let counts = consumer::run(services, settings, schedules, tasks, stop).await;
     tracing::info!(
         published = counts.published,
         handled = counts.handled,
@@ -113,7 +162,7 @@ async fn work(services: &Services, settings: consumer::Settings) -> Result<(), S
     Ok(())
 }
 
-async fn status(services: &Services) -> Result<(), String> {
+async fn status(services: &Services, schedules: &Schedules) -> Result<(), String> {
     let sql = services.db.sql();
     let backlog = events::backlog(&*sql).await.map_err(|e| e.to_string())?;
     let depths = queue::depths(&*sql).await.map_err(|e| e.to_string())?;
@@ -122,6 +171,40 @@ async fn status(services: &Services) -> Result<(), String> {
     for (name, _) in crate::jobs::QUEUES {
         let depth = depths.iter().find(|d| d.queue == *name);
         println!("{:<20} {:>8} {:>8}", name, depth.map_or(0, |d| d.ready), depth.map_or(0, |d| d.dead));
+    }
+    let done = lease::done_ticks(&*sql).await.map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now();
+    println!("{:<20} {:<24} {:<24}", "schedule", "last tick done", "next tick");
+    for task in schedules.tasks() {
+        let last = done
+            .iter()
+            .find(|(t, _)| t == task)
+            .map(|(_, at)| *at)
+            .filter(|at| *at > std::time::UNIX_EPOCH)
+            .map_or_else(|| "never".to_owned(), rfc3339);
+        let next = schedules.next(task, now).map_or_else(|| "never".to_owned(), rfc3339);
+        println!("{task:<20} {last:<24} {next:<24}");
+    }
+    Ok(())
+}
+
+async fn runs(services: &Services, task: Option<&str>) -> Result<(), String> {
+    let runs = lease::runs(&*services.db.sql(), task, 50).await.map_err(|e| e.to_string())?;
+    if runs.is_empty() {
+        println!("no runs");
+    }
+    for run in runs {
+        println!(
+            "{}\t{}\ttick={}\tstarted={}\t{} ms\t{}\t{}\t{}",
+            run.id,
+            run.task,
+            rfc3339(run.tick),
+            rfc3339(run.started_at),
+            run.finished_at.duration_since(run.started_at).unwrap_or_default().as_millis(),
+            run.outcome,
+            run.runner,
+            run.detail
+        );
     }
     Ok(())
 }
@@ -139,7 +222,7 @@ async fn dead(services: &Services, queue: Option<&str>) -> Result<(), String> {
             message.kind,
             message.event_id,
             message.attempts,
-            crate::resources::products::http::rfc3339(message.dead_at),
+            rfc3339(message.dead_at),
             message.last_error
         );
     }

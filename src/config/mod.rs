@@ -29,6 +29,7 @@ pub struct Config {
     pub reports: ReportsConfig,
     pub files: FilesConfig,
     pub jobs: JobsConfig,
+    pub orders: OrdersConfig,
 }
 
 /// `[jobs]`: how a job process consumes the queue.
@@ -45,6 +46,20 @@ pub struct JobsConfig {
     pub retry_max: Duration,
     #[serde(deserialize_with = "values::duration")]
     pub lease: Duration,
+    /// `outbox.prune` deletes published events older than this.
+    #[serde(deserialize_with = "values::duration")]
+    pub outbox_retention: Duration,
+    /// Task name -> cron expression (UTC); empty turns a task off.
+    pub schedule: std::collections::BTreeMap<String, String>,
+}
+
+/// `[orders]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrdersConfig {
+    /// `orders.expire` cancels orders still unpaid after this.
+    #[serde(deserialize_with = "values::duration")]
+    pub unpaid_ttl: Duration,
 }
 
 impl JobsConfig {
@@ -55,6 +70,17 @@ impl JobsConfig {
             retry_base: self.retry_base,
             retry_max: self.retry_max,
             lease: self.lease,
+        }
+    }
+}
+
+impl Config {
+    /// What the scheduled tasks need.
+    pub fn task_settings(&self) -> crate::jobs::schedule::TaskSettings {
+        crate::jobs::schedule::TaskSettings {
+            lease: self.jobs.lease,
+            unpaid_ttl: self.orders.unpaid_ttl,
+            outbox_retention: self.jobs.outbox_retention,
         }
     }
 }
@@ -517,6 +543,16 @@ impl Config {
             ("jobs.poll_interval", self.jobs.poll_interval),
             ("jobs.retry_base", self.jobs.retry_base),
             ("jobs.lease", self.jobs.lease),
+        ] {
+            if value.is_zero() {
+                return Err((key, "must be greater than zero".into()));
+            }
+        }
+        crate::jobs::schedule::Schedules::from_config(&self.jobs.schedule)
+            .map_err(|message| ("jobs.schedule", message))?;
+        for (key, value) in [
+            ("jobs.outbox_retention", self.jobs.outbox_retention),
+            ("orders.unpaid_ttl", self.orders.unpaid_ttl),
         ] {
             if value.is_zero() {
                 return Err((key, "must be greater than zero".into()));

@@ -1,5 +1,5 @@
-//! A job process's loop: relay the outbox, claim due messages of every
-//! queue, hand each to its handler, and settle it (handled, retried later
+//! A job process's loop: run scheduled tasks that are due, relay the
+//! outbox, claim due messages of every queue, hand each to its handler, and settle it (handled, retried later
 //! with exponential backoff and jitter, or dead). It stops between two
 //! messages when asked, handing back what it had claimed but not begun.
 
@@ -8,6 +8,7 @@ use std::time::Duration;
 use rand_core::{OsRng, RngCore};
 use tokio::sync::watch;
 
+use super::schedule::{self, Schedules, TaskSettings};
 use super::{queue, relay, Outcome, QUEUES};
 use crate::app::Services;
 use crate::repo::sql::{self, Sql};
@@ -43,9 +44,18 @@ pub struct Counts {
 
 /// Runs until `stop` turns true. Database errors are logged and waited
 /// out: a job process outlives an outage.
-pub async fn run(services: &Services, settings: Settings, mut stop: watch::Receiver<bool>) -> Counts {
+pub async fn run(
+    services: &Services,
+    settings: Settings,
+    schedules: &Schedules,
+    tasks: TaskSettings,
+    mut stop: watch::Receiver<bool>,
+) -> Counts {
     let mut counts = Counts::default();
     while !*stop.borrow() {
+        if let Err(error) = schedule::run_due(services, schedules, tasks).await {
+            tracing::warn!(%error, "checking the schedules failed; trying again");
+        }
         let busy = match round(services, settings, &stop, &mut counts).await {
             Ok(busy) => busy,
             Err(error) => {

@@ -13,8 +13,10 @@
 //! only delays it until its lease runs out.
 
 pub mod consumer;
+pub mod lease;
 pub mod queue;
 pub mod relay;
+pub mod schedule;
 
 use crate::resources::events::Event;
 

@@ -73,6 +73,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "sessions", "0007_sessions.sql"),
     migration!(8, "files", "0008_files.sql"),
     migration!(9, "jobs", "0009_jobs.sql"),
+    migration!(10, "schedules", "0010_schedules.sql"),
 ];
 
 /// An arbitrary constant identifying drover's migration lock among the

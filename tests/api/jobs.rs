@@ -45,10 +45,15 @@ impl Direct {
     }
 }
 
-/// `drover jobs ...` on the server's data directory and database.
+/// `drover jobs ...` on the server's data directory and database, with
+/// `jobs.toml` from the test's directory when there is one.
 fn jobs_command(drover: &Drover, url: Option<&str>, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_drover"));
     command.arg("jobs").args(args).arg("--data-dir").arg(drover.dir.path().join("data"));
+    let config = drover.dir.path().join("jobs.toml");
+    if config.exists() {
+        command.arg("--config").arg(config);
+    }
     if let Some(url) = url {
         command.args(["--database-url", url]);
     }
@@ -72,7 +77,11 @@ struct Worker(Child);
 
 impl Worker {
     fn start(drover: &Drover, url: Option<&str>) -> Self {
-        let log = std::fs::File::create(drover.dir.path().join("jobs.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(drover.dir.path().join("jobs.log"))
+            .unwrap();
         let child = jobs_command(drover, url, &["work"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -274,4 +283,96 @@ async fn jobs_on_mariadb() {
         ..Options::default()
     });
     jobs_story(&drover, Some(&db.url), Direct::MySql(db.url.clone())).await;
+}
+
+/// Two job processes and a schedule every second: unpaid orders past
+/// their time are cancelled (stock back, the customer told), and no tick
+/// runs twice. A daily schedule, whose earlier ticks were all missed, runs
+/// once, not once per missed tick. A task runs on demand.
+async fn schedule_story(drover: &Drover, url: Option<&str>) {
+    let addr = drover.addr;
+    std::fs::write(
+        drover.dir.path().join("jobs.toml"),
+        "[jobs.schedule]\n\"orders.expire\" = \"* * * * * *\"\n\"outbox.prune\" = \"0 0 * * *\"\n\
+         [orders]\nunpaid_ttl = \"1s\"\n",
+    )
+    .unwrap();
+    let admin = admin_token(drover, url).await;
+    let product =
+        json!({"sku": "EXP-1", "name": "Expiring", "price": {"amount": 100, "currency": "EUR"}, "stock": 5});
+    let product = expect(&send(addr, "POST", "/v1/products", &admin, Some(&product), &[]).await, 201);
+    expect(&register(addr, "cy@example.com", "correct horse", "Cy").await, 201);
+    let cy = token_for(addr, "cy@example.com", "correct horse").await;
+    let items = json!({"items": [{"product_id": product["id"], "quantity": 5}]});
+    let order = expect(
+        &send(addr, "POST", "/v1/orders", &cy, Some(&items), &[("idempotency-key", "unpaid")]).await,
+        201,
+    );
+    let order_path = format!("/v1/orders/{}", order["id"]);
+
+    let (one, two) = (Worker::start(drover, url), Worker::start(drover, url));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let current = expect(&send(addr, "GET", &order_path, &cy, None, &[]).await, 200);
+        if current["status"] == "cancelled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the unpaid order was not cancelled: {current}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let product_path = format!("/v1/products/{}", product["id"]);
+    let stock = expect(&send(addr, "GET", &product_path, &admin, None, &[]).await, 200);
+    assert_eq!(stock["stock"]["available"], 5, "its stock is back: {stock}");
+    let told = await_notifications(drover, &cy, 2).await;
+    assert_eq!(told[0], format!("Your order {} was cancelled.", order["id"]));
+
+    // A few more ticks with both processes running.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let runs = String::from_utf8(jobs(drover, url, &["runs", "--task", "orders.expire"]).stdout).unwrap();
+    let ticks: Vec<&str> = runs.lines().map(|l| l.split('\t').nth(2).unwrap()).collect();
+    assert!(ticks.len() >= 3, "a run per second: {runs}");
+    let distinct: std::collections::HashSet<&&str> = ticks.iter().collect();
+    assert_eq!(distinct.len(), ticks.len(), "no tick ran twice across the two processes: {runs}");
+    assert!(runs.lines().any(|l| l.contains("1 unpaid orders cancelled")), "{runs}");
+    let pruned = String::from_utf8(jobs(drover, url, &["runs", "--task", "outbox.prune"]).stdout).unwrap();
+    assert_eq!(pruned.lines().count(), 1, "today's tick ran once, not once per missed tick: {pruned}");
+    one.stop();
+    two.stop();
+
+    let now = String::from_utf8(jobs(drover, url, &["run", "outbox.prune"]).stdout).unwrap();
+    assert!(now.starts_with("outbox.prune: ok ("), "{now}");
+    let unknown = jobs_command(drover, url, &["run", "backups"]).output().unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not a task"));
+    let status = String::from_utf8(jobs(drover, url, &["status"]).stdout).unwrap();
+    let expire = status.lines().find(|l| l.starts_with("orders.expire")).unwrap();
+    assert!(!expire.contains("never"), "a last and a next tick: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_on_sqlite() {
+    let drover = Drover::start(1);
+    schedule_story(&drover, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_on_postgres() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let drover = Drover::start_with(Options {
+        workers: 1,
+        args: vec!["--database-url", &db.url],
+        ..Options::default()
+    });
+    schedule_story(&drover, Some(&db.url)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_on_mariadb() {
+    let Some(db) = MyDatabase::create().await else { return };
+    let drover = Drover::start_with(Options {
+        workers: 1,
+        args: vec!["--database-url", &db.url],
+        ..Options::default()
+    });
+    schedule_story(&drover, Some(&db.url)).await;
 }

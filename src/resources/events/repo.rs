@@ -80,3 +80,15 @@ pub async fn handled_once(
     );
     Ok(sql.execute(&insert, params![handler, event_id, now]).await? == 1)
 }
+
+/// Forgets what is no longer needed before `before`: published outbox rows
+/// and processed-message records (a redelivery older than that is not
+/// expected). The number of rows removed.
+pub async fn prune(sql: &dyn Sql, before: SystemTime) -> Result<u64, RepoError> {
+    let outbox = sql
+        .execute("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < ?", params![before])
+        .await?;
+    let processed =
+        sql.execute("DELETE FROM processed_messages WHERE processed_at < ?", params![before]).await?;
+    Ok(outbox + processed)
+}

@@ -31,6 +31,9 @@ pub trait OrderRepo {
         to: OrderStatus,
         now: SystemTime,
     ) -> Result<bool, RepoError>;
+    /// Up to `limit` orders still `placed` that were created before
+    /// `before`, oldest first.
+    async fn placed_before(&self, before: SystemTime, limit: i64) -> Result<Vec<OrderId>, RepoError>;
 }
 
 /// [`OrderRepo`] on any backend.
@@ -153,6 +156,17 @@ impl OrderRepo for SqlOrderRepo {
         let rows =
             self.sql.query(&format!("SELECT {COLUMNS} FROM orders WHERE id = ?"), params![id.0]).await?;
         Ok(self.with_lines(rows).await?.pop())
+    }
+
+    async fn placed_before(&self, before: SystemTime, limit: i64) -> Result<Vec<OrderId>, RepoError> {
+        let rows = self
+            .sql
+            .query(
+                "SELECT id FROM orders WHERE status = 'placed' AND created_at < ? ORDER BY id LIMIT ?",
+                crate::params![before, limit],
+            )
+            .await?;
+        rows.iter().map(|row| row.int(0).map(OrderId)).collect()
     }
 
     async fn list(&self, query: &OrderQuery) -> Result<Vec<Order>, RepoError> {

@@ -3,6 +3,7 @@
 //! its stock effects, and who may see and change what.
 
 use std::rc::Rc;
+use std::time::SystemTime;
 
 use super::{Order, OrderId, OrderItem, OrderLine, OrderQuery, OrderRepo, OrderStatus, SqlOrderRepo};
 use super::{MAX_ITEMS, MAX_QUANTITY};
@@ -173,6 +174,23 @@ impl OrderService {
             self.products.stock_changed().await;
         }
         placed
+    }
+
+    /// Cancels orders still `placed` (unpaid) that were placed before
+    /// `before`, returning their stock (the `orders.expire` task): up to
+    /// `limit` per call, oldest first. An order paid meanwhile is left
+    /// alone. The number cancelled.
+    pub async fn expire_unpaid(&self, before: SystemTime, limit: i64) -> Result<usize, ServiceError> {
+        let system = Principal { user: UserId(0), role: Role::Admin };
+        let mut cancelled = 0;
+        for id in orders(&*self.db).placed_before(before, limit).await? {
+            match self.change(system, id, OrderStatus::Cancelled).await {
+                Ok(_) => cancelled += 1,
+                Err(ServiceError::InvalidTransition { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(cancelled)
     }
 
     /// An order, as `viewer` may see it: their own, or any for an admin.
