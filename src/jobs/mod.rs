@@ -21,8 +21,10 @@ pub mod schedule;
 use crate::resources::events::Event;
 
 /// Every queue, and the events each receives.
-pub const QUEUES: &[(&str, &[&str])] =
-    &[("notifications", &["order.placed", "order.shipped", "order.cancelled", "invoice.created"])];
+pub const QUEUES: &[(&str, &[&str])] = &[
+    ("notifications", &["order.placed", "order.shipped", "order.cancelled", "invoice.created"]),
+    ("sales", &["order.placed"]),
+];
 
 /// The queues an event of `kind` goes to (none: it is only marked sent).
 pub fn queues_for(kind: &str) -> impl Iterator<Item = &'static str> + '_ {
@@ -48,6 +50,16 @@ pub async fn handle(services: &crate::app::Services, queue: &str, event_id: &str
     };
     let result = match queue {
         "notifications" => services.notifications.apply(event_id, &event).await.map(drop),
+        "sales" => match &event {
+            Event::OrderPlaced { lines, .. } => {
+                let lines: Vec<_> = lines
+                    .iter()
+                    .map(|l| (crate::resources::products::ProductId(l.product_id), l.quantity))
+                    .collect();
+                services.products.count_sales(event_id, &lines).await
+            }
+            _ => Ok(()),
+        },
         other => return Outcome::Poison(format!("no handler for queue {other}")),
     };
     match result {

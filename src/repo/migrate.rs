@@ -74,6 +74,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "files", "0008_files.sql"),
     migration!(9, "jobs", "0009_jobs.sql"),
     migration!(10, "schedules", "0010_schedules.sql"),
+    migration!(11, "product_sales", "0011_product_sales.sql"),
 ];
 
 /// An arbitrary constant identifying drover's migration lock among the

@@ -375,9 +375,11 @@ async fn commerce_story(drover: &Drover, database_url: Option<&str>) {
     expect_error(&send(addr, "GET", "/v1/inventory/summary", &ada, None, &[]).await, 403, "forbidden");
     let summary = expect(&send(addr, "GET", "/v1/inventory/summary", &admin, None, &[]).await, 200);
     let eur = json!({"currency": "EUR", "products": 2, "on_hand": 15, "reserved": 1, "available": 14,
-                     "stock_value": {"amount": 8 * 2499 + 7 * 500, "currency": "EUR"}});
+                     "stock_value": {"amount": 8 * 2499 + 7 * 500, "currency": "EUR"},
+                     // No job process runs here: nothing counted yet.
+                     "units_ordered": 0});
     let usd = json!({"currency": "USD", "products": 1, "on_hand": 5, "reserved": 0, "available": 5,
-                     "stock_value": {"amount": 5 * 2500, "currency": "USD"}});
+                     "stock_value": {"amount": 5 * 2500, "currency": "USD"}, "units_ordered": 0});
     assert_eq!(summary["currencies"], json!([eur, usd]));
     expect(
         &send(addr, "POST", &format!("/v1/products/{hat}/stock"), &admin, Some(&adjust(1)), &[]).await,

@@ -139,6 +139,12 @@ async fn await_notifications(drover: &Drover, token: &str, count: usize) -> Vec<
     }
 }
 
+/// The inventory summary's units ordered, in EUR.
+async fn units_ordered(drover: &Drover, admin: &str) -> i64 {
+    let summary = expect(&send(drover.addr, "GET", "/v1/inventory/summary", admin, None, &[]).await, 200);
+    summary["currencies"][0]["units_ordered"].as_i64().unwrap()
+}
+
 async fn jobs_story(drover: &Drover, url: Option<&str>, direct: Direct) {
     let addr = drover.addr;
     let admin = admin_token(drover, url).await;
@@ -196,6 +202,12 @@ async fn jobs_story(drover: &Drover, url: Option<&str>, direct: Direct) {
     assert_eq!(rest["items"][0]["message"], messages[2]);
     assert_eq!(rest["items"].as_array().unwrap().len(), 3);
     assert_eq!(rest["items"][2]["kind"], "order.placed");
+    // The sales handler counted both orders' units for the inventory summary.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while units_ordered(drover, &admin).await != 4 {
+        assert!(Instant::now() < deadline, "the sales counters did not reach 4 units");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Every event published again, as after a crash between publishing and
     // marking: delivered twice, applied once.
@@ -208,13 +220,17 @@ async fn jobs_story(drover: &Drover, url: Option<&str>, direct: Direct) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let status = String::from_utf8(jobs(drover, url, &["status"]).stdout).unwrap();
-        if status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["notifications", "0", "0"]) {
+        let idle = |queue: &str| {
+            status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == [queue, "0", "0"])
+        };
+        if idle("notifications") && idle("sales") {
             break;
         }
         assert!(Instant::now() < deadline, "the redelivered messages were not handled: {status}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(await_notifications(drover, &ada, 5).await.len(), 5, "a redelivered event is applied once");
+    assert_eq!(units_ordered(drover, &admin).await, 4, "and counted once");
 
     // A message that cannot be read is dead at once; one whose handler
     // keeps failing (its user does not exist) is retried, then dead.

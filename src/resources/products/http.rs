@@ -258,6 +258,8 @@ struct InventoryLineBody {
     reserved: i64,
     available: i64,
     stock_value: MoneyBody,
+    /// Units ordered so far (counted by a job from order.placed events).
+    units_ordered: i64,
 }
 
 #[derive(Serialize)]
@@ -279,6 +281,7 @@ fn inventory(state: &Rc<State>, request: Request, _params: Params) -> Reply {
                 products: l.products,
                 on_hand: l.on_hand,
                 reserved: l.reserved,
+                units_ordered: l.units_ordered,
             })
             .collect();
         Ok(reply::json(StatusCode::OK, &InventoryBody { currencies }))

@@ -243,4 +243,7 @@ pub struct InventoryLine {
     pub reserved: i64,
     /// `on_hand × price` summed, in minor units.
     pub stock_value: i64,
+    /// Units ordered in placed orders, as the sales handler has counted
+    /// them so far (a job, so a moment behind the orders).
+    pub units_ordered: i64,
 }

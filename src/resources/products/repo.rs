@@ -55,6 +55,8 @@ pub trait ProductRepo {
     async fn record_movement(&self, movement: &Movement, now: SystemTime) -> Result<(), RepoError>;
     /// Totals per currency, by one aggregate query.
     async fn inventory(&self) -> Result<Vec<InventoryLine>, RepoError>;
+    /// Adds an order's `units` of `product` to its sales counters.
+    async fn count_sale(&self, product: ProductId, units: i64) -> Result<(), RepoError>;
 }
 
 /// A line of the stock ledger.
@@ -265,13 +267,30 @@ impl ProductRepo for SqlProductRepo {
             .map(drop)
     }
 
+    async fn count_sale(&self, product: ProductId, units: i64) -> Result<(), RepoError> {
+        // The row first, so that the update below always finds one, also
+        // when two consumers count the product's first sale at once.
+        let insert =
+            sql::insert_ignore(self.sql.backend(), "INSERT INTO product_sales (product_id) VALUES (?)");
+        self.sql.execute(&insert, params![product.0]).await?;
+        self.sql
+            .execute(
+                "UPDATE product_sales SET units_ordered = units_ordered + ?, orders = orders + 1 WHERE product_id = ?",
+                params![units, product.0],
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn inventory(&self) -> Result<Vec<InventoryLine>, RepoError> {
         let backend = self.sql.backend();
         let statement = format!(
-            "SELECT currency, COUNT(*), {}, {}, {} FROM products GROUP BY currency ORDER BY currency",
-            sql::sum(backend, "on_hand"),
-            sql::sum(backend, "reserved"),
-            sql::sum(backend, "on_hand * price_amount"),
+            "SELECT p.currency, COUNT(*), {}, {}, {}, {} FROM products p \
+             LEFT JOIN product_sales s ON s.product_id = p.id GROUP BY p.currency ORDER BY p.currency",
+            sql::sum(backend, "p.on_hand"),
+            sql::sum(backend, "p.reserved"),
+            sql::sum(backend, "p.on_hand * p.price_amount"),
+            sql::sum(backend, "COALESCE(s.units_ordered, 0)"),
         );
         let rows = self.sql.query(&statement, &[]).await?;
         rows.iter()
@@ -282,6 +301,7 @@ impl ProductRepo for SqlProductRepo {
                     on_hand: row.int(2)?,
                     reserved: row.int(3)?,
                     stock_value: row.int(4)?,
+                    units_ordered: row.int(5)?,
                 })
             })
             .collect()

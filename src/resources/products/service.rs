@@ -139,6 +139,33 @@ impl ProductService {
         Ok(summary.map(|s| s.0).unwrap_or_default())
     }
 
+    /// Counts the lines of a placed order (event `event_id`) in the
+    /// products' sales counters, once however often the event comes.
+    pub async fn count_sales(&self, event_id: &str, lines: &[(ProductId, i64)]) -> Result<(), ServiceError> {
+        let now = crate::repo::sql::from_millis(crate::repo::sql::millis(self.clock.now()));
+        let counted = self
+            .db
+            .transaction(|repos| {
+                Box::pin(async move {
+                    if !crate::resources::events::handled_once(&*repos.sql(), SALES_HANDLER, event_id, now)
+                        .await?
+                    {
+                        return Ok(false);
+                    }
+                    let products = repo(&*repos);
+                    for (product, units) in lines {
+                        products.count_sale(*product, *units).await?;
+                    }
+                    Ok::<_, ServiceError>(true)
+                })
+            })
+            .await?;
+        if counted {
+            self.stock_changed().await;
+        }
+        Ok(())
+    }
+
     /// Drops the cached inventory summary, everywhere: after every change
     /// of stock or price (orders call it too).
     pub async fn stock_changed(&self) {
@@ -148,6 +175,9 @@ impl ProductService {
 
 /// The one inventory summary's cache id.
 const SUMMARY_ID: &str = "all";
+
+/// The handler name the sales counters' events are recorded under.
+pub const SALES_HANDLER: &str = "sales";
 
 /// The inventory summary as the cache holds it.
 struct InventorySummary(Vec<InventoryLine>);
@@ -159,10 +189,12 @@ struct StoredLine {
     on_hand: i64,
     reserved: i64,
     stock_value: i64,
+    units_ordered: i64,
 }
 
 impl Cached for InventorySummary {
-    const KIND: &'static str = "inventory:v1";
+    // v2: with units_ordered; a v1 entry is never read as one.
+    const KIND: &'static str = "inventory:v2";
 
     fn encode(&self) -> Vec<u8> {
         let stored: Vec<StoredLine> = self
@@ -174,6 +206,7 @@ impl Cached for InventorySummary {
                 on_hand: l.on_hand,
                 reserved: l.reserved,
                 stock_value: l.stock_value,
+                units_ordered: l.units_ordered,
             })
             .collect();
         postcard::to_allocvec(&stored).unwrap_or_default()
@@ -190,6 +223,7 @@ impl Cached for InventorySummary {
                     on_hand: s.on_hand,
                     reserved: s.reserved,
                     stock_value: s.stock_value,
+                    units_ordered: s.units_ordered,
                 })
                 .collect(),
         ))
