@@ -110,7 +110,7 @@ async fn the_supervisor_speaks_sd_notify_in_order() {
 }
 
 #[test]
-fn both_units_pass_systemd_analyze_verify() {
+fn the_units_pass_systemd_analyze_verify() {
     let Ok(output) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
         assert!(std::env::var("CI").map_or(true, |ci| ci != "true"), "systemd-analyze is required in CI");
         eprintln!("SKIPPED: systemd-analyze not installed (apt-get install systemd)");
@@ -128,10 +128,15 @@ fn both_units_pass_systemd_analyze_verify() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/drover.socket")).unwrap();
     let socket_path = dir.path().join("drover.socket");
     std::fs::write(&socket_path, socket).unwrap();
+    let jobs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/drover-jobs.service")).unwrap();
+    let jobs_path = dir.path().join("drover-jobs.service");
+    std::fs::write(&jobs_path, jobs.replace("/usr/local/bin/drover", env!("CARGO_BIN_EXE_drover"))).unwrap();
     let verify = std::process::Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
         .arg(&socket_path)
+        .arg(&jobs_path)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&verify.stderr);
