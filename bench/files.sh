@@ -57,18 +57,6 @@ log "== $SIZE_MB MiB of random bytes in $FILE"
 head -c "$((SIZE_MB * 1024 * 1024))" /dev/urandom >"$FILE"
 BYTES=$(stat -c %s "$FILE")
 
-# sample_rss pid outfile: the peak RSS (MiB) of pid, sampled every 50 ms
-# until the file $outfile.stop exists.
-sample_rss() {
-    local pid=$1 out=$2 peak=0 now
-    while [[ ! -e $out.stop ]]; do
-        now=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
-        ((now > peak)) && peak=$now
-        sleep 0.05
-    done
-    awk -v k="$peak" 'BEGIN { printf "%.1f", k / 1024 }' >"$out"
-}
-
 declare -A FIG FRESH
 # timed name pid curl-args...: runs curl on LOAD_CPU while sampling pid's
 # RSS (pid 0: none); records "seconds MB/s rss-before rss-peak growth".

@@ -225,6 +225,18 @@ rss_mib() { # pid
 
 now_s() { date +%s.%N; }
 
+# sample_rss pid outfile: the peak RSS (MiB) of pid, sampled every 50 ms
+# until the file $outfile.stop exists (reports.sh, files.sh).
+sample_rss() {
+    local pid=$1 out=$2 peak=0 now
+    while [[ ! -e $out.stop ]]; do
+        now=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+        ((now > peak)) && peak=$now
+        sleep 0.05
+    done
+    awk -v k="$peak" 'BEGIN { printf "%.1f", k / 1024 }' >"$out"
+}
+
 # ------------------------------------------------------- servers (drover) --
 server_log_tail() { log "---- last lines of $1 ----"; tail -n 20 "$1" >&2 || true; }
 

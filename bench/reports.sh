@@ -80,18 +80,6 @@ PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -h "$PG
     FROM generate_series(1, $ROWS) AS g;
     ANALYZE orders;" >/dev/null || die "could not insert the orders"
 
-# sample_rss pid outfile: the peak RSS (MiB) of pid, sampled every 50 ms
-# until the file $outfile.stop exists.
-sample_rss() {
-    local pid=$1 out=$2 peak=0 now
-    while [[ ! -e $out.stop ]]; do
-        now=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
-        ((now > peak)) && peak=$now
-        sleep 0.05
-    done
-    awk -v k="$peak" 'BEGIN { printf "%.1f", k / 1024 }' >"$out"
-}
-
 declare -A FIG
 # download name [curl args...]: the whole report to /dev/null
 download() {
