@@ -4,6 +4,7 @@ mod bench;
 mod config_check;
 mod ctl;
 mod migrate;
+mod openapi;
 mod preflight;
 mod serve;
 pub mod supervise;
@@ -50,6 +51,9 @@ enum Command {
     User(user::UserCommand),
     /// Talk to a running supervisor over its control socket.
     Ctl(ctl::CtlArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP API (what GET
+    /// /openapi.json serves); needs no database or server.
+    Openapi(openapi::OpenapiArgs),
     /// The TechEmpower benchmark's tables: `drover bench setup`.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -170,6 +174,7 @@ pub fn main() -> ExitCode {
         Command::User(command) => user::run(command),
         Command::Bench(command) => bench::run(command),
         Command::Ctl(args) => ctl::run(&args),
+        Command::Openapi(args) => openapi::run(&args),
     }
 }
 

@@ -18,6 +18,7 @@ mod http2;
 mod limits;
 mod logging;
 mod metrics;
+mod openapi;
 mod outage;
 mod parsing;
 mod perms;
