@@ -18,7 +18,7 @@ use bytes::Bytes;
 use drover_worker::Request;
 use http::{Method, StatusCode};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Schema};
 use utoipa::{IntoResponses, OpenApi};
 
 use super::{reply, ErrorBody, Params, Reply, RouteTable, State};
@@ -178,6 +178,11 @@ fn shared_response(component: &str) -> (String, RefOr<Response>) {
     (status, RefOr::Ref(Ref::from_response_name(component)))
 }
 
+/// Change bodies (PATCH) that must name at least one field. Set here rather
+/// than with `#[schema(min_properties = 1)]`, which utoipa-gen 5.5 writes as
+/// `maxProperties`.
+const AT_LEAST_ONE_FIELD: &[&str] = &["ProductPatch", "UserPatch"];
+
 /// Routes the general rate limits and the worker's overload answer never
 /// touch (see `rate_limit::exempt` and the worker's admission control).
 const PROBES: &[&str] = &["/healthz", "/readyz"];
@@ -191,6 +196,11 @@ fn shared_parts(document: &mut utoipa::openapi::OpenApi) {
         let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Error"))).build();
         let response = ResponseBuilder::new().description(*description).content("application/json", content);
         components.responses.insert((*name).to_owned(), RefOr::T(response.build()));
+    }
+    for name in AT_LEAST_ONE_FIELD {
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(*name) {
+            object.min_properties = Some(1);
+        }
     }
     components.add_security_scheme(
         BEARER,
@@ -312,6 +322,9 @@ mod tests {
                     }
                 }
             }
+        }
+        for name in AT_LEAST_ONE_FIELD {
+            assert_eq!(json["components"]["schemas"][name]["minProperties"], 1, "{name}");
         }
         for (name, response) in json["components"]["responses"].as_object().unwrap() {
             let schema = &response["content"]["application/json"]["schema"]["$ref"];

@@ -97,7 +97,8 @@ fn fields(request: &Request) -> Result<UserFields, ApiError> {
     get,
     path = "/v1/users/me",
     tag = "users",
-    params(("fields" = Option<String>, Query, description = FIELDS, nullable = false)),
+    params(("fields" = Option<String>, Query, description = FIELDS, nullable = false,
+         pattern = "^(id|email|name|role|created_at|updated_at)(,(id|email|name|role|created_at|updated_at))*$")),
     responses(
         (status = 200, description = "The signed-in user.", body = UserBody),
         errors::Invalid,
@@ -126,7 +127,8 @@ fn me(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     tag = "users",
     params(
         ("id" = i64, Path, minimum = 1, description = "The user's id."),
-        ("fields" = Option<String>, Query, description = FIELDS, nullable = false),
+        ("fields" = Option<String>, Query, description = FIELDS, nullable = false,
+         pattern = "^(id|email|name|role|created_at|updated_at)(,(id|email|name|role|created_at|updated_at))*$"),
     ),
     responses(
         (status = 200, description = "The user.", body = UserBody),
@@ -162,17 +164,20 @@ fn by_id(state: &Rc<State>, request: Request, params: Params) -> Reply {
 struct PatchBody {
     #[serde(default, deserialize_with = "extract::normalized_email_opt")]
     #[garde(inner(email, length(max = 254)))]
-    #[schema(format = Email, max_length = 254)]
+    #[schema(format = Email, max_length = 254, nullable = false)]
     email: Option<String>,
+    #[serde(default, deserialize_with = "extract::present")]
     #[garde(inner(length(chars, min = 1, max = 100)))]
-    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S", nullable = false)]
     name: Option<String>,
+    #[serde(default, deserialize_with = "extract::present")]
     #[garde(inner(length(chars, min = 8, max = 128)))]
-    #[schema(min_length = 8, max_length = 128, pattern = r"\S")]
+    #[schema(min_length = 8, max_length = 128, pattern = r"\S", nullable = false)]
     password: Option<String>,
     /// Required with `email` or `password`.
+    #[serde(default, deserialize_with = "extract::present")]
     #[garde(inner(length(min = 1, max = 1024)))]
-    #[schema(min_length = 1, max_length = 1024)]
+    #[schema(min_length = 1, max_length = 1024, nullable = false)]
     current_password: Option<String>,
 }
 

@@ -101,9 +101,11 @@ impl From<&Order> for OrderBody {
 #[schema(as = OrderItem)]
 #[serde(deny_unknown_fields)]
 struct ItemBody {
+    #[serde(deserialize_with = "extract::whole_number")]
     #[garde(range(min = 1))]
     #[schema(minimum = 1)]
     product_id: i64,
+    #[serde(deserialize_with = "extract::whole_number")]
     #[garde(range(min = 1, max = super::MAX_QUANTITY))]
     #[schema(minimum = 1, maximum = 1000000)]
     quantity: i64,

@@ -12,7 +12,7 @@ use crate::domain::proration::PlanTerms;
 use crate::domain::time::Interval;
 use crate::http::openapi::errors;
 use crate::http::{extract, reply, ApiError, Params, Reply, RouteTable, State};
-use crate::resources::products::http::{rfc3339, MoneyBody};
+use crate::resources::products::http::{rfc3339, MoneyBody, PriceBody};
 
 pub fn routes(table: &mut RouteTable) {
     table.add("/v1/plans", Method::POST, create);
@@ -72,7 +72,7 @@ struct CreateBody {
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     name: String,
     #[garde(dive)]
-    price: MoneyBody,
+    price: PriceBody,
     #[garde(skip)]
     #[schema(value_type = IntervalBody)]
     interval: String,

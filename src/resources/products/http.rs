@@ -38,18 +38,16 @@ pub struct Api;
 const FIELDS: &str = "A comma-separated subset of id, sku, name, price, stock, created_at, updated_at: \
                       only those are returned. All when absent.";
 
-/// Money as the API shows and takes it: minor units and an ISO 4217 code.
-#[derive(Serialize, Deserialize, Validate, Debug, Clone, utoipa::ToSchema)]
+/// Money as the API shows it: minor units and an ISO 4217 code. Totals,
+/// stock values and credits are not bounded as prices are.
+#[derive(Serialize, Debug, Clone, utoipa::ToSchema)]
 #[schema(as = Money)]
-#[serde(deny_unknown_fields)]
 pub struct MoneyBody {
-    /// In the currency's minor unit (cents for EUR), an integer.
-    #[garde(range(min = 0, max = MAX_PRICE))]
-    #[schema(minimum = 0, maximum = 1000000000, example = 1999)]
+    /// In the currency's minor unit (cents for EUR); negative for a credit.
+    #[schema(example = 1999)]
     pub amount: i64,
-    /// An ISO 4217 code, upper case.
-    #[garde(skip)]
-    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
+    /// An ISO 4217 code.
+    #[schema(example = "EUR")]
     pub currency: String,
 }
 
@@ -59,7 +57,33 @@ impl From<Money> for MoneyBody {
     }
 }
 
-impl MoneyBody {
+/// A price as requests send it: minor units from 0 to `MAX_PRICE`, in a
+/// currency drover knows.
+#[derive(Deserialize, Validate, Debug, Clone, utoipa::ToSchema)]
+#[schema(as = Price)]
+#[serde(deny_unknown_fields)]
+pub struct PriceBody {
+    /// In the currency's minor unit (cents for EUR).
+    #[serde(deserialize_with = "extract::whole_number")]
+    #[garde(range(min = 0, max = MAX_PRICE))]
+    #[schema(minimum = 0, maximum = 1000000000, example = 1999)]
+    pub amount: i64,
+    #[garde(skip)]
+    #[schema(schema_with = currency_codes)]
+    pub currency: String,
+}
+
+/// `currency` in the document: the codes `Currency::parse` accepts.
+fn currency_codes() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(crate::domain::money::currency_codes()))
+        .description(Some("An ISO 4217 code that drover knows."))
+        .examples(["EUR"])
+        .build()
+}
+
+impl PriceBody {
     /// The domain value; errors name `{field}.currency`.
     pub fn parse(&self, field: &str) -> Result<Money, ApiError> {
         let currency = Currency::parse(&self.currency)
@@ -141,9 +165,9 @@ struct CreateBody {
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     name: String,
     #[garde(dive)]
-    price: MoneyBody,
+    price: PriceBody,
     /// Units on hand to start with.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "extract::whole_number")]
     #[garde(range(min = 0, max = MAX_UNITS))]
     #[schema(minimum = 0, maximum = 1000000000)]
     stock: i64,
@@ -183,15 +207,18 @@ fn create(state: &Rc<State>, request: Request, _params: Params) -> Reply {
 #[schema(as = ProductPatch)]
 #[serde(deny_unknown_fields)]
 struct PatchBody {
+    #[serde(default, deserialize_with = "extract::present")]
     #[garde(skip)]
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", nullable = false)]
     sku: Option<String>,
+    #[serde(default, deserialize_with = "extract::present")]
     #[garde(skip)]
     #[schema(min_length = 1, max_length = 200, pattern = r"\S", nullable = false)]
     name: Option<String>,
+    #[serde(default, deserialize_with = "extract::present")]
     #[garde(dive)]
     #[schema(nullable = false)]
-    price: Option<MoneyBody>,
+    price: Option<PriceBody>,
 }
 
 /// Changes a product's sku, name or price (administrators only).
@@ -239,7 +266,8 @@ fn fields(request: &Request) -> Result<ProductFields, ApiError> {
     tag = "products",
     params(
         ("id" = i64, Path, minimum = 1, description = "The product's id."),
-        ("fields" = Option<String>, Query, description = FIELDS, nullable = false),
+        ("fields" = Option<String>, Query, description = FIELDS, nullable = false,
+         pattern = "^(id|sku|name|price|stock|created_at|updated_at)(,(id|sku|name|price|stock|created_at|updated_at))*$"),
     ),
     responses(
         (status = 200, description = "The product.", body = ProductBody),
@@ -292,7 +320,8 @@ struct PageBody {
          description = "The `next` of the previous page."),
         ("sku" = Option<String>, Query, nullable = false, pattern = "^[A-Za-z0-9._-]{1,64}$",
          description = "Only the product with this sku."),
-        ("fields" = Option<String>, Query, description = FIELDS, nullable = false),
+        ("fields" = Option<String>, Query, description = FIELDS, nullable = false,
+         pattern = "^(id|sku|name|price|stock|created_at|updated_at)(,(id|sku|name|price|stock|created_at|updated_at))*$"),
     ),
     responses(
         (status = 200, description = "A page of products.", body = PageBody),
@@ -325,6 +354,7 @@ fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
 #[serde(deny_unknown_fields)]
 struct AdjustBody {
     /// Units added (positive) or removed (negative); not zero.
+    #[serde(deserialize_with = "extract::whole_number")]
     #[garde(range(min = -MAX_UNITS, max = MAX_UNITS), custom(nonzero))]
     #[schema(schema_with = nonzero_units)]
     delta: i64,

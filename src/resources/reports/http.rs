@@ -77,9 +77,9 @@ const NO_END: Duration = Duration::from_secs(253_402_300_799);
     path = "/v1/reports/orders",
     tag = "reports",
     params(
-        ("from" = Option<String>, Query, nullable = false,
+        ("from" = Option<String>, Query, nullable = false, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?Z)?$",
          description = "A date (2026-12-04, midnight UTC) or an RFC 3339 time; the beginning when absent."),
-        ("to" = Option<String>, Query, nullable = false,
+        ("to" = Option<String>, Query, nullable = false, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?Z)?$",
          description = "A date or an RFC 3339 time, not before `from`; no end when absent."),
         ("format" = Option<String>, Query, nullable = false, pattern = "^(csv|ndjson)$",
          description = "`csv` (the default) or `ndjson`."),

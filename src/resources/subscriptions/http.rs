@@ -180,7 +180,7 @@ struct PreviewBody {
     params(
         ("id" = i64, Path, minimum = 1, description = "The subscription's id."),
         ("plan" = String, Query, pattern = "^[a-z0-9_-]{1,64}$", description = "The new plan's `code`."),
-        ("at" = Option<String>, Query, format = DateTime, nullable = false,
+        ("at" = Option<String>, Query, format = DateTime, nullable = false, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?Z$",
          description = "When the change would happen (RFC 3339, UTC); now when absent."),
     ),
     responses(
@@ -188,6 +188,7 @@ struct PreviewBody {
         errors::Invalid,
         errors::SignedIn,
         errors::Missing,
+        errors::Conflict,
         errors::Unprocessable,
     ),
     security(("bearerAuth" = []))
