@@ -40,7 +40,11 @@ struct RegisterBody {
     password: String,
     /// Trimmed; at least one visible character, no control characters.
     #[garde(length(chars, min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
 }
 

@@ -168,7 +168,12 @@ struct PatchBody {
     email: Option<String>,
     #[serde(default, deserialize_with = "extract::present")]
     #[garde(inner(length(chars, min = 1, max = 100)))]
-    #[schema(min_length = 1, max_length = 100, pattern = r"\S", nullable = false)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        nullable = false
+    )]
     name: Option<String>,
     #[serde(default, deserialize_with = "extract::present")]
     #[garde(inner(length(chars, min = 8, max = 128)))]
