@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::domain::time::{Clock, SystemClock};
 use crate::http::{Routes, State};
 use crate::repo::{Database, RepoError};
+use crate::resources::files::{FileService, FileStore};
 use crate::resources::idempotency::IdempotencyService;
 use crate::resources::invoices::InvoiceService;
 use crate::resources::orders::OrderService;
@@ -31,6 +32,8 @@ pub enum StartError {
     Keys(#[from] KeyError),
     #[error("{0}")]
     Service(#[from] ServiceError),
+    #[error("files.store: {0}")]
+    Files(String),
 }
 
 /// The services, built once per process.
@@ -46,6 +49,7 @@ pub struct Services {
     pub subscriptions: SubscriptionService,
     pub reports: ReportService,
     pub invoices: InvoiceService,
+    pub files: FileService,
     /// The TechEmpower database tests (`/bench/db`, ...).
     pub tfb: BenchService,
 }
@@ -84,6 +88,8 @@ impl Services {
         let orders = OrderService::new(db.clone(), products.clone(), clock.clone());
         let idempotency = IdempotencyService::new(db.clone(), clock.clone());
         let plans = PlanService::new(db.clone(), clock.clone());
+        let store = FileStore::open(&config.files.store, &config.data_dir()).map_err(StartError::Files)?;
+        let files = FileService::new(db.clone(), Rc::new(store), clock.clone(), config.files.max_bytes);
         let subscriptions = SubscriptionService::new(db.clone(), clock);
         let reports = ReportService::new(db.clone(), config.reports.max_running);
         let invoices = InvoiceService::new(db.clone());
@@ -100,6 +106,7 @@ impl Services {
             subscriptions,
             reports,
             invoices,
+            files,
             tfb,
         })
     }

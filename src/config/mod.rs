@@ -27,6 +27,17 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub admission: AdmissionConfig,
     pub reports: ReportsConfig,
+    pub files: FilesConfig,
+}
+
+/// `[files]`: uploads streamed to an object store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Empty (`<data_dir>/files`), `file:///path` or `s3://bucket[/prefix]`.
+    pub store: String,
+    /// The largest file accepted, in bytes.
+    pub max_bytes: u64,
 }
 
 /// `[reports]`: exports streamed from the database.
@@ -460,6 +471,19 @@ impl Config {
         }
         self.http.cors.validate()?;
         self.http.compression.validate()?;
+        let store = &self.files.store;
+        let store_ok = store.is_empty()
+            || store.strip_prefix("file:///").is_some()
+            || store.strip_prefix("s3://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+        if !store_ok {
+            return Err((
+                "files.store",
+                format!("{store:?} must be empty, file:///path or s3://bucket[/prefix]"),
+            ));
+        }
+        if self.files.max_bytes == 0 {
+            return Err(("files.max_bytes", "must be at least 1".into()));
+        }
         if !(1..=256).contains(&self.reports.max_running) {
             return Err(("reports.max_running", "must be from 1 to 256".into()));
         }

@@ -318,7 +318,12 @@ impl Compression {
             return Reply::ready(response);
         }
         let headers = response.headers_mut();
-        if headers.contains_key(header::CONTENT_ENCODING) || !self.compressible(headers) {
+        // A response that offers byte ranges (a stored file) goes out as it
+        // is: its ranges and its Content-Length count the stored bytes.
+        if headers.contains_key(header::CONTENT_ENCODING)
+            || headers.contains_key(header::ACCEPT_RANGES)
+            || !self.compressible(headers)
+        {
             return Reply::ready(response);
         }
         headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));

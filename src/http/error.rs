@@ -104,6 +104,10 @@ pub enum ApiError {
     /// 415: a body in a content coding other than gzip; `Accept-Encoding`
     /// on the response says what is.
     UnsupportedEncoding,
+    /// 415: an upload in a content coding; files are stored as sent.
+    EncodedUpload,
+    /// 416: a `Range` that lies outside the file's `size` bytes.
+    RangeNotSatisfiable { size: u64 },
     /// 415: a JSON body declared in a charset other than UTF-8. 415 rather
     /// than 400, as most servers answer: the charset is part of the media
     /// type, and the body was not read.
@@ -229,6 +233,18 @@ impl ApiError {
                     issue: "must be gzip or identity".into(),
                 }],
             ),
+            ApiError::EncodedUpload => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "files are stored as sent: upload the bytes without a Content-Encoding".to_owned(),
+                vec![ErrorDetail { field: "content-encoding".into(), issue: "must be identity".into() }],
+            ),
+            ApiError::RangeNotSatisfiable { size } => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the range is outside the file's {size} bytes"),
+                vec![ErrorDetail { field: "range".into(), issue: format!("must start before byte {size}") }],
+            ),
             ApiError::UnsupportedCharset => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -351,6 +367,15 @@ impl ApiError {
             ApiError::UnsupportedEncoding => {
                 // RFC 9110 §12.5.3: say which codings a body may come in.
                 headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            ApiError::EncodedUpload => {
+                headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            }
+            ApiError::RangeNotSatisfiable { size } => {
+                // RFC 9110 §15.5.17: the current length, for a retry.
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    headers.insert(header::CONTENT_RANGE, value);
+                }
             }
             ApiError::Unavailable | ApiError::Busy | ApiError::RequestInProgress => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

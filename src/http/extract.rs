@@ -343,10 +343,18 @@ async fn raw_body(request: Request, limit: u64) -> Result<Bytes, ApiError> {
         Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             Err(ApiError::PayloadTooLarge { limit })
         }
-        Err(error) if matches!(error.downcast_ref::<BodyError>(), Some(BodyError::TimedOut(_))) => {
-            Err(ApiError::BodyTimeout)
-        }
-        Err(_) => Err(ApiError::invalid("body", "the body could not be read")),
+        Err(error) => match error.downcast_ref::<BodyError>() {
+            Some(error) => Err(body_error(error)),
+            None => Err(ApiError::invalid("body", "the body could not be read")),
+        },
+    }
+}
+
+/// What a client is told when its body could not be read.
+pub fn body_error(error: &BodyError) -> ApiError {
+    match error {
+        BodyError::TimedOut(_) => ApiError::BodyTimeout,
+        BodyError::Read(_) => ApiError::invalid("body", "the body could not be read"),
     }
 }
 

@@ -122,6 +122,7 @@ impl RouteTable {
         crate::resources::subscriptions::http::routes(&mut table);
         crate::resources::invoices::http::routes(&mut table);
         crate::resources::reports::http::routes(&mut table);
+        crate::resources::files::http::routes(&mut table);
         table
     }
 }
@@ -213,6 +214,11 @@ impl App for Routes {
             return (route, reply);
         }
         (route, compression.apply(route, negotiated, reply))
+    }
+
+    fn body_limit(&self, method: &Method, path: &str) -> Option<u64> {
+        (method == Method::PUT && path.starts_with(crate::resources::files::http::UPLOAD_PREFIX))
+            .then(|| self.state.files.max_bytes())
     }
 
     fn counters(&self) -> Vec<(String, u64)> {

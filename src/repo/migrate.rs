@@ -71,6 +71,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "plans", "0005_plans.sql"),
     migration!(6, "subscriptions", "0006_subscriptions.sql"),
     migration!(7, "sessions", "0007_sessions.sql"),
+    migration!(8, "files", "0008_files.sql"),
 ];
 
 /// An arbitrary constant identifying drover's migration lock among the

@@ -5,6 +5,7 @@
 //! and jobs) and its routes (`http.rs`). Adding one is a folder here plus
 //! a line each in the router, the services and the migration list.
 
+pub mod files;
 pub mod idempotency;
 pub mod invoices;
 pub mod orders;

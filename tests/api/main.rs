@@ -12,6 +12,7 @@ mod compression;
 mod config;
 mod cors;
 mod db;
+mod files;
 mod helpers;
 mod hostile;
 mod http2;

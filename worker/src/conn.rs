@@ -532,7 +532,8 @@ impl<A: App> hyper::service::Service<http::Request<Incoming>> for ConnService<A>
             })
         });
         let mut permit = None;
-        let (route, answer) = if let Some(refusal) = limits::check(&request, &shared.limits) {
+        let body_limit = shared.app.body_limit(request.method(), request.uri().path());
+        let (route, answer) = if let Some(refusal) = limits::check(&request, &shared.limits, body_limit) {
             ("refused", Answer::Now(Some(refusal)))
         } else {
             let read = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);

@@ -56,6 +56,15 @@ pub trait App: 'static {
     /// `/v1/users/{id}`), which labels the worker's metrics.
     fn call(&self, request: Request) -> (&'static str, Self::Future);
 
+    /// The body limit of a request whose route takes bodies larger than
+    /// `http.max_body_bytes` (an upload streamed to storage), checked
+    /// against its declared `Content-Length` before the request is
+    /// admitted; `None`: the worker's limit. Called for every request:
+    /// keep it to a comparison. The route enforces it on streamed bodies.
+    fn body_limit(&self, _method: &http::Method, _path: &str) -> Option<u64> {
+        None
+    }
+
     /// The application's own counters, reported with every heartbeat.
     fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()

@@ -67,7 +67,13 @@ impl Limits {
 }
 
 /// Refuses a request that breaks a limit, before the application runs.
-pub(crate) fn check<B>(request: &http::Request<B>, limits: &Limits) -> Option<Response> {
+/// `body_limit` overrides `limits.max_body_bytes` for this request's route
+/// (see [`crate::App::body_limit`]).
+pub(crate) fn check<B>(
+    request: &http::Request<B>,
+    limits: &Limits,
+    body_limit: Option<u64>,
+) -> Option<Response> {
     let headers = request.headers();
     if headers.len() > limits.max_headers {
         return Some(refuse(
@@ -110,11 +116,12 @@ pub(crate) fn check<B>(request: &http::Request<B>, limits: &Limits) -> Option<Re
     if let Some(length) = length {
         let declared = length.to_str().ok().and_then(|s| s.parse::<u64>().ok());
         // hyper has already rejected a malformed Content-Length.
-        if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        let limit = body_limit.unwrap_or(limits.max_body_bytes);
+        if declared.is_some_and(|n| n > limit) {
             return Some(refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
-                &format!("request body larger than {} bytes", limits.max_body_bytes),
+                &format!("request body larger than {limit} bytes"),
             ));
         }
     }
@@ -150,7 +157,7 @@ mod tests {
     }
 
     fn status(headers: &[(&str, &str)], limits: &Limits) -> Option<u16> {
-        check(&request(headers), limits).map(|r| r.status().as_u16())
+        check(&request(headers), limits, None).map(|r| r.status().as_u16())
     }
 
     #[test]
@@ -172,7 +179,7 @@ mod tests {
             for host in hosts {
                 builder = builder.header("host", *host);
             }
-            check(&builder.body(()).unwrap(), &limits).map(|r| r.status().as_u16())
+            check(&builder.body(()).unwrap(), &limits, None).map(|r| r.status().as_u16())
         };
         assert_eq!(check11(&["a"]), None);
         assert_eq!(check11(&[]), Some(400));
