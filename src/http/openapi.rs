@@ -59,6 +59,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         crate::resources::subscriptions::http::Api::openapi(),
         crate::resources::invoices::http::Api::openapi(),
         crate::resources::reports::http::Api::openapi(),
+        crate::resources::files::http::Api::openapi(),
     ];
     for part in parts {
         document.merge(part);
@@ -114,6 +115,11 @@ const ERROR_RESPONSES: &[(&str, u16, &str)] = &[
         "`unsupported_media_type`: the body is not `application/json` in UTF-8, or is in a content \
          coding other than gzip.",
     ),
+    (
+        "RangeNotSatisfiable",
+        416,
+        "`range_not_satisfiable`: the `Range` lies outside the file; `Content-Range` gives its size.",
+    ),
     ("Unprocessable", 422, "The request is well formed but cannot be carried out; `code` says why."),
     (
         "TooManyRequests",
@@ -160,6 +166,8 @@ pub mod errors {
         Missing => ["NotFound"];
         /// Can conflict with the current state.
         Conflict => ["Conflict"];
+        /// Takes a `Range` that may lie outside the resource.
+        Range => ["RangeNotSatisfiable"];
         /// Can be refused as unprocessable.
         Unprocessable => ["Unprocessable"];
         /// Can find the database out of reach (the probes, which the
@@ -214,6 +222,11 @@ fn shared_parts(document: &mut utoipa::openapi::OpenApi) {
     );
     for (path, item) in document.paths.paths.iter_mut() {
         let probe = PROBES.contains(&path.as_str());
+        // One handler may serve GET and HEAD (`method(get, head)`): the
+        // HEAD operation gets an id of its own.
+        if let Some(head) = &mut item.head {
+            head.operation_id = head.operation_id.take().map(|id| format!("{id}_head"));
+        }
         let operations = [
             &mut item.get,
             &mut item.put,
