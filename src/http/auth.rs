@@ -36,7 +36,7 @@ struct RegisterBody {
     email: String,
     /// Not only whitespace.
     #[garde(length(chars, min = 8, max = 128))]
-    #[schema(min_length = 8, max_length = 128, pattern = r"\S")]
+    #[schema(min_length = 8, max_length = 128, pattern = r"[^\s\u0085]")]
     password: String,
     /// Trimmed; at least one visible character, no control characters.
     #[garde(length(chars, min = 1, max = 100))]

@@ -177,7 +177,7 @@ struct PatchBody {
     name: Option<String>,
     #[serde(default, deserialize_with = "extract::present")]
     #[garde(inner(length(chars, min = 8, max = 128)))]
-    #[schema(min_length = 8, max_length = 128, pattern = r"\S", nullable = false)]
+    #[schema(min_length = 8, max_length = 128, pattern = r"[^\s\u0085]", nullable = false)]
     password: Option<String>,
     /// Required with `email` or `password`.
     #[serde(default, deserialize_with = "extract::present")]

@@ -169,11 +169,11 @@ fn upload_type(headers: &HeaderMap) -> Result<String, ApiError> {
     put,
     path = "/v1/files/{name}",
     tag = "files",
-    params(("name" = String, Path, min_length = 1, max_length = 63,
-         pattern = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]{1,63}$",
+    params(("name" = String, Path, min_length = 1, max_length = 255,
+         pattern = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]{1,255}$",
          description = "The file's name, percent-encoded: 1 to 255 bytes of UTF-8, not `.` or `..`, without `/`, \
-                        `\\`, control or bidi-control characters. The document asks for at most 63 characters, \
-                        which always fit.")),
+                        `\\`, control or bidi-control characters. (The document counts characters: a name of \
+                        fewer than 256 that takes more than 255 bytes is refused too.)")),
     request_body(content = Bytes, content_type = "application/octet-stream",
                  description = "The bytes; `Content-Type` is stored with them (default `application/octet-stream`)."),
     responses(
@@ -231,11 +231,11 @@ fn put(state: &Rc<State>, request: Request, params: Params) -> Reply {
     delete,
     path = "/v1/files/{name}",
     tag = "files",
-    params(("name" = String, Path, min_length = 1, max_length = 63,
-         pattern = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]{1,63}$",
+    params(("name" = String, Path, min_length = 1, max_length = 255,
+         pattern = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]{1,255}$",
          description = "The file's name, percent-encoded: 1 to 255 bytes of UTF-8, not `.` or `..`, without `/`, \
-                        `\\`, control or bidi-control characters. The document asks for at most 63 characters, \
-                        which always fit.")),
+                        `\\`, control or bidi-control characters. (The document counts characters: a name of \
+                        fewer than 256 that takes more than 255 bytes is refused too.)")),
     responses(
         (status = 204, description = "Deleted."),
         errors::Invalid,
@@ -261,11 +261,11 @@ fn delete(state: &Rc<State>, request: Request, params: Params) -> Reply {
     method(get, head),
     path = "/v1/files/{name}",
     tag = "files",
-    params(("name" = String, Path, min_length = 1, max_length = 63,
-         pattern = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]{1,63}$",
+    params(("name" = String, Path, min_length = 1, max_length = 255,
+         pattern = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]{1,255}$",
          description = "The file's name, percent-encoded: 1 to 255 bytes of UTF-8, not `.` or `..`, without `/`, \
-                        `\\`, control or bidi-control characters. The document asks for at most 63 characters, \
-                        which always fit.")),
+                        `\\`, control or bidi-control characters. (The document counts characters: a name of \
+                        fewer than 256 that takes more than 255 bytes is refused too.)")),
     responses(
         (status = 200, description = "The file, with its own `Content-Type`.",
          content((Bytes = "*/*")), headers(("etag" = String), ("last-modified" = String))),

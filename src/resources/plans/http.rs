@@ -69,7 +69,7 @@ struct CreateBody {
     code: String,
     /// Trimmed; not blank.
     #[garde(length(chars, min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = r"[^\s\u0085]")]
     name: String,
     #[garde(dive)]
     price: PriceBody,

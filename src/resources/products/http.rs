@@ -162,7 +162,7 @@ struct CreateBody {
     sku: String,
     /// Trimmed.
     #[garde(skip)]
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = r"[^\s\u0085]")]
     name: String,
     #[garde(dive)]
     price: PriceBody,
@@ -213,7 +213,7 @@ struct PatchBody {
     sku: Option<String>,
     #[serde(default, deserialize_with = "extract::present")]
     #[garde(skip)]
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S", nullable = false)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"[^\s\u0085]", nullable = false)]
     name: Option<String>,
     #[serde(default, deserialize_with = "extract::present")]
     #[garde(dive)]
@@ -360,7 +360,7 @@ struct AdjustBody {
     delta: i64,
     /// Why; not blank.
     #[garde(length(chars, min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = r"[^\s\u0085]")]
     reason: String,
 }
 
