@@ -15,6 +15,7 @@ use crate::repo::{Database, RepoError};
 use crate::resources::files::{FileService, FileStore};
 use crate::resources::idempotency::IdempotencyService;
 use crate::resources::invoices::InvoiceService;
+use crate::resources::notifications::NotificationService;
 use crate::resources::orders::OrderService;
 use crate::resources::plans::PlanService;
 use crate::resources::products::ProductService;
@@ -50,6 +51,7 @@ pub struct Services {
     pub reports: ReportService,
     pub invoices: InvoiceService,
     pub files: FileService,
+    pub notifications: NotificationService,
     /// The TechEmpower database tests (`/bench/db`, ...).
     pub tfb: BenchService,
 }
@@ -90,6 +92,7 @@ impl Services {
         let plans = PlanService::new(db.clone(), clock.clone());
         let store = FileStore::open(&config.files.store, &config.data_dir()).map_err(StartError::Files)?;
         let files = FileService::new(db.clone(), Rc::new(store), clock.clone(), config.files.max_bytes);
+        let notifications = NotificationService::new(db.clone(), clock.clone());
         let subscriptions = SubscriptionService::new(db.clone(), clock);
         let reports = ReportService::new(db.clone(), config.reports.max_running);
         let invoices = InvoiceService::new(db.clone());
@@ -107,6 +110,7 @@ impl Services {
             reports,
             invoices,
             files,
+            notifications,
             tfb,
         })
     }

@@ -3,6 +3,7 @@
 mod bench;
 mod config_check;
 mod ctl;
+mod jobs;
 mod migrate;
 mod openapi;
 mod preflight;
@@ -49,6 +50,10 @@ enum Command {
     /// Manage users from the command line.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Job processes and their queue: `drover jobs work`, `status`, `dead`,
+    /// `retry`.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
     /// Talk to a running supervisor over its control socket.
     Ctl(ctl::CtlArgs),
     /// Print the OpenAPI 3.1 document of the HTTP API (what GET
@@ -175,6 +180,7 @@ pub fn main() -> ExitCode {
         Command::Bench(command) => bench::run(command),
         Command::Ctl(args) => ctl::run(&args),
         Command::Openapi(args) => openapi::run(&args),
+        Command::Jobs(command) => jobs::run(command),
     }
 }
 

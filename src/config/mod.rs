@@ -28,6 +28,35 @@ pub struct Config {
     pub admission: AdmissionConfig,
     pub reports: ReportsConfig,
     pub files: FilesConfig,
+    pub jobs: JobsConfig,
+}
+
+/// `[jobs]`: how a job process consumes the queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Deliveries of a message before it is dead.
+    pub max_attempts: u32,
+    #[serde(deserialize_with = "values::duration")]
+    pub poll_interval: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub retry_base: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub retry_max: Duration,
+    #[serde(deserialize_with = "values::duration")]
+    pub lease: Duration,
+}
+
+impl JobsConfig {
+    pub fn settings(&self) -> crate::jobs::consumer::Settings {
+        crate::jobs::consumer::Settings {
+            max_attempts: i64::from(self.max_attempts),
+            poll_interval: self.poll_interval,
+            retry_base: self.retry_base,
+            retry_max: self.retry_max,
+            lease: self.lease,
+        }
+    }
 }
 
 /// `[files]`: uploads streamed to an object store.
@@ -480,6 +509,21 @@ impl Config {
                 "files.store",
                 format!("{store:?} must be empty, file:///path or s3://bucket[/prefix]"),
             ));
+        }
+        if !(1..=100).contains(&self.jobs.max_attempts) {
+            return Err(("jobs.max_attempts", "must be from 1 to 100".into()));
+        }
+        for (key, value) in [
+            ("jobs.poll_interval", self.jobs.poll_interval),
+            ("jobs.retry_base", self.jobs.retry_base),
+            ("jobs.lease", self.jobs.lease),
+        ] {
+            if value.is_zero() {
+                return Err((key, "must be greater than zero".into()));
+            }
+        }
+        if self.jobs.retry_max < self.jobs.retry_base {
+            return Err(("jobs.retry_max", "must be at least jobs.retry_base".into()));
         }
         if self.files.max_bytes == 0 {
             return Err(("files.max_bytes", "must be at least 1".into()));

@@ -123,6 +123,7 @@ impl RouteTable {
         crate::resources::invoices::http::routes(&mut table);
         crate::resources::reports::http::routes(&mut table);
         crate::resources::files::http::routes(&mut table);
+        crate::resources::notifications::http::routes(&mut table);
         table
     }
 }

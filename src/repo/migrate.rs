@@ -72,6 +72,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "subscriptions", "0006_subscriptions.sql"),
     migration!(7, "sessions", "0007_sessions.sql"),
     migration!(8, "files", "0008_files.sql"),
+    migration!(9, "jobs", "0009_jobs.sql"),
 ];
 
 /// An arbitrary constant identifying drover's migration lock among the

@@ -5,9 +5,11 @@
 //! and jobs) and its routes (`http.rs`). Adding one is a folder here plus
 //! a line each in the router, the services and the migration list.
 
+pub mod events;
 pub mod files;
 pub mod idempotency;
 pub mod invoices;
+pub mod notifications;
 pub mod orders;
 pub mod plans;
 pub mod products;

@@ -16,6 +16,7 @@ mod files;
 mod helpers;
 mod hostile;
 mod http2;
+mod jobs;
 mod limits;
 mod logging;
 mod metrics;

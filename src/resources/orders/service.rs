@@ -11,6 +11,7 @@ use crate::domain::time::Clock;
 use crate::domain::{Invalid, Role, UserId};
 use crate::repo::sql;
 use crate::repo::{Database, Repos};
+use crate::resources::events::{self, Event, EventLine};
 use crate::resources::idempotency::{self, ClaimToken, IdempotencyKey, StoredResponse};
 use crate::resources::products::repo::{Movement, StockChange};
 use crate::resources::products::service::{admin_only, repo as products};
@@ -140,6 +141,18 @@ impl OrderService {
                         updated_at: now,
                     };
                     order.id = orders(&*repos).insert(&order).await?;
+                    let placed = Event::OrderPlaced {
+                        order_id: order.id.0,
+                        user_id: order.user.0,
+                        total_amount: order.total.amount,
+                        currency: order.total.currency.code().to_owned(),
+                        lines: order
+                            .lines
+                            .iter()
+                            .map(|l| EventLine { product_id: l.product.0, quantity: l.quantity })
+                            .collect(),
+                    };
+                    events::record(&*repos.sql(), &placed, now).await?;
                     if let Some(receipt) = receipt {
                         let response = (receipt.render)(&order);
                         let sql = repos.sql();
@@ -257,6 +270,18 @@ impl OrderService {
                                 .into(),
                             ));
                         }
+                    }
+                    let event = match to {
+                        OrderStatus::Cancelled => {
+                            Some(Event::OrderCancelled { order_id: id.0, user_id: order.user.0 })
+                        }
+                        OrderStatus::Shipped => {
+                            Some(Event::OrderShipped { order_id: id.0, user_id: order.user.0 })
+                        }
+                        OrderStatus::Placed | OrderStatus::Paid => None,
+                    };
+                    if let Some(event) = event {
+                        events::record(&*repos.sql(), &event, now).await?;
                     }
                     order.status = to;
                     order.updated_at = now;

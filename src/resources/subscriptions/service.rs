@@ -13,6 +13,7 @@ use crate::domain::time::{period_end, Clock};
 use crate::domain::{Invalid, Role};
 use crate::repo::sql;
 use crate::repo::{Database, Repos};
+use crate::resources::events::{self, Event};
 use crate::resources::invoices::{self, Invoice, InvoiceLine, InvoiceRepo, NewInvoice};
 use crate::resources::plans::{self, Plan, PlanCode, PlanRepo};
 use crate::service::{Principal, ServiceError};
@@ -94,7 +95,33 @@ async fn invoice(
         lines,
     };
     let total = new.total()?;
-    Ok(invoices::repo(repos).issue(&new, total, now).await?)
+    let issued = invoices::repo(repos).issue(&new, total, now).await?;
+    let created = Event::InvoiceCreated {
+        invoice_id: issued.id.0,
+        user_id: issued.user.0,
+        number: issued.number.clone(),
+        total_amount: issued.total.amount,
+        currency: issued.total.currency.code().to_owned(),
+    };
+    events::record(&*repos.sql(), &created, now).await?;
+    changed(repos, subscription, plan, now).await?;
+    Ok(issued)
+}
+
+/// Records `subscription.changed` in the transaction of the change.
+async fn changed(
+    repos: &dyn Repos,
+    subscription: &Subscription,
+    plan: &Plan,
+    now: SystemTime,
+) -> Result<(), ServiceError> {
+    let event = Event::SubscriptionChanged {
+        subscription_id: subscription.id.0,
+        user_id: subscription.user.0,
+        plan: plan.code.as_str().to_owned(),
+        status: subscription.status.as_str().to_owned(),
+    };
+    Ok(events::record(&*repos.sql(), &event, now).await?)
 }
 
 impl SubscriptionService {
@@ -265,6 +292,7 @@ impl SubscriptionService {
                         }
                         let new = Subscription { cancel_at_period_end: true, updated_at: now, ..old.clone() };
                         subscriptions(&*repos).replace(&old, &new).await?;
+                        changed(&*repos, &new, &plan, now).await?;
                         return Ok((Subscribed { subscription: new, plan }, None));
                     }
                     let credit = credit_for_unused(plan.terms, old.period, now).map_err(proration_error)?;

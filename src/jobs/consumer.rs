@@ -1,0 +1,159 @@
+//! A job process's loop: relay the outbox, claim due messages of every
+//! queue, hand each to its handler, and settle it (handled, retried later
+//! with exponential backoff and jitter, or dead). It stops between two
+//! messages when asked, handing back what it had claimed but not begun.
+
+use std::time::Duration;
+
+use rand_core::{OsRng, RngCore};
+use tokio::sync::watch;
+
+use super::{queue, relay, Outcome, QUEUES};
+use crate::app::Services;
+use crate::repo::sql::{self, Sql};
+use crate::repo::{RepoError, Repos};
+
+/// How a consumer paces itself (`[jobs]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Deliveries per message before it is dead.
+    pub max_attempts: i64,
+    /// The pause when there was nothing to do.
+    pub poll_interval: Duration,
+    /// The delay before the first retry; doubled per attempt...
+    pub retry_base: Duration,
+    /// ...up to this.
+    pub retry_max: Duration,
+    /// How long a claim holds before another consumer may take the message
+    /// (its consumer died).
+    pub lease: Duration,
+}
+
+/// Messages claimed at once per queue.
+const CLAIM: i64 = 16;
+
+/// What one process has done, for its log and `drover ctl`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub published: u64,
+    pub handled: u64,
+    pub retried: u64,
+    pub dead: u64,
+}
+
+/// Runs until `stop` turns true. Database errors are logged and waited
+/// out: a job process outlives an outage.
+pub async fn run(services: &Services, settings: Settings, mut stop: watch::Receiver<bool>) -> Counts {
+    let mut counts = Counts::default();
+    while !*stop.borrow() {
+        let busy = match round(services, settings, &stop, &mut counts).await {
+            Ok(busy) => busy,
+            Err(error) => {
+                tracing::warn!(%error, "the job round failed; trying again");
+                false
+            }
+        };
+        if !busy {
+            tokio::select! {
+                _ = tokio::time::sleep(settings.poll_interval) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+    counts
+}
+
+/// One round: relay, then one claim per queue. Whether anything was done.
+async fn round(
+    services: &Services,
+    settings: Settings,
+    stop: &watch::Receiver<bool>,
+    counts: &mut Counts,
+) -> Result<bool, RepoError> {
+    let sql = services.db.sql();
+    let now = || sql::from_millis(sql::millis(std::time::SystemTime::now()));
+    let published = relay::run_once(&*sql, now()).await?;
+    counts.published += published as u64;
+    let mut busy = published > 0;
+    for (name, _) in QUEUES {
+        let claimed = queue::claim(&*sql, name, CLAIM, settings.lease, now()).await?;
+        busy |= !claimed.is_empty();
+        let mut claimed = claimed.into_iter();
+        for delivery in claimed.by_ref() {
+            settle(&*sql, services, settings, &delivery, counts, now()).await?;
+            if *stop.borrow() {
+                break;
+            }
+        }
+        for left in claimed {
+            queue::release(&*sql, &left).await?;
+        }
+    }
+    Ok(busy)
+}
+
+async fn settle(
+    sql: &dyn Sql,
+    services: &Services,
+    settings: Settings,
+    delivery: &queue::Delivery,
+    counts: &mut Counts,
+    now: std::time::SystemTime,
+) -> Result<(), RepoError> {
+    let message = &delivery.message;
+    match super::handle(services, &delivery.queue, &message.event_id, &message.payload).await {
+        Outcome::Done => {
+            counts.handled += 1;
+            queue::ack(sql, delivery).await
+        }
+        Outcome::Retry(error) if delivery.attempts < settings.max_attempts => {
+            counts.retried += 1;
+            let delay = backoff(settings, delivery.attempts);
+            tracing::warn!(queue = %delivery.queue, event_id = %message.event_id, kind = %message.kind,
+                attempts = delivery.attempts, retry_in_ms = delay.as_millis() as u64, %error, "a job failed; retrying");
+            queue::retry(sql, delivery, now + delay, &error).await
+        }
+        Outcome::Retry(error) | Outcome::Poison(error) => {
+            counts.dead += 1;
+            tracing::error!(queue = %delivery.queue, event_id = %message.event_id, kind = %message.kind,
+                attempts = delivery.attempts, %error, "a job is dead: `drover jobs dead` lists it, `drover jobs retry` revives it");
+            queue::bury(sql, delivery, &error, now).await
+        }
+    }
+}
+
+/// The delay before retry `attempt` (1-based): `retry_base` doubled per
+/// attempt, capped at `retry_max`, then a random part of it taken off
+/// ("equal jitter": between half and all of it), so that messages that
+/// failed together do not all come back together.
+pub fn backoff(settings: Settings, attempt: i64) -> Duration {
+    let doublings = u32::try_from(attempt.saturating_sub(1)).unwrap_or(u32::MAX).min(30);
+    let full = settings.retry_base.saturating_mul(1 << doublings).min(settings.retry_max);
+    let half = full / 2;
+    let jitter = Duration::from_millis(OsRng.next_u64() % (half.as_millis() as u64 + 1));
+    half + jitter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let settings = Settings {
+            max_attempts: 5,
+            poll_interval: Duration::from_millis(100),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            lease: Duration::from_secs(60),
+        };
+        for _ in 0..100 {
+            let first = backoff(settings, 1);
+            assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1), "{first:?}");
+            let third = backoff(settings, 3);
+            assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4), "{third:?}");
+            let late = backoff(settings, 40);
+            assert!(late >= Duration::from_secs(30) && late <= Duration::from_secs(60), "{late:?}");
+        }
+    }
+}
