@@ -60,6 +60,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         crate::resources::invoices::http::Api::openapi(),
         crate::resources::reports::http::Api::openapi(),
         crate::resources::files::http::Api::openapi(),
+        crate::resources::notifications::http::Api::openapi(),
     ];
     for part in parts {
         document.merge(part);
