@@ -179,8 +179,10 @@ fn login(state: &Rc<State>, request: Request, _params: Params) -> Reply {
 #[schema(as = RefreshToken)]
 #[serde(deny_unknown_fields)]
 struct RefreshBody {
+    // Tokens are printable ASCII, so the document's characters are the
+    // bytes garde counts (schemathesis sent 256 characters of UTF-8).
     #[garde(length(min = 1, max = 256))]
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(min_length = 1, max_length = 256, pattern = "^[!-~]+$")]
     refresh_token: String,
 }
 
