@@ -5,6 +5,7 @@ mod config_check;
 mod ctl;
 mod jobs;
 mod migrate;
+mod openapi;
 mod preflight;
 mod serve;
 pub mod supervise;
@@ -55,6 +56,9 @@ enum Command {
     Jobs(jobs::JobsCommand),
     /// Talk to a running supervisor over its control socket.
     Ctl(ctl::CtlArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP API (what GET
+    /// /openapi.json serves); needs no database or server.
+    Openapi(openapi::OpenapiArgs),
     /// The TechEmpower benchmark's tables: `drover bench setup`.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -175,6 +179,7 @@ pub fn main() -> ExitCode {
         Command::User(command) => user::run(command),
         Command::Bench(command) => bench::run(command),
         Command::Ctl(args) => ctl::run(&args),
+        Command::Openapi(args) => openapi::run(&args),
         Command::Jobs(command) => jobs::run(command),
     }
 }

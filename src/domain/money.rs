@@ -71,6 +71,11 @@ const CURRENCIES: &[(&str, u8)] = &[
     ("ZAR", 2),
 ];
 
+/// Every code [`Currency::parse`] accepts, in order.
+pub fn currency_codes() -> impl Iterator<Item = &'static str> {
+    CURRENCIES.iter().map(|(code, _)| *code)
+}
+
 impl Currency {
     /// A currency by its ISO 4217 code, upper case (`"EUR"`).
     pub fn parse(code: &str) -> Result<Self, Invalid> {

@@ -10,6 +10,48 @@ use http::{header, HeaderValue, StatusCode};
 
 use crate::service::{ServiceError, TokenError};
 
+// The OpenAPI document's description of the one error shape, which
+// `drover_worker::json_error` writes: these types are never serialised, and
+// a test below checks that what the worker writes has this shape.
+
+/// The one JSON shape of every 4xx and 5xx answer.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Error)]
+#[cfg_attr(test, derive(serde::Deserialize), serde(deny_unknown_fields))]
+pub struct ErrorBody {
+    #[schema(inline)]
+    pub error: ErrorContent,
+}
+
+/// What went wrong: a stable `code` for programs, a `message` for people,
+/// and for input errors the fields at fault. A 500 names the request's id
+/// (also sent as `x-request-id`) and nothing of its cause.
+#[derive(utoipa::ToSchema)]
+#[cfg_attr(test, derive(serde::Deserialize), serde(deny_unknown_fields))]
+pub struct ErrorContent {
+    /// Stable and machine-readable, such as `invalid_request`, `not_found`,
+    /// `out_of_stock`, `too_many_requests`.
+    #[schema(example = "invalid_request")]
+    pub code: String,
+    #[schema(example = "the request is invalid")]
+    pub message: String,
+    /// Present only when there is something to name.
+    #[schema(inline, nullable = false, required = false)]
+    #[cfg_attr(test, serde(default))]
+    pub details: Option<Vec<ErrorDetailBody>>,
+}
+
+/// One field at fault and what is wrong with it.
+#[derive(utoipa::ToSchema)]
+#[cfg_attr(test, derive(serde::Deserialize), serde(deny_unknown_fields))]
+pub struct ErrorDetailBody {
+    /// The field (`email`, `items[0].quantity`), header or parameter.
+    #[schema(example = "email")]
+    pub field: String,
+    #[schema(example = "is required")]
+    pub issue: String,
+}
+
 /// An error a request ends with.
 #[derive(Debug)]
 pub enum ApiError {
@@ -420,6 +462,21 @@ mod tests {
         assert!(!text.contains("password") && !text.contains("10.0.0.5"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["error"]["code"], "internal");
+    }
+
+    #[tokio::test]
+    async fn every_error_has_the_shape_the_document_describes() {
+        let errors = [
+            ApiError::invalid("email", "is required"),
+            ApiError::NotFound,
+            ApiError::OutOfStock { products: vec![1, 2] },
+            ApiError::internal("cause"),
+        ];
+        for error in errors {
+            let body = error.into_response().into_body().collect().await.unwrap().to_bytes();
+            let parsed: Result<ErrorBody, _> = serde_json::from_slice(&body);
+            assert!(parsed.is_ok(), "{}", String::from_utf8_lossy(&body));
+        }
     }
 
     #[test]

@@ -437,10 +437,64 @@ pub fn normalized_email<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String
     Ok(raw.trim().to_lowercase())
 }
 
-/// The same for an optional email.
+/// The same for an optional email, which may be absent but not `null`
+/// (see [`present`]).
 pub fn normalized_email_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let raw = <Option<String> as serde::Deserialize>::deserialize(d)?;
-    Ok(raw.map(|s| s.trim().to_lowercase()))
+    normalized_email(d).map(Some)
+}
+
+/// For `#[serde(default, deserialize_with)]` on an optional field of a
+/// change (a PATCH body): absent is "no change", and `null` is refused as
+/// the wrong type rather than read as absent. A client sending `null` may
+/// mean "remove", which no field here supports, and the OpenAPI document
+/// then says exactly what is accepted: the field's type, or nothing.
+pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// For `#[serde(deserialize_with)]` on an integer field: a whole number,
+/// also when written with a zero fraction (`2.0`, `1e3`). JSON does not
+/// tell the two apart, and JSON Schema (so the OpenAPI document's
+/// `integer`) counts `2.0` as the integer 2; tools that write every number
+/// as a float send it so.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    use serde::de::{Error, Unexpected, Visitor};
+
+    struct Whole;
+    impl Visitor<'_> for Whole {
+        type Value = i64;
+
+        // serde's own name for the type, which `describe` words as "must be
+        // a whole number".
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("i64")
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<i64, E> {
+            // -2^63 is exact as an f64, 2^63 is the first value past i64.
+            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+            if v.fract() != 0.0 || !v.is_finite() {
+                return Err(E::invalid_type(Unexpected::Float(v), &self));
+            }
+            if !(-LIMIT..LIMIT).contains(&v) {
+                return Err(E::invalid_value(Unexpected::Float(v), &self));
+            }
+            Ok(v as i64)
+        }
+    }
+    d.deserialize_i64(Whole)
 }
 
 /// The principal of the request and its path's `{id}`: what every handler
@@ -686,6 +740,39 @@ mod tests {
         check("invalid type: map, expected something odd", "p", "p", "has the wrong type");
         check("invalid length 1, expected a tuple of size 2", "p", "p", "has the wrong number of items");
         check("data did not match any variant of untagged enum Shape", "s", "s", "is not valid");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Counted {
+        #[serde(deserialize_with = "whole_number")]
+        n: i64,
+        #[serde(default, deserialize_with = "present")]
+        label: Option<String>,
+    }
+
+    #[test]
+    fn whole_numbers_may_have_a_zero_fraction_and_changes_may_not_be_null() {
+        let check = |input: &str, expect: Result<i64, (&str, &str)>| {
+            let got = match parse_json::<Counted>(input.as_bytes()) {
+                Ok(counted) => Ok(counted.n),
+                Err(ApiError::Invalid { details }) => {
+                    Err((details[0].field.clone(), details[0].issue.clone()))
+                }
+                Err(other) => panic!("{input}: unexpected {other:?}"),
+            };
+            let got = got.as_ref().map(|n| *n).map_err(|(f, i)| (f.as_str(), i.as_str()));
+            assert_eq!(got, expect, "{input}");
+        };
+        check(r#"{"n":2}"#, Ok(2));
+        check(r#"{"n":-2.0}"#, Ok(-2));
+        check(r#"{"n":1e3}"#, Ok(1000));
+        check(r#"{"n":2.5}"#, Err(("n", "must be a whole number")));
+        check(r#"{"n":"2"}"#, Err(("n", "must be a whole number")));
+        check(r#"{"n":1e300}"#, Err(("n", "is out of range or not allowed")));
+        check(r#"{"n":9223372036854775808}"#, Err(("n", "is out of range or not allowed")));
+        check(r#"{"n":1,"label":"x"}"#, Ok(1));
+        check(r#"{"n":1,"label":null}"#, Err(("label", "must be a string")));
     }
 
     #[test]

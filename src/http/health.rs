@@ -14,8 +14,14 @@ pub fn routes(table: &mut RouteTable) {
     table.add("/healthz", Method::GET, healthz);
 }
 
-#[derive(Serialize)]
+/// This route in the OpenAPI document (src/http/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(healthz))]
+pub struct Api;
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct Health {
+    #[schema(value_type = String, example = "ok")]
     status: &'static str,
     slot: usize,
     pid: u32,
@@ -24,7 +30,7 @@ struct Health {
 }
 
 /// This worker's cache counters, per tier.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CacheCounters {
     local_hits: u64,
     local_misses: u64,
@@ -36,6 +42,13 @@ struct CacheCounters {
     invalidations: u64,
 }
 
+/// Liveness: the worker that answered, and its cache counters.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    responses((status = 200, description = "The worker is up.", body = Health))
+)]
 fn healthz(state: &Rc<State>, _request: Request, _params: Params) -> Reply {
     let worker = state.worker;
     let stats = state.cache.stats();

@@ -9,6 +9,7 @@ mod cors;
 mod error;
 pub(crate) mod extract;
 mod health;
+pub mod openapi;
 pub(crate) mod rate_limit;
 mod ready;
 pub(crate) mod reply;
@@ -19,7 +20,7 @@ use std::rc::Rc;
 use drover_worker::{App, Request};
 use http::Method;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 pub use reply::Reply;
 
 /// What handlers share: everything a request may need, built once per
@@ -99,13 +100,17 @@ impl RouteTable {
     }
 }
 
-impl Routes {
-    /// The routes of every resource over `state`.
-    pub fn new(state: State) -> Self {
+impl RouteTable {
+    /// Every route: each resource adds its own, one line each. `bench`
+    /// (`bench.enabled`) adds `/bench/*` and the TechEmpower routes, which
+    /// are benchmark endpoints and not the public API: the OpenAPI document
+    /// leaves them out (src/http/openapi.rs).
+    fn build(bench: bool) -> Self {
         let mut table = RouteTable { resources: Vec::new() };
         health::routes(&mut table);
         ready::routes(&mut table);
-        if state.bench {
+        openapi::routes(&mut table);
+        if bench {
             bench::routes(&mut table);
             crate::resources::tfb::http::routes(&mut table);
         }
@@ -119,6 +124,24 @@ impl Routes {
         crate::resources::reports::http::routes(&mut table);
         crate::resources::files::http::routes(&mut table);
         crate::resources::notifications::http::routes(&mut table);
+        table
+    }
+}
+
+/// Every (path pattern, method) the router serves, without building a
+/// [`State`]: what the OpenAPI document is checked against.
+pub fn registered_routes(bench: bool) -> Vec<(&'static str, Method)> {
+    RouteTable::build(bench)
+        .resources
+        .into_iter()
+        .flat_map(|(path, resource)| resource.methods.into_iter().map(move |(method, _)| (path, method)))
+        .collect()
+}
+
+impl Routes {
+    /// The routes of every resource over `state`.
+    pub fn new(state: State) -> Self {
+        let table = RouteTable::build(state.bench);
         let mut router = matchit::Router::new();
         for (path, resource) in table.resources {
             // Paths are literals in this crate; a conflict is a programming

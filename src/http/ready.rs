@@ -15,15 +15,33 @@ pub fn routes(table: &mut RouteTable) {
     table.add("/readyz", Method::GET, readyz);
 }
 
-#[derive(Serialize)]
+/// This route in the OpenAPI document (src/http/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(readyz))]
+pub struct Api;
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct Ready {
+    #[schema(value_type = String, example = "ready")]
     status: &'static str,
+    #[schema(value_type = String, example = "ok")]
     database: &'static str,
     /// `up`, `degraded` (requests read the database directly; still ready)
     /// or `not_configured`.
+    #[schema(value_type = String, example = "up")]
     redis: &'static str,
 }
 
+/// Readiness: whether this worker can reach its database.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Ready.", body = Ready),
+        super::openapi::errors::Unavailable,
+    )
+)]
 fn readyz(state: &Rc<State>, _request: Request, _params: Params) -> Reply {
     let state = state.clone();
     Reply::later(async move {

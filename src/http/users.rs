@@ -10,6 +10,7 @@ use garde::Validate;
 use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use super::openapi::errors;
 use super::{extract, reply, ApiError, Params, Reply, RouteTable, State};
 use crate::domain::{Password, Role, UserFields, UserId, UserName, UserView};
 use crate::service::{ServiceError, UserChanges};
@@ -22,22 +23,48 @@ pub fn routes(table: &mut RouteTable) {
     table.add("/v1/users/{id}", Method::DELETE, delete);
 }
 
+/// These routes in the OpenAPI document (src/http/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(me, update_me, by_id, set_role, delete))]
+pub struct Api;
+
+/// `?fields=`, as the document describes it on every route that takes it.
+const FIELDS: &str = "A comma-separated subset of id, email, name, role, created_at, updated_at: \
+                      only those are returned. All when absent.";
+
 /// A user as the API shows it; absent fields (sparse fieldsets) are left
 /// out. Never the password hash: the domain view does not carry one.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = User)]
 pub struct UserBody {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1)]
     id: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     email: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<RoleName>, nullable = false)]
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
     created_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
     updated_at: Option<String>,
+}
+
+/// A user's role, as the document spells it (the domain's `Role` carries
+/// no schema: the domain layer does not depend on utoipa).
+#[derive(utoipa::ToSchema)]
+#[schema(as = Role, rename_all = "lowercase")]
+#[allow(dead_code)]
+enum RoleName {
+    User,
+    Admin,
 }
 
 fn rfc3339(time: SystemTime) -> String {
@@ -65,6 +92,21 @@ fn fields(request: &Request) -> Result<UserFields, ApiError> {
     }
 }
 
+/// The signed-in user.
+#[utoipa::path(
+    get,
+    path = "/v1/users/me",
+    tag = "users",
+    params(("fields" = Option<String>, Query, description = FIELDS, nullable = false,
+         pattern = "^(id|email|name|role|created_at|updated_at)(,(id|email|name|role|created_at|updated_at))*$")),
+    responses(
+        (status = 200, description = "The signed-in user.", body = UserBody),
+        errors::Invalid,
+        errors::SignedIn,
+        errors::Missing,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn me(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     let (principal, fields) =
         match extract::principal(state, &request).and_then(|p| Ok((p, fields(&request)?))) {
@@ -78,6 +120,24 @@ fn me(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     })
 }
 
+/// A user: yourself, or anyone for an administrator (others are 404).
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}",
+    tag = "users",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The user's id."),
+        ("fields" = Option<String>, Query, description = FIELDS, nullable = false,
+         pattern = "^(id|email|name|role|created_at|updated_at)(,(id|email|name|role|created_at|updated_at))*$"),
+    ),
+    responses(
+        (status = 200, description = "The user.", body = UserBody),
+        errors::Invalid,
+        errors::SignedIn,
+        errors::Missing,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn by_id(state: &Rc<State>, request: Request, params: Params) -> Reply {
     let principal = match extract::principal(state, &request) {
         Ok(principal) => principal,
@@ -98,21 +158,50 @@ fn by_id(state: &Rc<State>, request: Request, params: Params) -> Reply {
     })
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[schema(as = UserPatch)]
 #[serde(deny_unknown_fields)]
 struct PatchBody {
     #[serde(default, deserialize_with = "extract::normalized_email_opt")]
     #[garde(inner(email, length(max = 254)))]
+    #[schema(format = Email, max_length = 254, nullable = false)]
     email: Option<String>,
+    #[serde(default, deserialize_with = "extract::present")]
     #[garde(inner(length(chars, min = 1, max = 100)))]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        nullable = false
+    )]
     name: Option<String>,
+    #[serde(default, deserialize_with = "extract::present")]
     #[garde(inner(length(chars, min = 8, max = 128)))]
+    #[schema(min_length = 8, max_length = 128, pattern = r"[^\s\u0085]", nullable = false)]
     password: Option<String>,
     /// Required with `email` or `password`.
+    #[serde(default, deserialize_with = "extract::present")]
     #[garde(inner(length(min = 1, max = 1024)))]
+    #[schema(min_length = 1, max_length = 1024, nullable = false)]
     current_password: Option<String>,
 }
 
+/// Changes your own email, name or password; email and password need
+/// `current_password`.
+#[utoipa::path(
+    patch,
+    path = "/v1/users/me",
+    tag = "users",
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "The user, changed.", body = UserBody),
+        errors::JsonBody,
+        errors::SignedIn,
+        errors::Missing,
+        errors::Conflict,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn update_me(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     let principal = match extract::principal(state, &request) {
         Ok(principal) => principal,
@@ -147,13 +236,30 @@ fn update_me(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     })
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[schema(as = RoleChange)]
 #[serde(deny_unknown_fields)]
 struct RoleBody {
     #[garde(length(min = 1, max = 16))]
+    #[schema(value_type = RoleName)]
     role: String,
 }
 
+/// Sets a user's role (administrators only).
+#[utoipa::path(
+    patch,
+    path = "/v1/users/{id}",
+    tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "The user's id.")),
+    request_body = RoleBody,
+    responses(
+        (status = 200, description = "The user, changed.", body = UserBody),
+        errors::JsonBody,
+        errors::AdminOnly,
+        errors::Missing,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn set_role(state: &Rc<State>, request: Request, params: Params) -> Reply {
     let (principal, id) = crate::ready_or_return!(extract::principal_and_id(state, &request, &params));
     let state = state.clone();
@@ -166,6 +272,20 @@ fn set_role(state: &Rc<State>, request: Request, params: Params) -> Reply {
     })
 }
 
+/// Deletes a user (administrators only).
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{id}",
+    tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "The user's id.")),
+    responses(
+        (status = 204, description = "The user is deleted."),
+        errors::Invalid,
+        errors::AdminOnly,
+        errors::Missing,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn delete(state: &Rc<State>, request: Request, params: Params) -> Reply {
     let (principal, id) = crate::ready_or_return!(extract::principal_and_id(state, &request, &params));
     let state = state.clone();

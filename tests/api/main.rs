@@ -20,6 +20,7 @@ mod jobs;
 mod limits;
 mod logging;
 mod metrics;
+mod openapi;
 mod outage;
 mod parsing;
 mod perms;

@@ -17,6 +17,7 @@ use hyper::body::Frame;
 use serde::Serialize;
 
 use super::{FileMeta, FileName, PutError};
+use crate::http::openapi::errors;
 use crate::http::reply::{self, Reply};
 use crate::http::{extract, ApiError, Params, RouteTable, State};
 use crate::resources::products::http::rfc3339;
@@ -34,14 +35,57 @@ pub fn routes(table: &mut RouteTable) {
     table.add("/v1/files/{name}", Method::DELETE, delete);
 }
 
+/// These routes in the OpenAPI document (src/http/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, put, get, delete), modifiers(&OptionalUpload))]
+pub struct Api;
+
+/// An upload without a body is an empty file, so the body is optional,
+/// which `#[utoipa::path]` says only of an `Option` (and then as `null`).
+struct OptionalUpload;
+
+impl utoipa::Modify for OptionalUpload {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let upload = openapi.paths.paths.get_mut("/v1/files/{name}").and_then(|item| item.put.as_mut());
+        if let Some(body) = upload.and_then(|put| put.request_body.as_mut()) {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
+    }
+}
+
+/// A file's bytes as they are, in the OpenAPI document (a binary string;
+/// utoipa's derive cannot say so of a type of its own).
+struct Bytes;
+
+impl utoipa::PartialSchema for Bytes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::{schema::Type, KnownFormat, ObjectBuilder, SchemaFormat};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .description(Some("The file's bytes as they are."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Bytes {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "FileBytes".into()
+    }
+}
+
 /// A file as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = File)]
 struct FileBody<'a> {
     name: &'a str,
     size: u64,
+    /// Hex; the `ETag` is this in quotes.
     sha256: &'a str,
     content_type: &'a str,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
@@ -58,9 +102,11 @@ impl<'a> From<&'a FileMeta> for FileBody<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = FilePage)]
 struct PageBody<'a> {
     items: Vec<FileBody<'a>>,
+    /// The `cursor` of the next page; `null` on the last one.
     next: Option<String>,
 }
 
@@ -73,6 +119,24 @@ fn name(params: &Params) -> Result<FileName, ApiError> {
     FileName::parse(&decoded).map_err(|e| ApiError::invalid(e.field, &e.issue))
 }
 
+/// Your files, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/files",
+    tag = "files",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, nullable = false,
+         description = "Files per page (default 20)."),
+        ("cursor" = Option<String>, Query, nullable = false, pattern = "^c[0-9a-f]{1,15}$",
+         description = "The `next` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "A page of files.", body = PageBody),
+        errors::Invalid,
+        errors::SignedIn,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     let parsed = extract::principal(state, &request)
         .and_then(|p| extract::page(&request, DEFAULT_PAGE, MAX_PAGE).map(|page| (p, page)));
@@ -99,6 +163,29 @@ fn upload_type(headers: &HeaderMap) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::invalid("content-type", "must be a media type of at most 255 characters"))
 }
 
+/// Stores a file under a name, replacing the one there; the body is
+/// streamed, up to `files.max_bytes`.
+#[utoipa::path(
+    put,
+    path = "/v1/files/{name}",
+    tag = "files",
+    params(("name" = String, Path, min_length = 1, max_length = 255,
+         pattern = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]{1,255}$",
+         description = "The file's name, percent-encoded: 1 to 255 bytes of UTF-8, not `.` or `..`, without `/`, \
+                        `\\`, control or bidi-control characters. (The document counts characters: a name of \
+                        fewer than 256 that takes more than 255 bytes is refused too.)")),
+    request_body(content = Bytes, content_type = "application/octet-stream",
+                 description = "The bytes; `Content-Type` is stored with them (default `application/octet-stream`)."),
+    responses(
+        (status = 201, description = "Stored as a new file.", body = FileBody,
+         headers(("etag" = String), ("location" = String))),
+        (status = 200, description = "Stored over the file of that name.", body = FileBody,
+         headers(("etag" = String))),
+        errors::JsonBody,
+        errors::SignedIn,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn put(state: &Rc<State>, request: Request, params: Params) -> Reply {
     let checked = extract::principal(state, &request).and_then(|principal| {
         let name = name(&params)?;
@@ -139,6 +226,24 @@ fn put(state: &Rc<State>, request: Request, params: Params) -> Reply {
     })
 }
 
+/// Deletes a file.
+#[utoipa::path(
+    delete,
+    path = "/v1/files/{name}",
+    tag = "files",
+    params(("name" = String, Path, min_length = 1, max_length = 255,
+         pattern = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]{1,255}$",
+         description = "The file's name, percent-encoded: 1 to 255 bytes of UTF-8, not `.` or `..`, without `/`, \
+                        `\\`, control or bidi-control characters. (The document counts characters: a name of \
+                        fewer than 256 that takes more than 255 bytes is refused too.)")),
+    responses(
+        (status = 204, description = "Deleted."),
+        errors::Invalid,
+        errors::SignedIn,
+        errors::Missing,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn delete(state: &Rc<State>, request: Request, params: Params) -> Reply {
     let checked = extract::principal(state, &request).and_then(|p| Ok((p, name(&params)?)));
     let (principal, name) = crate::ready_or_return!(checked);
@@ -149,7 +254,30 @@ fn delete(state: &Rc<State>, request: Request, params: Params) -> Reply {
     })
 }
 
-/// `GET` and `HEAD`.
+/// A file's bytes (`GET`) or only its headers (`HEAD`): conditional
+/// requests (`If-None-Match`, `If-Modified-Since`) and one byte range
+/// (`Range`, `If-Range`; GET only).
+#[utoipa::path(
+    method(get, head),
+    path = "/v1/files/{name}",
+    tag = "files",
+    params(("name" = String, Path, min_length = 1, max_length = 255,
+         pattern = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]{1,255}$",
+         description = "The file's name, percent-encoded: 1 to 255 bytes of UTF-8, not `.` or `..`, without `/`, \
+                        `\\`, control or bidi-control characters. (The document counts characters: a name of \
+                        fewer than 256 that takes more than 255 bytes is refused too.)")),
+    responses(
+        (status = 200, description = "The file, with its own `Content-Type`.",
+         content((Bytes = "*/*")), headers(("etag" = String), ("last-modified" = String))),
+        (status = 206, description = "The byte range asked for (`Content-Range`).", content((Bytes = "*/*"))),
+        (status = 304, description = "Not modified since the client's copy."),
+        errors::Invalid,
+        errors::SignedIn,
+        errors::Missing,
+        errors::Range,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn get(state: &Rc<State>, request: Request, params: Params) -> Reply {
     let checked = extract::principal(state, &request).and_then(|p| Ok((p, name(&params)?)));
     let (principal, name) = crate::ready_or_return!(checked);

@@ -8,6 +8,7 @@ use http::{Method, StatusCode};
 use serde::Serialize;
 
 use super::Notification;
+use crate::http::openapi::errors;
 use crate::http::reply::{self, Reply};
 use crate::http::{extract, Params, RouteTable, State};
 use crate::resources::products::http::rfc3339;
@@ -17,11 +18,19 @@ pub fn routes(table: &mut RouteTable) {
     table.add("/v1/notifications", Method::GET, list);
 }
 
-#[derive(Serialize)]
+/// This route in the OpenAPI document (src/http/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list))]
+pub struct Api;
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Notification)]
 struct NotificationBody<'a> {
     id: i64,
+    /// What happened, such as `order.placed`.
     kind: &'a str,
     message: &'a str,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -31,12 +40,32 @@ impl<'a> From<&'a Notification> for NotificationBody<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = NotificationPage)]
 struct PageBody<'a> {
     items: Vec<NotificationBody<'a>>,
+    /// The `cursor` of the next page; `null` on the last one.
     next: Option<String>,
 }
 
+/// Your notifications, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/notifications",
+    tag = "notifications",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, nullable = false,
+         description = "Notifications per page (default 20)."),
+        ("cursor" = Option<String>, Query, nullable = false, pattern = "^c[0-9a-f]{1,15}$",
+         description = "The `next` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "A page of notifications.", body = PageBody),
+        errors::Invalid,
+        errors::SignedIn,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     let parsed = extract::principal(state, &request)
         .and_then(|p| extract::page(&request, DEFAULT_PAGE, MAX_PAGE).map(|page| (p, page)));

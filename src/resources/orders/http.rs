@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::service::{check_items, Receipt};
 use super::{Order, OrderId, OrderItem, OrderService};
 use crate::domain::{Invalid, UserId};
+use crate::http::openapi::errors;
 use crate::http::{extract, reply, ApiError, Params, Reply, RouteTable, State};
 use crate::resources::idempotency::{Claim, Fingerprint, IdempotencyKey, StoredResponse};
 use crate::resources::products::http::{rfc3339, MoneyBody};
@@ -28,7 +29,13 @@ pub fn routes(table: &mut RouteTable) {
     table.add("/v1/orders/{id}/cancel", Method::POST, cancel);
 }
 
-#[derive(Serialize)]
+/// These routes in the OpenAPI document (src/http/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(place, list, get, pay, ship, cancel))]
+pub struct Api;
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OrderLine)]
 struct LineBody {
     product_id: i64,
     sku: String,
@@ -38,15 +45,31 @@ struct LineBody {
     total: MoneyBody,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Order)]
 struct OrderBody {
     id: i64,
     user_id: i64,
+    #[schema(value_type = OrderStatusBody)]
     status: &'static str,
     total: MoneyBody,
     lines: Vec<LineBody>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
+}
+
+/// An order's status, as the document spells it (the domain's status type
+/// carries no schema).
+#[derive(utoipa::ToSchema)]
+#[schema(as = OrderStatus, rename_all = "lowercase")]
+#[allow(dead_code)]
+enum OrderStatusBody {
+    Placed,
+    Paid,
+    Shipped,
+    Cancelled,
 }
 
 impl From<&Order> for OrderBody {
@@ -74,19 +97,27 @@ impl From<&Order> for OrderBody {
     }
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[schema(as = OrderItem)]
 #[serde(deny_unknown_fields)]
 struct ItemBody {
+    #[serde(deserialize_with = "extract::whole_number")]
     #[garde(range(min = 1))]
+    #[schema(minimum = 1)]
     product_id: i64,
+    #[serde(deserialize_with = "extract::whole_number")]
     #[garde(range(min = 1, max = super::MAX_QUANTITY))]
+    #[schema(minimum = 1, maximum = 1000000)]
     quantity: i64,
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[schema(as = NewOrder)]
 #[serde(deny_unknown_fields)]
 struct PlaceBody {
+    /// One line per product.
     #[garde(length(min = 1, max = super::MAX_ITEMS), dive)]
+    #[schema(min_items = 1, max_items = 100)]
     items: Vec<ItemBody>,
 }
 
@@ -122,6 +153,26 @@ fn render(order: &Order) -> StoredResponse {
     StoredResponse { status: 201, body: serde_json::to_string(&OrderBody::from(order)).unwrap_or_default() }
 }
 
+/// Places an order; its units are reserved until it ships or is cancelled.
+///
+/// The same `Idempotency-Key` with the same items answers with the first
+/// outcome again (`Idempotent-Replayed: true`), without placing another.
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    tag = "orders",
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
+            description = "A key unique to this order, reused only to retry it.")),
+    request_body = PlaceBody,
+    responses(
+        (status = 201, description = "The order (or the replay of its first answer).", body = OrderBody),
+        errors::JsonBody,
+        errors::SignedIn,
+        errors::Conflict,
+        errors::Unprocessable,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn place(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     let (principal, key) =
         match extract::principal(state, &request).and_then(|p| Ok((p, idempotency_key(&request)?))) {
@@ -174,12 +225,34 @@ fn place(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OrderPage)]
 struct PageBody {
     items: Vec<OrderBody>,
+    /// The `cursor` of the next page; `null` on the last one.
     next: Option<String>,
 }
 
+/// Orders, newest first: your own, or an administrator's choice.
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    tag = "orders",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, nullable = false,
+         description = "Orders per page (default 20)."),
+        ("cursor" = Option<String>, Query, nullable = false, pattern = "^c[0-9a-f]{1,15}$",
+         description = "The `next` of the previous page."),
+        ("user_id" = Option<i64>, Query, minimum = 1, nullable = false,
+         description = "Only this user's orders (administrators; ignored for others)."),
+    ),
+    responses(
+        (status = 200, description = "A page of orders.", body = PageBody),
+        errors::Invalid,
+        errors::SignedIn,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     let parsed = extract::principal(state, &request).and_then(|p| {
         let (limit, before) = extract::page(&request, DEFAULT_PAGE, MAX_PAGE)?;
@@ -206,6 +279,20 @@ fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     })
 }
 
+/// An order: your own, or any for an administrator.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}",
+    tag = "orders",
+    params(("id" = i64, Path, minimum = 1, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The order.", body = OrderBody),
+        errors::Invalid,
+        errors::SignedIn,
+        errors::Missing,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn get(state: &Rc<State>, request: Request, params: Params) -> Reply {
     let (principal, id) = crate::ready_or_return!(extract::principal_and_id(state, &request, &params));
     let state = state.clone();
@@ -230,14 +317,60 @@ fn transition(state: &Rc<State>, request: Request, params: Params, change: Trans
     })
 }
 
+/// `placed` to `paid` (administrators only).
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/pay",
+    tag = "orders",
+    params(("id" = i64, Path, minimum = 1, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The order, paid.", body = OrderBody),
+        errors::Invalid,
+        errors::AdminOnly,
+        errors::Missing,
+        errors::Conflict,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn pay(state: &Rc<State>, request: Request, params: Params) -> Reply {
     transition(state, request, params, |orders, by, id| Box::pin(orders.pay(by, id)))
 }
 
+/// `paid` to `shipped` (administrators only).
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/ship",
+    tag = "orders",
+    params(("id" = i64, Path, minimum = 1, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The order, shipped.", body = OrderBody),
+        errors::Invalid,
+        errors::AdminOnly,
+        errors::Missing,
+        errors::Conflict,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn ship(state: &Rc<State>, request: Request, params: Params) -> Reply {
     transition(state, request, params, |orders, by, id| Box::pin(orders.ship(by, id)))
 }
 
+/// `placed` to `cancelled`: the customer's own order, or any for an
+/// administrator. The reserved units are available again.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/cancel",
+    tag = "orders",
+    params(("id" = i64, Path, minimum = 1, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The order, cancelled.", body = OrderBody),
+        errors::Invalid,
+        errors::SignedIn,
+        errors::Missing,
+        errors::Conflict,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn cancel(state: &Rc<State>, request: Request, params: Params) -> Reply {
     transition(state, request, params, |orders, by, id| Box::pin(orders.cancel(by, id)))
 }

@@ -10,22 +10,41 @@ use serde::{Deserialize, Serialize};
 use super::{NewPlan, Plan, PlanCode};
 use crate::domain::proration::PlanTerms;
 use crate::domain::time::Interval;
+use crate::http::openapi::errors;
 use crate::http::{extract, reply, ApiError, Params, Reply, RouteTable, State};
-use crate::resources::products::http::{rfc3339, MoneyBody};
+use crate::resources::products::http::{rfc3339, MoneyBody, PriceBody};
 
 pub fn routes(table: &mut RouteTable) {
     table.add("/v1/plans", Method::POST, create);
     table.add("/v1/plans", Method::GET, list);
 }
 
-#[derive(Serialize)]
+/// These routes in the OpenAPI document (src/http/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, list))]
+pub struct Api;
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Plan)]
 pub struct PlanBody {
     id: i64,
     code: String,
     name: String,
     price: MoneyBody,
+    #[schema(value_type = IntervalBody)]
     interval: &'static str,
+    #[schema(format = DateTime)]
     created_at: String,
+}
+
+/// A plan's billing period, as the document spells it (the domain's
+/// `Interval` carries no schema).
+#[derive(utoipa::ToSchema)]
+#[schema(as = Interval, rename_all = "lowercase")]
+#[allow(dead_code)]
+enum IntervalBody {
+    Month,
+    Year,
 }
 
 impl From<&Plan> for PlanBody {
@@ -41,19 +60,38 @@ impl From<&Plan> for PlanBody {
     }
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[schema(as = NewPlan)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     #[garde(skip)]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$", example = "pro-monthly")]
     code: String,
+    /// Trimmed; not blank.
     #[garde(length(chars, min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200, pattern = r"[^\s\u0085]")]
     name: String,
     #[garde(dive)]
-    price: MoneyBody,
+    price: PriceBody,
     #[garde(skip)]
+    #[schema(value_type = IntervalBody)]
     interval: String,
 }
 
+/// Creates a plan (administrators only).
+#[utoipa::path(
+    post,
+    path = "/v1/plans",
+    tag = "plans",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The new plan.", body = PlanBody),
+        errors::JsonBody,
+        errors::AdminOnly,
+        errors::Conflict,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn create(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     let principal = crate::ready_or_return!(extract::principal(state, &request));
     let state = state.clone();
@@ -76,11 +114,23 @@ fn create(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PlanList)]
 struct ListBody {
     items: Vec<PlanBody>,
 }
 
+/// Every plan.
+#[utoipa::path(
+    get,
+    path = "/v1/plans",
+    tag = "plans",
+    responses(
+        (status = 200, description = "The plans.", body = ListBody),
+        errors::SignedIn,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn list(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     if let Err(error) = extract::principal(state, &request) {
         return error.into();

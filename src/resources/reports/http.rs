@@ -14,12 +14,18 @@ use hyper::body::Frame;
 use serde::Serialize;
 
 use super::{OrderReportRow, OrderRows, ReportRange};
+use crate::http::openapi::errors;
 use crate::http::{extract, ApiError, Params, Reply, RouteTable, State};
 use crate::resources::products::http::rfc3339;
 
 pub fn routes(table: &mut RouteTable) {
     table.add("/v1/reports/orders", Method::GET, orders);
 }
+
+/// This route in the OpenAPI document (src/http/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(orders))]
+pub struct Api;
 
 /// A piece of the body is sent once it holds this much, or when no more
 /// rows are ready.
@@ -65,6 +71,30 @@ fn parse_time(field: &str, raw: &str) -> Result<SystemTime, ApiError> {
 /// The end of the range when none is given: the last second of year 9999.
 const NO_END: Duration = Duration::from_secs(253_402_300_799);
 
+/// Every order created in a range, streamed (administrators only).
+#[utoipa::path(
+    get,
+    path = "/v1/reports/orders",
+    tag = "reports",
+    params(
+        ("from" = Option<String>, Query, nullable = false, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?Z)?$",
+         description = "A date (2026-12-04, midnight UTC) or an RFC 3339 time; the beginning when absent."),
+        ("to" = Option<String>, Query, nullable = false, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?Z)?$",
+         description = "A date or an RFC 3339 time, not before `from`; no end when absent."),
+        ("format" = Option<String>, Query, nullable = false, pattern = "^(csv|ndjson)$",
+         description = "`csv` (the default) or `ndjson`."),
+    ),
+    responses(
+        (status = 200, description = "The report, as an attachment.",
+         content(
+             (String = "text/csv", example = "id,user_id,email,status,currency,total_amount,lines,created_at\r\n"),
+             (RowBody = "application/x-ndjson"),
+         )),
+        errors::Invalid,
+        errors::AdminOnly,
+    ),
+    security(("bearerAuth" = []))
+)]
 fn orders(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     let parsed = extract::principal(state, &request).and_then(|principal| {
         let from_raw = extract::query_param(&request, "from");
@@ -140,7 +170,9 @@ fn body(rows: OrderRows, format: Format) -> Body {
     Body::stream(http_body_util::StreamBody::new(pieces))
 }
 
-#[derive(Serialize)]
+/// One line of the NDJSON report.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OrderReportRow)]
 struct RowBody<'a> {
     id: i64,
     user_id: i64,
@@ -149,6 +181,7 @@ struct RowBody<'a> {
     currency: &'a str,
     total_amount: i64,
     lines: i64,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
