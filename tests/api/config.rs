@@ -56,9 +56,22 @@ fn bad_configuration_exits_64_naming_the_key() {
         ("DROVER_HTTP__COMPRESSION__CONTENT_TYPES", "[\"image/png\"]", "http.compression.content_types"),
         ("DROVER_HTTP__COMPRESSION__OFF_ROUTES", "[\"v1/users\"]", "http.compression.off_routes"),
         ("DROVER_REPORTS__MAX_RUNNING", "0", "reports.max_running"),
+        ("DROVER_FILES__STORE", "ftp://files", "files.store"),
+        ("DROVER_FILES__STORE", "s3://", "files.store"),
+        ("DROVER_FILES__MAX_BYTES", "0", "files.max_bytes"),
+        ("DROVER_JOBS__MAX_ATTEMPTS", "0", "jobs.max_attempts"),
+        ("DROVER_JOBS__RETRY_MAX", "10ms", "jobs.retry_max"),
+        ("DROVER_JOBS__LEASE", "0s", "jobs.lease"),
+        ("DROVER_ORDERS__UNPAID_TTL", "0s", "orders.unpaid_ttl"),
     ] {
         assert_usage_error(&drover(&["serve"], &[(key, value)]), named);
     }
+    // Schedules: an unknown task, or an expression that is not cron; the
+    // job commands refuse them like serve.
+    std::fs::write(&file, "[jobs.schedule]\n\"backups\" = \"* * * * *\"\n").unwrap();
+    assert_usage_error(&drover(&["serve", "--config", file.to_str().unwrap()], &[]), "jobs.schedule");
+    std::fs::write(&file, "[jobs.schedule]\n\"orders.expire\" = \"every minute\"\n").unwrap();
+    assert_usage_error(&drover(&["jobs", "work", "--config", file.to_str().unwrap()], &[]), "jobs.schedule");
     // An unknown flag is a usage error too.
     assert_eq!(drover(&["serve", "--wrkers", "2"], &[]).status.code(), Some(64));
 }
