@@ -149,6 +149,69 @@ impl Exposition {
         let slots = self.0.slots.iter().map(|s| (s.slot.to_string(), &s.totals));
         slots.chain(std::iter::once(("removed".to_owned(), &self.0.removed)))
     }
+
+    /// Every job slot's totals, labelled `jobs-N`.
+    fn job_totals(&self) -> impl Iterator<Item = (String, &Totals)> {
+        self.0.jobs.iter().map(|s| (format!("jobs-{}", s.slot), &s.totals))
+    }
+
+    /// The job processes: per queue, messages by how they ended and the
+    /// time their handling took, summed over job slots; job processes by
+    /// state.
+    fn encode_jobs(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut queues: std::collections::BTreeMap<&str, drover_worker::QueueCounters> =
+            std::collections::BTreeMap::new();
+        for (_, totals) in self.job_totals() {
+            for (name, counters) in &totals.queues {
+                queues.entry(name).or_default().add(counters);
+            }
+        }
+        let mut messages = encoder.encode_descriptor(
+            "drover_jobs_messages",
+            "Queue messages received by job processes, and how their handling ended (succeeded, retried, dead), by queue",
+            None,
+            MetricType::Counter,
+        )?;
+        for (queue, counters) in &queues {
+            for (outcome, value) in [
+                ("received", counters.received),
+                ("succeeded", counters.succeeded),
+                ("retried", counters.retried),
+                ("dead", counters.dead),
+            ] {
+                let labels: Labels = vec![("queue", (*queue).to_owned()), ("outcome", outcome.to_owned())];
+                ConstCounter::new(value).encode(messages.encode_family(&labels)?)?;
+            }
+        }
+        let mut latency = encoder.encode_descriptor(
+            "drover_jobs_handling_duration_seconds",
+            "Time from taking a message to settling it (handler and acknowledgement), by queue",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (queue, counters) in &queues {
+            let labels: Labels = vec![("queue", (*queue).to_owned())];
+            let buckets = histogram_buckets(&LATENCY_BUCKETS, &counters.buckets, counters.settled());
+            latency.encode_family(&labels)?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                counters.sum_us as f64 / 1e6,
+                counters.settled(),
+                &buckets,
+                None,
+            )?;
+        }
+        let mut workers = encoder.encode_descriptor(
+            "drover_job_workers",
+            "Job processes, by state",
+            None,
+            MetricType::Gauge,
+        )?;
+        for state in ["booting", "ready", "draining"] {
+            let count = self.0.jobs.iter().flat_map(|s| &s.workers).filter(|w| w.state == state).count();
+            ConstGauge::new(count as i64)
+                .encode(workers.encode_family(&vec![("state", state.to_owned())])?)?;
+        }
+        Ok(())
+    }
 }
 
 /// `(bound, count)` pairs of a histogram whose buckets are not cumulative,
@@ -280,17 +343,17 @@ impl Collector for Exposition {
             None,
             MetricType::Counter,
         )?;
-        for (slot, totals) in self.totals() {
+        for (slot, totals) in self.totals().chain(self.job_totals()) {
             ConstCounter::new(totals.restarts).encode(restarts.encode_family(&vec![("slot", slot)])?)?;
         }
         self.encode_admission(&mut encoder)?;
         let mut app = encoder.encode_descriptor(
             "drover_app_events",
-            "The application's counters (cache hits, misses, loads, ...), by worker slot and name",
+            "The application's counters (cache hits, misses, loads, ...), by worker slot (jobs-N: a job process) and name",
             None,
             MetricType::Counter,
         )?;
-        for (slot, totals) in self.totals() {
+        for (slot, totals) in self.totals().chain(self.job_totals()) {
             for (name, value) in &totals.app {
                 let labels: Labels = vec![("slot", slot.clone()), ("name", name.clone())];
                 ConstCounter::new(*value).encode(app.encode_family(&labels)?)?;
@@ -350,6 +413,7 @@ impl Collector for Exposition {
             MetricType::Gauge,
         )?;
         ConstGauge::new(self.0.generation as i64).encode(generation.encode_family(&Labels::new())?)?;
+        self.encode_jobs(&mut encoder)?;
         Ok(())
     }
 }

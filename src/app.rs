@@ -57,6 +57,32 @@ pub struct Services {
 }
 
 impl Services {
+    /// The counters every worker reports with its heartbeat (cache and
+    /// database), by name.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let stats = self.cache.stats();
+        [
+            ("cache_local_hits", &stats.local_hits),
+            ("cache_local_misses", &stats.local_misses),
+            ("cache_redis_hits", &stats.redis_hits),
+            ("cache_redis_misses", &stats.redis_misses),
+            ("cache_redis_errors", &stats.redis_errors),
+            ("cache_loads", &stats.loads),
+            ("cache_invalidations", &stats.invalidations),
+        ]
+        .into_iter()
+        .map(|(name, cell)| (name.to_owned(), cell.get()))
+        .chain(self.db.counters())
+        .collect()
+    }
+
+    /// The gauges every worker reports with its heartbeat.
+    pub fn gauges(&self) -> Vec<(String, f64)> {
+        let mut gauges = self.db.gauges();
+        gauges.push(("cache_local_entries".to_owned(), self.cache.local_entries() as f64));
+        gauges
+    }
+
     pub async fn build(
         config: &Config,
         blocking: BlockingPool,

@@ -27,6 +27,11 @@ pub enum Role {
         slot: usize,
         generation: u64,
     },
+    /// A job process (`drover jobs work`, or one the supervisor runs).
+    Jobs {
+        slot: usize,
+        generation: u64,
+    },
     /// One-shot commands (`config check`).
     Command,
 }
@@ -81,6 +86,11 @@ where
                     line.insert("slot".into(), slot.into());
                     line.insert("generation".into(), generation.into());
                 }
+                Role::Jobs { slot, generation } => {
+                    line.insert("role".into(), "jobs".into());
+                    line.insert("slot".into(), slot.into());
+                    line.insert("generation".into(), generation.into());
+                }
                 Role::Command => {
                     line.insert("role".into(), "command".into());
                 }
@@ -94,6 +104,7 @@ where
             let who = match self.role {
                 Role::Supervisor => "supervisor".to_owned(),
                 Role::Worker { slot, .. } => format!("worker[{slot}]"),
+                Role::Jobs { slot, .. } => format!("jobs[{slot}]"),
                 Role::Command => "drover".to_owned(),
             };
             let text = match message {

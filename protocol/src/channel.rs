@@ -74,6 +74,52 @@ pub struct Counters {
     /// The worker's admission controller.
     #[serde(default)]
     pub admission: AdmissionCounters,
+    /// Work that failed: a job process's messages retried or dead.
+    #[serde(default)]
+    pub failures: u64,
+    /// A job process's counters, per queue.
+    #[serde(default)]
+    pub queues: Vec<QueueCounters>,
+}
+
+/// One queue's counters in a job process, since it started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueCounters {
+    pub queue: String,
+    /// Messages taken from the queue (each delivery counts).
+    pub received: u64,
+    /// Handled (or found handled before: a redelivery).
+    pub succeeded: u64,
+    /// Failed and put back for a later attempt.
+    pub retried: u64,
+    /// Failed for good: moved to the dead messages.
+    pub dead: u64,
+    /// Handling time per [`LATENCY_BUCKETS`] bucket (not cumulative).
+    pub buckets: Vec<u64>,
+    /// Sum of handling times, in microseconds.
+    pub sum_us: u64,
+}
+
+impl QueueCounters {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &QueueCounters) {
+        self.received += other.received;
+        self.succeeded += other.succeeded;
+        self.retried += other.retried;
+        self.dead += other.dead;
+        if self.buckets.len() < other.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.sum_us += other.sum_us;
+    }
+
+    /// Messages whose handling finished, one way or another.
+    pub fn settled(&self) -> u64 {
+        self.succeeded + self.retried + self.dead
+    }
 }
 
 /// A worker's admission controller: its gauges now, its totals since it

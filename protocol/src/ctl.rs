@@ -120,22 +120,53 @@ pub struct Status {
     pub generation: u64,
     /// Every listening address.
     pub listen: Vec<String>,
-    /// Worker slots configured now.
+    /// HTTP worker slots configured now.
     pub slots: usize,
+    /// Job process slots configured (`jobs.workers`).
+    #[serde(default)]
+    pub job_slots: usize,
     pub workers: Vec<WorkerRow>,
+}
+
+/// What a worker process does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerKind {
+    /// Serves HTTP on its slot's sockets.
+    #[default]
+    Http,
+    /// Consumes the job queues and runs scheduled tasks; no socket.
+    Jobs,
+}
+
+impl WorkerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerKind::Http => "http",
+            WorkerKind::Jobs => "jobs",
+        }
+    }
 }
 
 /// One worker in a [`Status`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerRow {
+    /// Slots are numbered per kind.
+    #[serde(default)]
+    pub kind: WorkerKind,
     pub slot: usize,
     pub pid: u32,
     pub generation: u64,
     pub state: WorkerState,
     pub uptime_s: f64,
+    /// Requests answered; for a job process, messages handled.
     pub requests: u64,
+    /// Requests being answered; for a job process, messages in hand.
     pub in_flight: u64,
     pub connections: u64,
+    /// A job process's messages that failed (retried or dead).
+    #[serde(default)]
+    pub failures: u64,
     /// None when /proc could not tell.
     pub rss_bytes: Option<u64>,
     pub loop_lag_us: u64,
@@ -180,7 +211,9 @@ mod tests {
             generation: 2,
             listen: vec!["127.0.0.1:3000".into()],
             slots: 1,
+            job_slots: 0,
             workers: vec![WorkerRow {
+                kind: WorkerKind::Http,
                 slot: 0,
                 pid: 9,
                 generation: 2,
@@ -189,6 +222,7 @@ mod tests {
                 requests: 10,
                 in_flight: 0,
                 connections: 1,
+                failures: 0,
                 rss_bytes: None,
                 loop_lag_us: 3,
                 last_heartbeat_ms: 20,

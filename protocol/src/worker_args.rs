@@ -37,14 +37,12 @@ impl WorkerArgs {
     /// The flags, in the order the supervisor passes them.
     pub fn to_args(&self) -> Vec<String> {
         let listen_fds: Vec<String> = self.listen_fds.iter().map(i32::to_string).collect();
-        let mut args = vec![
-            SLOT.to_owned(),
-            self.slot.to_string(),
-            GENERATION.to_owned(),
-            self.generation.to_string(),
-            LISTEN_FDS.to_owned(),
-            listen_fds.join(","),
-        ];
+        let mut args =
+            vec![SLOT.to_owned(), self.slot.to_string(), GENERATION.to_owned(), self.generation.to_string()];
+        // A job process has no socket, and no --listen-fds flag.
+        if !listen_fds.is_empty() {
+            args.extend([LISTEN_FDS.to_owned(), listen_fds.join(",")]);
+        }
         if let Some(fd) = self.control_fd {
             args.extend([CONTROL_FD.to_owned(), fd.to_string()]);
         }
@@ -65,5 +63,12 @@ mod tests {
             args.to_args(),
             ["--slot", "1", "--generation", "7", "--listen-fds", "3,4", "--control-fd", "5"]
         );
+    }
+
+    #[test]
+    fn a_worker_without_sockets_gets_the_control_channel_first() {
+        let args = WorkerArgs::inherited(0, 2, 0);
+        assert_eq!(args.control_fd, Some(3));
+        assert_eq!(args.to_args(), ["--slot", "0", "--generation", "2", "--control-fd", "3"]);
     }
 }

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use drover_protocol::ctl::{Answer, Reply, Request, Status};
+use drover_protocol::ctl::{Answer, Reply, Request, Status, WorkerKind, WorkerRow};
 use drover_supervisor::control;
 
 use super::{block_on_local, config_failure, ConfigArgs};
@@ -82,8 +82,13 @@ pub fn run(args: &CtlArgs) -> ExitCode {
 }
 
 fn render_status(status: &Status) -> String {
+    let jobs = match status.job_slots {
+        0 => String::new(),
+        1 => ", 1 job process".to_owned(),
+        n => format!(", {n} job processes"),
+    };
     let mut out = format!(
-        "drover {}: {}, generation {}, {} slots, listening on {}\n",
+        "drover {}: {}, generation {}, {} slots{jobs}, listening on {}\n",
         status.pid,
         status.phase.as_str(),
         status.generation,
@@ -94,9 +99,9 @@ fn render_status(status: &Status) -> String {
         "{:<5} {:<8} {:<4} {:<9} {:>8} {:>10} {:>9} {:>6} {:>9} {:>8} {:>10}\n",
         "SLOT", "PID", "GEN", "STATE", "UPTIME", "REQUESTS", "IN-FLIGHT", "CONNS", "RSS", "LAG", "HEARTBEAT"
     ));
-    for w in &status.workers {
+    let row = |w: &WorkerRow, third: u64| {
         let rss = w.rss_bytes.map_or("-".to_owned(), |b| format!("{:.1}MiB", b as f64 / 1_048_576.0));
-        out.push_str(&format!(
+        format!(
             "{:<5} {:<8} {:<4} {:<9} {:>7.0}s {:>10} {:>9} {:>6} {:>9} {:>6.1}ms {:>8.1}s\n",
             w.slot,
             w.pid,
@@ -105,11 +110,35 @@ fn render_status(status: &Status) -> String {
             w.uptime_s,
             w.requests,
             w.in_flight,
-            w.connections,
+            third,
             rss,
             w.loop_lag_us as f64 / 1000.0,
             w.last_heartbeat_ms as f64 / 1000.0,
+        )
+    };
+    for w in status.workers.iter().filter(|w| w.kind == WorkerKind::Http) {
+        out.push_str(&row(w, w.connections));
+    }
+    let job_rows: Vec<&WorkerRow> = status.workers.iter().filter(|w| w.kind == WorkerKind::Jobs).collect();
+    if !job_rows.is_empty() {
+        // The same columns: messages handled, in hand, and failed.
+        out.push_str(&format!(
+            "{:<5} {:<8} {:<4} {:<9} {:>8} {:>10} {:>9} {:>6} {:>9} {:>8} {:>10}\n",
+            "JOBS",
+            "PID",
+            "GEN",
+            "STATE",
+            "UPTIME",
+            "HANDLED",
+            "IN-HAND",
+            "FAILED",
+            "RSS",
+            "LAG",
+            "HEARTBEAT"
         ));
+        for w in job_rows {
+            out.push_str(&row(w, w.failures));
+        }
     }
     out
 }

@@ -10,7 +10,7 @@ use drover_worker::{BlockingPool, Broadcast};
 use super::{block_on_local, config_failure, ConfigArgs};
 use crate::app::Services;
 use crate::jobs::schedule::{self, Schedules};
-use crate::jobs::{consumer, lease, queue};
+use crate::jobs::{lease, queue};
 use crate::repo::{sql, Repos};
 use crate::resources::events;
 use crate::resources::products::http::rfc3339;
@@ -83,6 +83,9 @@ pub fn run(command: JobsCommand) -> ExitCode {
         Ok((config, _)) => config,
         Err(error) => return config_failure(&error),
     };
+    if let JobsCommand::Work(_) = command {
+        return super::job_worker::run_job_process(&config, 0, 0, None);
+    }
     telemetry::init(&config.log, LogRole::Command);
     // Checked with the rest of the configuration already.
     let schedules = match Schedules::from_config(&config.jobs.schedule) {
@@ -102,7 +105,7 @@ pub fn run(command: JobsCommand) -> ExitCode {
         .await
         .map_err(|e| e.to_string())?;
         match &command {
-            JobsCommand::Work(_) => work(&services, config.jobs.settings(), &schedules, tasks).await,
+            JobsCommand::Work(_) => unreachable!("run above"),
             JobsCommand::Status(_) => status(&services, &schedules).await,
             JobsCommand::Runs(args) => runs(&services, args.task.as_deref()).await,
             JobsCommand::Run(args) => {
@@ -125,41 +128,6 @@ pub fn run(command: JobsCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn work(
-    services: &Services,
-    settings: consumer::Settings,
-    schedules: &Schedules,
-    tasks: schedule::TaskSettings,
-) -> Result<(), String> {
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    tokio::task::spawn_local(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let term = async {
-            match term.as_mut() {
-                Some(term) => {
-                    term.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
-        }
-        let _ = stop_tx.send(true);
-    });
-    tracing::info!(pid = std::process::id(), "the job process is consuming");
-    let counts = consumer::run(services, settings, schedules, tasks, stop).await;
-    tracing::info!(
-        published = counts.published,
-        handled = counts.handled,
-        retried = counts.retried,
-        dead = counts.dead,
-        "the job process stopped"
-    );
-    Ok(())
 }
 
 async fn status(services: &Services, schedules: &Schedules) -> Result<(), String> {

@@ -3,6 +3,7 @@
 mod bench;
 mod config_check;
 mod ctl;
+mod job_worker;
 mod jobs;
 mod migrate;
 mod openapi;
@@ -65,6 +66,9 @@ enum Command {
     /// Internal: one worker process, started by `drover serve`.
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
+    /// Internal: one job process, started by `drover serve`.
+    #[command(hide = true)]
+    JobWorker(job_worker::JobWorkerArgs),
     /// Internal: the checks `drover serve` runs in a child before starting
     /// workers (keys, migrations).
     #[command(hide = true)]
@@ -174,6 +178,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args, serve_args_for_workers()),
         Command::Config(ConfigCommand::Check(args)) => config_check::run(&args),
         Command::Worker(args) => worker::run(&args),
+        Command::JobWorker(args) => job_worker::run(&args),
         Command::Preflight(args) => preflight::run(&args),
         Command::Migrate(args) => migrate::run(&args),
         Command::User(command) => user::run(command),

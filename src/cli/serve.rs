@@ -59,6 +59,13 @@ pub fn run(serve: &ServeArgs, worker_args: Vec<OsString>) -> ExitCode {
         admin_token: config.server.admin_token.clone(),
         upgrade_fds: serve.upgrade_fds.clone(),
         options: Options {
+            jobs_command: (config.jobs.workers > 0).then(|| WorkerCommand {
+                program: program.clone(),
+                args: std::iter::once("job-worker".into())
+                    .chain(worker_args.iter().skip(1).cloned())
+                    .collect(),
+            }),
+            job_workers: config.jobs.workers,
             command: WorkerCommand { program: program.clone(), args: worker_args },
             workers: config.worker_count(),
             boot_timeout: config.worker.boot_timeout,

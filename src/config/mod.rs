@@ -36,6 +36,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobsConfig {
+    /// Job processes `drover serve` runs.
+    pub workers: usize,
     /// Deliveries of a message before it is dead.
     pub max_attempts: u32,
     #[serde(deserialize_with = "values::duration")]
@@ -535,6 +537,9 @@ impl Config {
                 "files.store",
                 format!("{store:?} must be empty, file:///path or s3://bucket[/prefix]"),
             ));
+        }
+        if self.jobs.workers > 64 {
+            return Err(("jobs.workers", "must be from 0 to 64".into()));
         }
         if !(1..=100).contains(&self.jobs.max_attempts) {
             return Err(("jobs.max_attempts", "must be from 1 to 100".into()));

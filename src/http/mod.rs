@@ -223,11 +223,11 @@ impl App for Routes {
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
-        self.counter_values()
+        self.state.services.counters()
     }
 
     fn gauges(&self) -> Vec<(String, f64)> {
-        self.gauge_values()
+        self.state.services.gauges()
     }
 }
 
@@ -257,28 +257,5 @@ impl Routes {
             done @ Reply::Ready(None) => done,
         };
         (route, reply)
-    }
-
-    fn counter_values(&self) -> Vec<(String, u64)> {
-        let stats = self.state.cache.stats();
-        [
-            ("cache_local_hits", &stats.local_hits),
-            ("cache_local_misses", &stats.local_misses),
-            ("cache_redis_hits", &stats.redis_hits),
-            ("cache_redis_misses", &stats.redis_misses),
-            ("cache_redis_errors", &stats.redis_errors),
-            ("cache_loads", &stats.loads),
-            ("cache_invalidations", &stats.invalidations),
-        ]
-        .into_iter()
-        .map(|(name, cell)| (name.to_owned(), cell.get()))
-        .chain(self.state.db.counters())
-        .collect()
-    }
-
-    fn gauge_values(&self) -> Vec<(String, f64)> {
-        let mut gauges = self.state.db.gauges();
-        gauges.push(("cache_local_entries".to_owned(), self.state.cache.local_entries() as f64));
-        gauges
     }
 }

@@ -3,8 +3,11 @@
 //! with exponential backoff and jitter, or dead). It stops between two
 //! messages when asked, handing back what it had claimed but not begun.
 
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use drover_worker::{QueueCounters, LATENCY_BUCKETS};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::watch;
 
@@ -33,13 +36,50 @@ pub struct Settings {
 /// Messages claimed at once per queue.
 const CLAIM: i64 = 16;
 
-/// What one process has done, for its log and `drover ctl`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Counts {
-    pub published: u64,
-    pub handled: u64,
-    pub retried: u64,
-    pub dead: u64,
+/// What one process has done, for its log, `drover ctl status` and the
+/// metrics: the outbox events it published, the message in hand, and per
+/// queue what it received and how each ended, with handling times.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub published: Cell<u64>,
+    pub in_hand: Cell<u64>,
+    queues: RefCell<BTreeMap<&'static str, QueueCounters>>,
+}
+
+impl Stats {
+    fn count(&self, queue: &'static str, update: impl FnOnce(&mut QueueCounters)) {
+        let mut queues = self.queues.borrow_mut();
+        let counters = queues.entry(queue).or_insert_with(|| QueueCounters {
+            queue: queue.to_owned(),
+            buckets: vec![0; LATENCY_BUCKETS.len()],
+            ..QueueCounters::default()
+        });
+        update(counters);
+    }
+
+    fn settled(&self, queue: &'static str, took: Duration, outcome: fn(&mut QueueCounters)) {
+        self.count(queue, |counters| {
+            outcome(counters);
+            let bucket = LATENCY_BUCKETS.iter().position(|&bound| took.as_secs_f64() <= bound);
+            if let Some(bucket) = bucket {
+                counters.buckets[bucket] += 1;
+            }
+            counters.sum_us += took.as_micros() as u64;
+        });
+    }
+
+    /// Per queue, by name.
+    pub fn queues(&self) -> Vec<QueueCounters> {
+        self.queues.borrow().values().cloned().collect()
+    }
+
+    /// Messages handled, retried and dead, over every queue.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        self.queues
+            .borrow()
+            .values()
+            .fold((0, 0, 0), |(h, r, d), q| (h + q.succeeded, r + q.retried, d + q.dead))
+    }
 }
 
 /// Runs until `stop` turns true. Database errors are logged and waited
@@ -50,13 +90,13 @@ pub async fn run(
     schedules: &Schedules,
     tasks: TaskSettings,
     mut stop: watch::Receiver<bool>,
-) -> Counts {
-    let mut counts = Counts::default();
+    stats: &Stats,
+) {
     while !*stop.borrow() {
         if let Err(error) = schedule::run_due(services, schedules, tasks).await {
             tracing::warn!(%error, "checking the schedules failed; trying again");
         }
-        let busy = match round(services, settings, &stop, &mut counts).await {
+        let busy = match round(services, settings, &stop, stats).await {
             Ok(busy) => busy,
             Err(error) => {
                 tracing::warn!(%error, "the job round failed; trying again");
@@ -70,7 +110,6 @@ pub async fn run(
             }
         }
     }
-    counts
 }
 
 /// One round: relay, then one claim per queue. Whether anything was done.
@@ -78,19 +117,24 @@ async fn round(
     services: &Services,
     settings: Settings,
     stop: &watch::Receiver<bool>,
-    counts: &mut Counts,
+    stats: &Stats,
 ) -> Result<bool, RepoError> {
     let sql = services.db.sql();
     let now = || sql::from_millis(sql::millis(std::time::SystemTime::now()));
     let published = relay::run_once(&*sql, now()).await?;
-    counts.published += published as u64;
+    stats.published.set(stats.published.get() + published as u64);
     let mut busy = published > 0;
     for (name, _) in QUEUES {
         let claimed = queue::claim(&*sql, name, CLAIM, settings.lease, now()).await?;
         busy |= !claimed.is_empty();
         let mut claimed = claimed.into_iter();
         for delivery in claimed.by_ref() {
-            settle(&*sql, services, settings, &delivery, counts, now()).await?;
+            stats.count(name, |counters| counters.received += 1);
+            stats.in_hand.set(1);
+            let started = std::time::Instant::now();
+            let settled = settle(&*sql, services, settings, &delivery, now()).await;
+            stats.in_hand.set(0);
+            stats.settled(name, started.elapsed(), settled?);
             if *stop.borrow() {
                 break;
             }
@@ -107,27 +151,26 @@ async fn settle(
     services: &Services,
     settings: Settings,
     delivery: &queue::Delivery,
-    counts: &mut Counts,
     now: std::time::SystemTime,
-) -> Result<(), RepoError> {
+) -> Result<fn(&mut QueueCounters), RepoError> {
     let message = &delivery.message;
     match super::handle(services, &delivery.queue, &message.event_id, &message.payload).await {
         Outcome::Done => {
-            counts.handled += 1;
-            queue::ack(sql, delivery).await
+            queue::ack(sql, delivery).await?;
+            Ok(|counters| counters.succeeded += 1)
         }
         Outcome::Retry(error) if delivery.attempts < settings.max_attempts => {
-            counts.retried += 1;
             let delay = backoff(settings, delivery.attempts);
             tracing::warn!(queue = %delivery.queue, event_id = %message.event_id, kind = %message.kind,
                 attempts = delivery.attempts, retry_in_ms = delay.as_millis() as u64, %error, "a job failed; retrying");
-            queue::retry(sql, delivery, now + delay, &error).await
+            queue::retry(sql, delivery, now + delay, &error).await?;
+            Ok(|counters| counters.retried += 1)
         }
         Outcome::Retry(error) | Outcome::Poison(error) => {
-            counts.dead += 1;
             tracing::error!(queue = %delivery.queue, event_id = %message.event_id, kind = %message.kind,
                 attempts = delivery.attempts, %error, "a job is dead: `drover jobs dead` lists it, `drover jobs retry` revives it");
-            queue::bury(sql, delivery, &error, now).await
+            queue::bury(sql, delivery, &error, now).await?;
+            Ok(|counters| counters.dead += 1)
         }
     }
 }

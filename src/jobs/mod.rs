@@ -14,6 +14,7 @@
 
 pub mod consumer;
 pub mod lease;
+pub mod process;
 pub mod queue;
 pub mod relay;
 pub mod schedule;

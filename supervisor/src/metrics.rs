@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use tokio::sync::{mpsc, oneshot};
 
-use drover_protocol::channel::{AdmissionCounters, Counters, RouteCounters};
+use drover_protocol::channel::{AdmissionCounters, Counters, QueueCounters, RouteCounters};
 
 /// Counters summed over workers.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +21,8 @@ pub struct Totals {
     pub restarts: u64,
     /// Admission control's totals (its gauges are in [`WorkerGauges`]).
     pub admission: AdmissionCounters,
+    /// Job processes' counters, per queue.
+    pub queues: BTreeMap<String, QueueCounters>,
 }
 
 impl Totals {
@@ -36,6 +38,16 @@ impl Totals {
             *self.app.entry(name.clone()).or_default() += value;
         }
         self.admission.add_totals(&counters.admission);
+        for queue in &counters.queues {
+            self.add_queue(&queue.queue, queue);
+        }
+    }
+
+    fn add_queue(&mut self, name: &str, queue: &QueueCounters) {
+        self.queues
+            .entry(name.to_owned())
+            .or_insert_with(|| QueueCounters { queue: name.to_owned(), ..QueueCounters::default() })
+            .add(queue);
     }
 
     pub(crate) fn add(&mut self, other: &Totals) {
@@ -51,6 +63,9 @@ impl Totals {
         }
         self.restarts += other.restarts;
         self.admission.add_totals(&other.admission);
+        for (name, queue) in &other.queues {
+            self.add_queue(name, queue);
+        }
     }
 }
 
@@ -72,6 +87,7 @@ pub struct WorkerGauges {
 /// One slot: its totals so far and its live workers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlotMetrics {
+    /// Its number among the slots of its kind.
     pub slot: usize,
     pub totals: Totals,
     pub workers: Vec<WorkerGauges>,
@@ -81,7 +97,10 @@ pub struct SlotMetrics {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub generation: u64,
+    /// The HTTP slots.
     pub slots: Vec<SlotMetrics>,
+    /// The job process slots.
+    pub jobs: Vec<SlotMetrics>,
     /// Totals of slots removed by scaling down.
     pub removed: Totals,
 }

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 
+use crate::slots::SlotId;
 use crate::watch::WorkerId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub enum Kind {
 pub struct Rollout {
     kind: Kind,
     /// Slots still to replace, in order.
-    pending: VecDeque<usize>,
+    pending: VecDeque<SlotId>,
     /// The slot being replaced now.
     step: Option<Step>,
     /// Another rolling restart was asked for during this one: run it after.
@@ -35,7 +36,7 @@ pub struct Rollout {
 /// One slot being replaced: its new worker, then the old one draining.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
-    pub slot: usize,
+    pub slot: SlotId,
     pub new: WorkerId,
     /// The worker it replaces; none when the slot had none (it crashed).
     pub old: Option<WorkerId>,
@@ -46,19 +47,19 @@ pub struct Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     /// Start a replacement for this slot, then call [`Rollout::started`].
-    Start(usize),
+    Start(SlotId),
     /// Every slot is replaced. `again`: start another rolling restart.
     Finished { kind: Kind, again: bool },
 }
 
 impl Rollout {
     /// Every one of `slots`, in order.
-    pub fn rolling(slots: usize) -> Self {
-        Self { kind: Kind::Rolling, pending: (0..slots).collect(), step: None, again: false }
+    pub fn rolling(slots: impl IntoIterator<Item = SlotId>) -> Self {
+        Self { kind: Kind::Rolling, pending: slots.into_iter().collect(), step: None, again: false }
     }
 
     /// One slot, because of `reason`.
-    pub fn recycle(slot: usize, reason: &'static str) -> Self {
+    pub fn recycle(slot: SlotId, reason: &'static str) -> Self {
         Self { kind: Kind::Recycle(reason), pending: VecDeque::from([slot]), step: None, again: false }
     }
 
@@ -81,7 +82,7 @@ impl Rollout {
     }
 
     /// The replacement for `slot` started as `new`, to replace `old`.
-    pub fn started(&mut self, slot: usize, new: WorkerId, old: Option<WorkerId>) {
+    pub fn started(&mut self, slot: SlotId, new: WorkerId, old: Option<WorkerId>) {
         self.step = Some(Step { slot, new, old, old_draining: false });
     }
 
@@ -108,28 +109,29 @@ impl Rollout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use SlotId::{Http, Jobs};
 
     #[test]
     fn a_rolling_restart_replaces_each_slot_after_the_last_one_finished() {
-        let mut rollout = Rollout::rolling(2);
-        assert_eq!(rollout.advance(), Next::Start(0));
-        rollout.started(0, 10, Some(1));
+        let mut rollout = Rollout::rolling([Http(0), Jobs(0)]);
+        assert_eq!(rollout.advance(), Next::Start(Http(0)));
+        rollout.started(Http(0), 10, Some(1));
         assert!(rollout.is_replacement(10) && !rollout.is_replacement(1));
         assert!(!rollout.is_draining_old(1), "the old worker serves until the new one is ready");
         let step = rollout.replacement_ready().unwrap();
-        assert_eq!((step.slot, step.new, step.old), (0, 10, Some(1)));
+        assert_eq!((step.slot, step.new, step.old), (Http(0), 10, Some(1)));
         assert!(rollout.is_draining_old(1));
-        assert_eq!(rollout.advance(), Next::Start(1));
-        rollout.started(1, 11, None);
+        assert_eq!(rollout.advance(), Next::Start(Jobs(0)), "job slots follow the HTTP ones");
+        rollout.started(Jobs(0), 11, None);
         assert_eq!(rollout.replacement_ready().unwrap().old, None, "a crashed slot has nothing to drain");
         assert_eq!(rollout.advance(), Next::Finished { kind: Kind::Rolling, again: false });
     }
 
     #[test]
     fn a_reload_asked_for_during_one_runs_after_it() {
-        let mut rollout = Rollout::rolling(1);
+        let mut rollout = Rollout::rolling([Http(0)]);
         rollout.advance();
-        rollout.started(0, 5, Some(4));
+        rollout.started(Http(0), 5, Some(4));
         rollout.run_again();
         rollout.replacement_ready();
         assert_eq!(rollout.advance(), Next::Finished { kind: Kind::Rolling, again: true });
@@ -137,18 +139,18 @@ mod tests {
 
     #[test]
     fn a_recycle_replaces_one_slot_and_says_why() {
-        let mut rollout = Rollout::recycle(3, "max_rss");
-        assert_eq!(rollout.advance(), Next::Start(3));
-        rollout.started(3, 9, Some(2));
+        let mut rollout = Rollout::recycle(Http(3), "max_rss");
+        assert_eq!(rollout.advance(), Next::Start(Http(3)));
+        rollout.started(Http(3), 9, Some(2));
         rollout.replacement_ready();
         assert_eq!(rollout.advance(), Next::Finished { kind: Kind::Recycle("max_rss"), again: false });
     }
 
     #[test]
     fn only_the_step_s_own_workers_move_it() {
-        let mut rollout = Rollout::rolling(1);
+        let mut rollout = Rollout::rolling([Http(0)]);
         rollout.advance();
-        rollout.started(0, 7, Some(6));
+        rollout.started(Http(0), 7, Some(6));
         rollout.replacement_ready();
         assert!(!rollout.is_draining_old(7) && !rollout.is_draining_old(99));
         assert!(!rollout.is_replacement(6));

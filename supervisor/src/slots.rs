@@ -8,7 +8,52 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use drover_protocol::ctl::WorkerKind;
+
 use crate::watch::WorkerId;
+
+/// Which slot a worker serves. HTTP slots (each with its sockets) and job
+/// slots (no socket) are numbered apart: scaling moves only the former.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SlotId {
+    Http(usize),
+    Jobs(usize),
+}
+
+impl SlotId {
+    pub fn kind(self) -> WorkerKind {
+        match self {
+            SlotId::Http(_) => WorkerKind::Http,
+            SlotId::Jobs(_) => WorkerKind::Jobs,
+        }
+    }
+
+    /// Its number among the slots of its kind.
+    pub fn index(self) -> usize {
+        match self {
+            SlotId::Http(index) | SlotId::Jobs(index) => index,
+        }
+    }
+
+    /// An HTTP slot's number.
+    pub fn http(self) -> Option<usize> {
+        match self {
+            SlotId::Http(index) => Some(index),
+            SlotId::Jobs(_) => None,
+        }
+    }
+}
+
+/// As logs and metrics label it: `3` for an HTTP slot, `jobs-0` for a job
+/// slot.
+impl std::fmt::Display for SlotId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SlotId::Http(index) => write!(f, "{index}"),
+            SlotId::Jobs(index) => write!(f, "jobs-{index}"),
+        }
+    }
+}
 
 /// A crash loop is this many crashes of one slot within [`CRASH_LOOP_WINDOW`].
 pub const CRASH_LOOP_COUNT: usize = 5;

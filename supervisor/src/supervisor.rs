@@ -27,7 +27,7 @@ use crate::report::{self, rss_bytes, RateMeter};
 use crate::rollout::{self, Next, Rollout};
 use crate::scaling::{self, Plan};
 use crate::signal::{Signal, Signals};
-use crate::slots::{Backoff, Slot, CRASH_LOOP_WINDOW};
+use crate::slots::{Backoff, Slot, SlotId, CRASH_LOOP_WINDOW};
 use crate::socket::SlotSockets;
 use crate::spawn::{self, WorkerCommand};
 use crate::upgrade::{self, Upgrade};
@@ -55,6 +55,13 @@ pub struct Options {
     pub command: WorkerCommand,
     /// Number of worker slots.
     pub workers: usize,
+    /// What to exec for a job process: a worker with no socket, run, watched
+    /// and rolled like the HTTP workers. None: no job processes.
+    #[serde(default)]
+    pub jobs_command: Option<WorkerCommand>,
+    /// Job process slots.
+    #[serde(default)]
+    pub job_workers: usize,
     /// A worker that has not reported ready by then is killed and retried.
     pub boot_timeout: Duration,
     /// A draining worker still alive after this (plus a small slack) is killed.
@@ -105,6 +112,8 @@ pub struct Supervisor {
     options: Options,
     sockets: SlotSockets,
     slots: Vec<Slot>,
+    /// Job process slots: no sockets, never scaled.
+    job_slots: Vec<Slot>,
     workers: BTreeMap<WorkerId, WorkerHandle>,
     next_id: WorkerId,
     generation: u64,
@@ -120,7 +129,7 @@ pub struct Supervisor {
     /// The host-wide rate limits the workers ask about.
     limits: Limits,
     /// Slots waiting to be recycled (max requests, max RSS), with why.
-    recycle_queue: VecDeque<(usize, &'static str)>,
+    recycle_queue: VecDeque<(SlotId, &'static str)>,
     notifier: Notifier,
     /// The request rate in the status line.
     rate: RateMeter,
@@ -132,6 +141,8 @@ pub struct Supervisor {
     store_sockets: bool,
     /// Per slot, the counters of its workers that have exited.
     retired: Vec<Totals>,
+    /// The same per job slot.
+    retired_jobs: Vec<Totals>,
     /// Totals of slots removed by scaling down.
     removed: Totals,
     metrics_tx: mpsc::UnboundedSender<oneshot::Sender<Snapshot>>,
@@ -195,10 +206,13 @@ impl Supervisor {
         let workers = options.workers;
         let backoff = Backoff { min: options.backoff_min, max: options.backoff_max };
         let slots = (0..options.workers).map(|_| Slot::new(backoff)).collect();
+        let job_workers = if options.jobs_command.is_some() { options.job_workers } else { 0 };
+        let job_slots = (0..job_workers).map(|_| Slot::new(backoff)).collect();
         Self {
             options,
             sockets,
             slots,
+            job_slots,
             workers: BTreeMap::new(),
             next_id: 1,
             generation: 1,
@@ -213,6 +227,7 @@ impl Supervisor {
             notifier: Notifier::from_env(),
             store_sockets,
             retired: vec![Totals::default(); workers],
+            retired_jobs: vec![Totals::default(); job_workers],
             removed: Totals::default(),
             metrics_tx,
             metrics_rx,
@@ -260,7 +275,13 @@ impl Supervisor {
         }
         info!(workers = self.options.workers, listen = ?self.sockets.addrs(), "starting workers");
         for slot in 0..self.slots.len() {
-            self.start_worker(slot);
+            self.start_worker(SlotId::Http(slot));
+        }
+        if !self.job_slots.is_empty() {
+            info!(job_workers = self.job_slots.len(), "starting job processes");
+        }
+        for slot in 0..self.job_slots.len() {
+            self.start_worker(SlotId::Jobs(slot));
         }
         let mut stop_signals = 0;
         let mut ticks = tokio::time::interval(self.notifier.tick());
@@ -334,15 +355,45 @@ impl Supervisor {
         self.phase = phase;
     }
 
-    fn start_worker(&mut self, slot: usize) -> Option<WorkerId> {
+    fn slot_mut(&mut self, slot: SlotId) -> &mut Slot {
+        match slot {
+            SlotId::Http(index) => &mut self.slots[index],
+            SlotId::Jobs(index) => &mut self.job_slots[index],
+        }
+    }
+
+    fn slot_ref(&self, slot: SlotId) -> &Slot {
+        match slot {
+            SlotId::Http(index) => &self.slots[index],
+            SlotId::Jobs(index) => &self.job_slots[index],
+        }
+    }
+
+    fn retired_mut(&mut self, slot: SlotId) -> Option<&mut Totals> {
+        match slot {
+            SlotId::Http(index) => self.retired.get_mut(index),
+            SlotId::Jobs(index) => self.retired_jobs.get_mut(index),
+        }
+    }
+
+    /// Every slot, HTTP ones first: the order of a rolling restart.
+    fn all_slot_ids(&self) -> impl Iterator<Item = SlotId> {
+        (0..self.slots.len()).map(SlotId::Http).chain((0..self.job_slots.len()).map(SlotId::Jobs))
+    }
+
+    fn start_worker(&mut self, slot: SlotId) -> Option<WorkerId> {
         let generation = self.generation;
-        let spawned = match spawn::spawn(&self.options.command, slot, generation, self.sockets.slot(slot)) {
+        let (command, sockets) = match slot {
+            SlotId::Http(index) => (&self.options.command, self.sockets.slot(index)),
+            SlotId::Jobs(_) => (self.options.jobs_command.as_ref()?, &[][..]),
+        };
+        let spawned = match spawn::spawn(command, slot.index(), generation, sockets) {
             Ok(spawned) => spawned,
             Err(error) => {
                 // fork or exec failed (for example the binary was removed
                 // mid-deploy): treat it like a crash so it is retried with
                 // backoff.
-                error!(slot, %error, "cannot start worker");
+                error!(%slot, %error, "cannot start worker");
                 self.schedule_respawn(slot, Duration::ZERO);
                 return None;
             }
@@ -353,16 +404,18 @@ impl Supervisor {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         tokio::spawn(watch::watch(id, spawned.child, spawned.control, commands_rx, self.events_tx.clone()));
         let now = Instant::now();
-        let recycle_after = match self.options.max_requests {
-            0 => u64::MAX,
-            max => max + jitter(self.options.max_requests_jitter),
+        // max_requests counts requests: a job process is recycled by its
+        // memory only.
+        let recycle_after = match (slot, self.options.max_requests) {
+            (SlotId::Jobs(_), _) | (_, 0) => u64::MAX,
+            (SlotId::Http(_), max) => max + jitter(self.options.max_requests_jitter),
         };
         let boot_deadline = now + self.options.boot_timeout;
         self.workers.insert(
             id,
             WorkerHandle::booting(slot, generation, pid, commands, now, boot_deadline, recycle_after),
         );
-        info!(slot, pid, generation, "worker started");
+        info!(%slot, pid, generation, "worker started");
         Some(id)
     }
 
@@ -387,7 +440,7 @@ impl Supervisor {
                 worker.deadline = None;
                 worker.last_heartbeat = Instant::now();
                 let (slot, pid, generation) = (worker.slot, worker.pid, worker.generation);
-                info!(slot, pid, generation, "worker ready");
+                info!(%slot, pid, generation, "worker ready");
                 if self.phase == Phase::Draining {
                     // It booted while we were stopping: drain it at once.
                     self.drain_worker(id);
@@ -397,8 +450,8 @@ impl Supervisor {
                 if in_reload {
                     self.on_replacement_ready();
                 } else {
-                    self.slots[slot].current = Some(id);
-                    self.slots[slot].respawn_at = None;
+                    self.slot_mut(slot).current = Some(id);
+                    self.slot_mut(slot).respawn_at = None;
                     if self.phase == Phase::Booting && self.all_slots_ready() {
                         self.on_first_ready();
                     } else if self.steering && self.all_slots_ready() {
@@ -463,7 +516,7 @@ impl Supervisor {
     }
 
     fn all_slots_ready(&self) -> bool {
-        self.slots.iter().all(|slot| {
+        self.slots.iter().chain(&self.job_slots).all(|slot| {
             slot.current.and_then(|id| self.workers.get(&id)).is_some_and(|w| w.state == WorkerState::Ready)
         })
     }
@@ -494,7 +547,7 @@ impl Supervisor {
                     }
                     self.slots.push(Slot::new(self.backoff()));
                     self.retired.push(Totals::default());
-                    self.start_worker(slot);
+                    self.start_worker(SlotId::Http(slot));
                 }
                 info!(from = current, to = target, "scaling up");
                 return Ok(format!("scaling up from {current} to {target} workers"));
@@ -507,8 +560,12 @@ impl Supervisor {
                 "cannot steer connections away from retiring slots; connections queued on them as they close may be reset"
             ),
         }
-        let retiring: Vec<WorkerId> =
-            self.workers.iter().filter(|(_, w)| down.contains(&w.slot)).map(|(&id, _)| id).collect();
+        let retiring: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.slot.http().is_some_and(|s| down.contains(&s)))
+            .map(|(&id, _)| id)
+            .collect();
         for slot in &mut self.slots[down] {
             slot.retiring = true;
             slot.respawn_at = None;
@@ -535,14 +592,14 @@ impl Supervisor {
         let Some(worker) = self.workers.get_mut(&id) else { return };
         worker.state = WorkerState::Draining;
         worker.deadline = Some(Instant::now() + self.options.drain_timeout + DRAIN_KILL_SLACK + RETIRE_SLACK);
-        info!(slot = worker.slot, pid = worker.pid, "retiring worker");
+        info!(slot = %worker.slot, pid = worker.pid, "retiring worker");
         let _ = worker.commands.send(Command::Send(SupervisorMessage::Retire));
     }
 
     /// Closes the retired slots once none of their workers is left.
     fn finish_scale_down(&mut self) {
         let Some(first) = self.slots.iter().position(|s| s.retiring) else { return };
-        if self.workers.values().any(|w| w.slot >= first) {
+        if self.workers.values().any(|w| w.slot.http().is_some_and(|s| s >= first)) {
             return;
         }
         if self.store_sockets {
@@ -559,18 +616,18 @@ impl Supervisor {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let slots = (0..self.slots.len())
-            .map(|slot| {
-                let mut totals = self.retired[slot].clone();
-                let mut workers = Vec::new();
-                for worker in self.workers.values().filter(|w| w.slot == slot) {
-                    totals.add_counters(&worker.counters);
-                    workers.push(worker.gauges());
-                }
-                SlotMetrics { slot, totals, workers }
-            })
-            .collect();
-        Snapshot { generation: self.generation, slots, removed: self.removed.clone() }
+        let metrics = |id: SlotId, retired: &Totals| {
+            let mut totals = retired.clone();
+            let mut workers = Vec::new();
+            for worker in self.workers.values().filter(|w| w.slot == id) {
+                totals.add_counters(&worker.counters);
+                workers.push(worker.gauges());
+            }
+            SlotMetrics { slot: id.index(), totals, workers }
+        };
+        let slots = self.retired.iter().enumerate().map(|(i, t)| metrics(SlotId::Http(i), t)).collect();
+        let jobs = self.retired_jobs.iter().enumerate().map(|(i, t)| metrics(SlotId::Jobs(i), t)).collect();
+        Snapshot { generation: self.generation, slots, jobs, removed: self.removed.clone() }
     }
 
     /// Starts the binary now on disk as a new supervisor and hands it the
@@ -659,6 +716,7 @@ impl Supervisor {
             generation: self.generation,
             listen: self.sockets.addrs().iter().map(ToString::to_string).collect(),
             slots: self.slots.len(),
+            job_slots: self.job_slots.len(),
             workers,
         }
     }
@@ -670,7 +728,8 @@ impl Supervisor {
         // Retired workers' counts are kept, so the rate does not dip when
         // a worker is replaced.
         let retired: u64 = self.retired.iter().map(|t| t.requests).sum::<u64>() + self.removed.requests;
-        let total = retired + self.workers.values().map(|w| w.counters.requests).sum::<u64>();
+        let serving = self.workers.values().filter(|w| w.slot.http().is_some());
+        let total = retired + serving.map(|w| w.counters.requests).sum::<u64>();
         let rate = self.rate.sample(total, now);
         if self.phase == Phase::Booting {
             return;
@@ -687,7 +746,11 @@ impl Supervisor {
     }
 
     fn status_line(&self, rate: f64) -> String {
-        let ready = self.workers.values().filter(|w| w.state == WorkerState::Ready).count();
+        let ready = self
+            .workers
+            .values()
+            .filter(|w| w.slot.http().is_some() && w.state == WorkerState::Ready)
+            .count();
         report::status_line(self.phase, ready, self.slots.len(), self.generation, rate)
     }
 
@@ -717,7 +780,7 @@ impl Supervisor {
         for publish in self.relay.forget(id) {
             self.answer_publish(publish);
         }
-        if let Some(totals) = self.retired.get_mut(worker.slot) {
+        if let Some(totals) = self.retired_mut(worker.slot) {
             totals.add_counters(&worker.counters);
         }
         let uptime = worker.started.elapsed();
@@ -728,25 +791,25 @@ impl Supervisor {
         let reason = worker.exit_reason.as_deref().unwrap_or("none given");
         let slot = worker.slot;
 
-        if self.slots.get(slot).is_some_and(|s| s.retiring) {
-            info!(slot, pid = worker.pid, status = %status_text, reason, "retired worker exited");
-            if self.slots[slot].current == Some(id) {
-                self.slots[slot].current = None;
+        if slot.http().and_then(|s| self.slots.get(s)).is_some_and(|s| s.retiring) {
+            info!(%slot, pid = worker.pid, status = %status_text, reason, "retired worker exited");
+            if self.slot_mut(slot).current == Some(id) {
+                self.slot_mut(slot).current = None;
             }
             self.finish_scale_down();
             return;
         }
         if worker.state == WorkerState::Draining {
-            info!(slot, pid = worker.pid, status = %status_text, reason, "worker exited after draining");
-            if self.slots[slot].current == Some(id) {
-                self.slots[slot].current = None;
+            info!(%slot, pid = worker.pid, status = %status_text, reason, "worker exited after draining");
+            if self.slot_mut(slot).current == Some(id) {
+                self.slot_mut(slot).current = None;
             }
             self.after_reload_old_exit(id);
             return;
         }
 
         warn!(
-            slot,
+            %slot,
             pid = worker.pid,
             generation = worker.generation,
             status = %status_text,
@@ -754,7 +817,7 @@ impl Supervisor {
             uptime_ms = uptime.as_millis() as u64,
             "worker exited unexpectedly"
         );
-        if let Some(totals) = self.retired.get_mut(slot) {
+        if let Some(totals) = self.retired_mut(slot) {
             totals.restarts += 1;
         }
         let code = status.as_ref().ok().and_then(ExitStatus::code);
@@ -764,7 +827,7 @@ impl Supervisor {
         // keeps serving.
         if let Some(reload) = &mut self.reload {
             if reload.is_replacement(id) {
-                error!(slot, status = %status_text, "replacement worker failed to boot; rolling restart aborted, the old worker keeps serving");
+                error!(%slot, status = %status_text, "replacement worker failed to boot; rolling restart aborted, the old worker keeps serving");
                 self.abort_reload();
                 return;
             }
@@ -775,19 +838,19 @@ impl Supervisor {
         }
         if self.phase == Phase::Booting {
             if let Some(code) = fatal {
-                error!(slot, code, "worker cannot start (bad configuration?); stopping");
+                error!(%slot, code, "worker cannot start (bad configuration?); stopping");
                 self.fatal = Some(code);
                 return;
             }
         }
-        if self.slots[slot].current == Some(id) {
-            self.slots[slot].current = None;
+        if self.slot_mut(slot).current == Some(id) {
+            self.slot_mut(slot).current = None;
         }
         let backoff = self.backoff();
-        let crash = self.slots[slot].crashed(uptime, Instant::now(), backoff);
+        let crash = self.slot_mut(slot).crashed(uptime, Instant::now(), backoff);
         if crash.looping() {
             error!(
-                slot,
+                %slot,
                 crashes = crash.recent,
                 window_s = CRASH_LOOP_WINDOW.as_secs(),
                 next_attempt_ms = crash.delay.as_millis() as u64,
@@ -801,12 +864,12 @@ impl Supervisor {
         Backoff { min: self.options.backoff_min, max: self.options.backoff_max }
     }
 
-    fn schedule_respawn(&mut self, slot: usize, delay: Duration) {
+    fn schedule_respawn(&mut self, slot: SlotId, delay: Duration) {
         if self.phase == Phase::Draining {
             return;
         }
-        info!(slot, delay_ms = delay.as_millis() as u64, "restarting worker after backoff");
-        self.slots[slot].respawn_at = Some(Instant::now() + delay);
+        info!(%slot, delay_ms = delay.as_millis() as u64, "restarting worker after backoff");
+        self.slot_mut(slot).respawn_at = Some(Instant::now() + delay);
     }
 
     fn begin_reload(&mut self) {
@@ -835,7 +898,7 @@ impl Supervisor {
         self.generation += 1;
         // Every worker is about to be replaced; pending recycles are moot.
         self.recycle_queue.clear();
-        self.reload = Some(Rollout::rolling(self.slots.len()));
+        self.reload = Some(Rollout::rolling(self.all_slot_ids()));
         self.notifier.reloading();
         self.set_phase(Phase::Reloading);
         self.next_reload_step();
@@ -859,7 +922,7 @@ impl Supervisor {
         };
         worker.recycling = true;
         info!(
-            slot = worker.slot,
+            slot = %worker.slot,
             pid = worker.pid,
             requests = worker.counters.requests,
             reason,
@@ -904,7 +967,7 @@ impl Supervisor {
                 return;
             }
         };
-        let old = self.slots[slot].current;
+        let old = self.slot_mut(slot).current;
         match self.start_worker(slot) {
             Some(new) => {
                 if let Some(reload) = &mut self.reload {
@@ -912,7 +975,7 @@ impl Supervisor {
                 }
             }
             None => {
-                error!(slot, "rolling restart aborted: cannot start a replacement worker");
+                error!(%slot, "rolling restart aborted: cannot start a replacement worker");
                 self.abort_reload();
             }
         }
@@ -922,8 +985,8 @@ impl Supervisor {
         let Some(step) = self.reload.as_mut().and_then(Rollout::replacement_ready) else {
             return;
         };
-        self.slots[step.slot].current = Some(step.new);
-        self.slots[step.slot].respawn_at = None;
+        self.slot_mut(step.slot).current = Some(step.new);
+        self.slot_mut(step.slot).respawn_at = None;
         match step.old.filter(|old| self.workers.contains_key(old)) {
             Some(old) => self.drain_worker(old),
             // The slot had no live worker (it crashed): nothing to drain.
@@ -946,7 +1009,7 @@ impl Supervisor {
         }
         worker.state = WorkerState::Draining;
         worker.deadline = Some(Instant::now() + self.options.drain_timeout + DRAIN_KILL_SLACK);
-        info!(slot = worker.slot, pid = worker.pid, "draining worker");
+        info!(slot = %worker.slot, pid = worker.pid, "draining worker");
         let _ = worker.commands.send(Command::Send(SupervisorMessage::Drain));
     }
 
@@ -954,7 +1017,7 @@ impl Supervisor {
         self.reload = None;
         self.notifier.stopping();
         self.set_phase(Phase::Draining);
-        for slot in &mut self.slots {
+        for slot in self.slots.iter_mut().chain(&mut self.job_slots) {
             slot.respawn_at = None;
         }
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
@@ -974,7 +1037,7 @@ impl Supervisor {
         let stall = self.options.stall_timeout;
         let stalls = self.workers.values().filter_map(|w| w.stall_deadline(stall));
         let workers = self.workers.values().filter_map(|w| w.deadline).chain(stalls);
-        let slots = self.slots.iter().filter_map(|s| s.respawn_at);
+        let slots = self.slots.iter().chain(&self.job_slots).filter_map(|s| s.respawn_at);
         workers.chain(slots).chain(self.relay.next_deadline()).chain(upgrade).min()
     }
 
@@ -995,7 +1058,7 @@ impl Supervisor {
                 continue;
             };
             error!(
-                slot = worker.slot,
+                slot = %worker.slot,
                 pid = worker.pid,
                 silent_ms = silent.as_millis() as u64,
                 in_flight = worker.counters.in_flight,
@@ -1026,13 +1089,13 @@ impl Supervisor {
             worker.deadline = None;
             match worker.state {
                 WorkerState::Booting => error!(
-                    slot = worker.slot,
+                    slot = %worker.slot,
                     pid = worker.pid,
                     timeout_ms = self.options.boot_timeout.as_millis() as u64,
                     "worker not ready within the boot timeout; killing it"
                 ),
                 WorkerState::Draining => warn!(
-                    slot = worker.slot,
+                    slot = %worker.slot,
                     pid = worker.pid,
                     in_flight = worker.counters.in_flight,
                     "worker still running past the drain timeout; killing it"
@@ -1041,12 +1104,13 @@ impl Supervisor {
             }
             let _ = worker.commands.send(Command::Kill);
         }
-        let due: Vec<usize> = (0..self.slots.len())
-            .filter(|&slot| self.slots[slot].respawn_at.is_some_and(|at| at <= now))
+        let due: Vec<SlotId> = self
+            .all_slot_ids()
+            .filter(|&slot| self.slot_ref(slot).respawn_at.is_some_and(|at| at <= now))
             .collect();
         for slot in due {
-            self.slots[slot].respawn_at = None;
-            if self.slots[slot].current.is_none() {
+            self.slot_mut(slot).respawn_at = None;
+            if self.slot_mut(slot).current.is_none() {
                 self.start_worker(slot);
             }
         }

@@ -11,10 +11,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::metrics::WorkerGauges;
+use crate::slots::SlotId;
 use crate::watch::Command;
 
 pub struct WorkerHandle {
-    pub slot: usize,
+    pub slot: SlotId,
     pub generation: u64,
     pub pid: u32,
     pub state: WorkerState,
@@ -41,7 +42,7 @@ const STALL_COUNTED: Duration = Duration::from_secs(3600);
 impl WorkerHandle {
     /// A worker just started for `slot`, booting until `boot_deadline`.
     pub fn booting(
-        slot: usize,
+        slot: SlotId,
         generation: u64,
         pid: u32,
         commands: mpsc::UnboundedSender<Command>,
@@ -107,7 +108,8 @@ impl WorkerHandle {
     /// Its row in `drover ctl status`.
     pub fn row(&self, now: Instant, rss_bytes: Option<u64>) -> WorkerRow {
         WorkerRow {
-            slot: self.slot,
+            kind: self.slot.kind(),
+            slot: self.slot.index(),
             pid: self.pid,
             generation: self.generation,
             state: self.state,
@@ -115,6 +117,7 @@ impl WorkerHandle {
             requests: self.counters.requests,
             in_flight: self.counters.in_flight,
             connections: self.counters.connections,
+            failures: self.counters.failures,
             rss_bytes,
             loop_lag_us: self.counters.loop_lag_us,
             last_heartbeat_ms: now.saturating_duration_since(self.last_heartbeat).as_millis() as u64,
@@ -142,7 +145,7 @@ mod tests {
 
     fn worker(now: Instant) -> WorkerHandle {
         let (commands, _) = mpsc::unbounded_channel();
-        WorkerHandle::booting(0, 1, 42, commands, now, now + Duration::from_secs(5), 100)
+        WorkerHandle::booting(SlotId::Http(0), 1, 42, commands, now, now + Duration::from_secs(5), 100)
     }
 
     #[tokio::test(start_paused = true)]

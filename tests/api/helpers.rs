@@ -106,6 +106,9 @@ impl Drover {
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(&options.args)
             .env_remove("RUST_LOG")
+            // The process-model tests count HTTP workers; tests of the job
+            // processes ask for them (tests/api/jobs.rs).
+            .env("DROVER_JOBS__WORKERS", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -4,10 +4,13 @@
 //! channel, and draining on request.
 //!
 //! It knows nothing of the domain: the application plugs in as an [`App`],
-//! which turns a request into a response.
+//! which turns a request into a response. A worker that serves no socket
+//! (a job process) runs a [`Background`] loop instead, with the same
+//! control channel, heartbeats and drain ([`run_background`]).
 
 mod admission;
 pub mod affinity;
+mod background;
 pub mod blocking;
 mod body;
 mod conn;
@@ -24,12 +27,14 @@ mod stats;
 mod wire;
 
 pub use admission::AdmissionConfig;
+pub use background::{run_background, Background, BackgroundOptions};
 pub use blocking::BlockingPool;
 pub use body::{BodyError, RequestBody};
 pub use control::Broadcast;
+pub use drover_protocol::channel::{Counters, QueueCounters, LATENCY_BUCKETS};
 pub use error::{json_error, json_error_body, ErrorDetail};
 pub use limits::Limits;
-pub use server::{run, ServeOptions, WorkerContext, WorkerInfo};
+pub use server::{run, RunError, ServeOptions, WorkerContext, WorkerInfo};
 
 use std::future::Future;
 

@@ -348,14 +348,14 @@ async fn refuse(mut stream: TcpStream, (code, message): (&str, &str), request_id
 
 /// SIGTERM and SIGINT drain (the second exits at once); SIGHUP is ignored, as
 /// a worker's reload is the supervisor's business.
-struct WorkerSignals {
+pub(crate) struct WorkerSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     _hup: tokio::signal::unix::Signal,
 }
 
 impl WorkerSignals {
-    fn register() -> io::Result<Self> {
+    pub(crate) fn register() -> io::Result<Self> {
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
@@ -365,7 +365,7 @@ impl WorkerSignals {
         })
     }
 
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}

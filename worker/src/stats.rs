@@ -25,7 +25,7 @@ impl Stats {
             routes: self.routes.borrow().values().cloned().collect(),
             app: Vec::new(),
             app_gauges: Vec::new(),
-            admission: Default::default(),
+            ..Counters::default()
         }
     }
 

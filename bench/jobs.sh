@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# drover jobs bench: events per second from the outbox to a stored
+# notification, through the embedded queue on PostgreSQL, with 1 and 2 job
+# processes supervised by `drover serve`, and the delay from an event's
+# commit to its notification.
+#
+# For each JOB_WORKERS count, a fresh database and server (one HTTP worker,
+# the job processes, all on SERVER_CPU, which PostgreSQL shares):
+#   - burst: EVENTS order.placed events committed in one transaction, the
+#     way orders write them; the time until the last notification is stored
+#     gives events/s (each event is two messages: notifications and sales);
+#   - steady: RATE events/s committed in batches every 100 ms for SECONDS;
+#     p50/p99/max of (notification stored - event committed), from the
+#     rows' own timestamps (ms). jobs.poll_interval (250 ms by default) is
+#     the floor of an idle consumer's delay; POLL sets it.
+# The events skip HTTP on purpose: this measures the job side alone
+# (bench/orders.sh measures placing orders).
+#
+#   bash bench/jobs.sh                       # ~1 min plus the build
+#   EVENTS=20000 SKIP_BUILD=1 bash bench/jobs.sh
+#
+# Knobs (environment variables, defaults in brackets):
+#   EVENTS [5000] RATE [200] SECONDS [10] POLL [250ms] JOB_WORKERS ["1 2"]
+#   SERVER_CPU [0,1] SKIP_BUILD [0] TARGET_DIR CARGO_LOCK DROVER_BIN,
+#   PG_HOST [127.0.0.1] PG_PORT [5432] PG_USER [root] PG_ADMIN_DB [test]
+#                      as in the other scripts (bench/lib.sh)
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SERVER_CPU=${SERVER_CPU:-0,1}
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
+
+EVENTS=${EVENTS:-5000}
+RATE=${RATE:-200}
+SECONDS_STEADY=${SECONDS:-10}
+POLL=${POLL:-250ms}
+JOB_WORKERS=${JOB_WORKERS:-1 2}
+PG_HOST=${PG_HOST:-127.0.0.1}
+PG_PORT=${PG_PORT:-5432}
+PG_USER=${PG_USER:-root}
+PG_ADMIN_DB=${PG_ADMIN_DB:-test}
+CUR_DB=""
+
+bench_cleanup_init drover-jobs-bench
+for tool in curl taskset psql awk; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+bench_preflight
+psql_admin 'SELECT 1' >/dev/null || die "PostgreSQL is not reachable at $PG_USER@$PG_HOST:$PG_PORT/$PG_ADMIN_DB"
+[[ $SKIP_BUILD == 1 ]] || cargo_build "$ROOT/Cargo.toml" "$TARGET_DIR"
+
+sql() { # database sql: one value per line, unaligned
+    PGOPTIONS='-c client_min_messages=warning' psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$PG_HOST" \
+        -p "$PG_PORT" -U "$PG_USER" -d "$1" -c "$2"
+}
+
+# events_sql database first count: SQL committing COUNT order.placed events
+# for the bench user, numbered from FIRST, as OrderService writes them.
+events_sql() {
+    local first=$2 count=$3
+    printf '%s' "INSERT INTO outbox (event_id, kind, payload, created_at)
+        SELECT 'bench-' || g, 'order.placed',
+               json_build_object('kind', 'order.placed', 'order_id', g, 'user_id', u.id,
+                   'total_amount', 100, 'currency', 'EUR',
+                   'lines', json_build_array(json_build_object('product_id', p.id, 'quantity', 1)))::text,
+               (extract(epoch from clock_timestamp()) * 1000)::bigint
+        FROM generate_series($first, $((first + count - 1))) AS g,
+             (SELECT id FROM users LIMIT 1) AS u, (SELECT id FROM products LIMIT 1) AS p"
+}
+
+declare -A RESULT
+for workers in $JOB_WORKERS; do
+    db=drover_jobs_bench_${workers}_$$
+    psql_admin "CREATE DATABASE \"$db\"" >/dev/null || die "could not create database $db"
+    DBS_CREATED+=("$db")
+    url="postgres://$PG_USER@$PG_HOST:$PG_PORT/$db"
+    CUR_DB=$db
+    start_drover "jobs-$workers" "$url" DROVER_JOBS__WORKERS="$workers" DROVER_JOBS__POLL_INTERVAL="$POLL"
+    printf 'bench password\n' | "$DROVER_BIN" user create --email bench@bench.example --name Bench \
+        --password-stdin --database-url "$url" >/dev/null 2>&1 || die "could not create the user"
+    sql "$db" "INSERT INTO products (sku, name, price_amount, currency, on_hand, reserved, created_at, updated_at)
+               VALUES ('BENCH', 'Bench', 100, 'EUR', 0, 0, 0, 0)" >/dev/null
+
+    log "== $workers job process(es): burst of $EVENTS events"
+    start=$(now_s)
+    sql "$db" "$(events_sql "$db" 1 "$EVENTS")" >/dev/null
+    deadline=$(( $(date +%s) + 300 ))
+    while :; do
+        done_count=$(sql "$db" "SELECT count(*) FROM notifications")
+        (( done_count >= EVENTS )) && break
+        (( $(date +%s) < deadline )) || die "only $done_count of $EVENTS notifications after 300 s"
+        sleep 0.05
+    done
+    end=$(now_s)
+    # The sales messages may finish a little after the notifications.
+    while [[ $(sql "$db" "SELECT count(*) FROM job_messages WHERE dead_at IS NULL") != 0 ]]; do sleep 0.05; done
+    end_all=$(now_s)
+    eps=$(awk -v n="$EVENTS" -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", n / (b - a) }')
+    mps=$(awk -v n="$EVENTS" -v a="$start" -v b="$end_all" 'BEGIN { printf "%.0f", 2 * n / (b - a) }')
+    dead=$(sql "$db" "SELECT count(*) FROM job_messages WHERE dead_at IS NOT NULL")
+    log "   $EVENTS notifications in $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }') s: $eps events/s; every message settled: $mps messages/s; dead: $dead"
+
+    log "== $workers job process(es): $RATE events/s for $SECONDS_STEADY s"
+    batch=$(( RATE / 10 ))
+    (( batch > 0 )) || batch=1
+    next=$(( EVENTS + 1 ))
+    sql "$db" "TRUNCATE notifications" >/dev/null
+    for ((tick = 0; tick < SECONDS_STEADY * 10; tick++)); do
+        t0=$(now_s)
+        sql "$db" "$(events_sql "$db" "$next" "$batch")" >/dev/null
+        next=$(( next + batch ))
+        rest=$(awk -v a="$t0" -v b="$(now_s)" 'BEGIN { r = 0.1 - (b - a); print (r > 0 ? r : 0) }')
+        sleep "$rest"
+    done
+    sent=$(( next - EVENTS - 1 ))
+    deadline=$(( $(date +%s) + 60 ))
+    while (( $(sql "$db" "SELECT count(*) FROM notifications") < sent )); do
+        (( $(date +%s) < deadline )) || die "the steady events were not all handled after 60 s"
+        sleep 0.1
+    done
+    read -r p50 p99 pmax < <(sql "$db" "
+        SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY n.created_at - o.created_at) || ' ' ||
+               percentile_disc(0.99) WITHIN GROUP (ORDER BY n.created_at - o.created_at) || ' ' ||
+               max(n.created_at - o.created_at)
+        FROM notifications n JOIN outbox o ON o.event_id = n.event_id")
+    log "   $sent events: commit -> notification p50 ${p50} ms, p99 ${p99} ms, max ${pmax} ms"
+    RESULT[$workers]="$eps $mps $p50 $p99 $pmax"
+    stop_server "jobs-$workers" "$SRV_PID"
+    drop_db "$db"
+done
+
+printf '\n%-12s %12s %14s %10s %10s %10s\n' "job procs" "events/s" "messages/s" "p50 ms" "p99 ms" "max ms"
+for workers in $JOB_WORKERS; do
+    read -r eps mps p50 p99 pmax <<<"${RESULT[$workers]}"
+    printf '%-12s %12s %14s %10s %10s %10s\n' "$workers" "$eps" "$mps" "$p50" "$p99" "$pmax"
+done
+printf '(embedded queue on PostgreSQL; burst of %s events; %s events/s steady, poll %s; CPUs %s)\n' \
+    "$EVENTS" "$RATE" "$POLL" "$SERVER_CPU"

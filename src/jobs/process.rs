@@ -1,0 +1,78 @@
+//! A job process: the worker runtime's [`Background`] loop around the
+//! consumer, so the supervisor runs it like an HTTP worker (ready,
+//! heartbeats with per-queue counters, drain on a rolling restart), and
+//! `drover jobs work` runs the same thing by hand.
+//!
+//! It builds the same [`Services`] as an HTTP worker, on the worker's
+//! broadcast: a cache entry a job changes (stock returned by
+//! `orders.expire`) is dropped by every HTTP worker of the host, as when a
+//! request changes it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use drover_worker::{Background, Counters, WorkerContext};
+use tokio::sync::watch;
+
+use super::consumer::{self, Settings, Stats};
+use super::schedule::{Schedules, TaskSettings};
+use crate::app::{Services, StartError};
+use crate::config::Config;
+
+pub struct JobProcess {
+    services: Services,
+    settings: Settings,
+    schedules: Schedules,
+    tasks: TaskSettings,
+    stats: Stats,
+}
+
+impl JobProcess {
+    /// Connects to the database (and the cache) as a worker does.
+    pub async fn build(
+        config: &Config,
+        schedules: Schedules,
+        context: WorkerContext,
+    ) -> Result<Self, StartError> {
+        let services = Services::build(config, context.blocking, context.broadcast).await?;
+        Ok(Self {
+            services,
+            settings: config.jobs.settings(),
+            schedules,
+            tasks: config.task_settings(),
+            stats: Stats::default(),
+        })
+    }
+}
+
+impl Background for JobProcess {
+    fn run(self: Rc<Self>, stop: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(async move {
+            tracing::info!("the job process is consuming");
+            consumer::run(&self.services, self.settings, &self.schedules, self.tasks, stop, &self.stats)
+                .await;
+            let (handled, retried, dead) = self.stats.totals();
+            tracing::info!(
+                published = self.stats.published.get(),
+                handled,
+                retried,
+                dead,
+                "the job process stopped"
+            );
+        })
+    }
+
+    fn counters(&self) -> Counters {
+        let (handled, retried, dead) = self.stats.totals();
+        Counters {
+            requests: handled,
+            in_flight: self.stats.in_hand.get(),
+            failures: retried + dead,
+            queues: self.stats.queues(),
+            app: self.services.counters(),
+            app_gauges: self.services.gauges(),
+            ..Counters::default()
+        }
+    }
+}
