@@ -361,3 +361,26 @@ async fn connections_over_the_per_address_cap_get_503_and_other_addresses_do_not
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// HTTP/1.1 lets a client shut down its write side once it has sent its
+/// requests (`nc -N`, scripts that pipe a request in): every request read
+/// before the end of its input is still answered, then the connection
+/// closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_requests_gets_every_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drover = Drover::start(1);
+    for requests in [1, 3] {
+        let mut stream = tokio::net::TcpStream::connect(drover.addr).await.unwrap();
+        let request = "GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n".repeat(requests);
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut answers = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answers))
+            .await
+            .expect("the connection closes after the answers")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answers);
+        assert_eq!(text.matches("HTTP/1.1 200 OK").count(), requests, "{text}");
+    }
+}

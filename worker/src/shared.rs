@@ -169,6 +169,9 @@ impl Builders {
             .keep_alive(!limits.keep_alive_timeout.is_zero())
             // Our own timer answers slow heads with 408 (hyper would just close).
             .header_read_timeout(None)
+            // A client may shut down its write side after its last request
+            // (HTTP/1.1 allows it): answer what it sent before closing.
+            .half_close(true)
             .max_buf_size(limits.hyper_max_buf_size())
             .max_headers(limits.hyper_max_headers())
             // Not hyper's pipeline_flush: it keeps responses in a buffer that is
