@@ -46,7 +46,7 @@ pub struct RunsArgs {
 pub struct RunArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// orders.expire or outbox.prune.
+    /// orders.expire, outbox.prune or subscriptions.renew.
     task: String,
 }
 

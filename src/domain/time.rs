@@ -92,6 +92,15 @@ pub fn period_end(anchor: SystemTime, interval: Interval, n: u32) -> SystemTime 
     UNIX_EPOCH + Duration::new(u64::try_from(end).unwrap_or(0), nanos)
 }
 
+/// The period after `[start, end)` of a subscription anchored at `anchor`:
+/// from `end` to the first of the anchor's period ends after it. Counting
+/// from the anchor keeps the day of the month (31 Jan: 28 Feb, then 31
+/// Mar). `None` when no period end follows within 10,000 periods (an end
+/// far in the future, or an anchor after it).
+pub fn next_period_end(anchor: SystemTime, interval: Interval, end: SystemTime) -> Option<SystemTime> {
+    (1..=10_000).map(|n| period_end(anchor, interval, n)).find(|&next| next > end)
+}
+
 fn is_leap(year: i64) -> bool {
     (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
 }
@@ -155,6 +164,19 @@ mod tests {
         assert_eq!(show(period_end(at("2028-01-31T00:00:00Z"), Interval::Month, 1)), "2028-02-29T00:00:00Z");
         // Across a year end.
         assert_eq!(show(period_end(at("2027-12-15T08:30:00Z"), Interval::Month, 1)), "2028-01-15T08:30:00Z");
+    }
+
+    #[test]
+    fn the_next_period_counts_from_the_anchor_not_from_the_clamped_end() {
+        let anchor = at("2027-01-31T10:00:00Z");
+        let feb = at("2027-02-28T10:00:00Z");
+        assert_eq!(show(next_period_end(anchor, Interval::Month, feb).unwrap()), "2027-03-31T10:00:00Z");
+        let mar = next_period_end(anchor, Interval::Month, feb).unwrap();
+        assert_eq!(show(next_period_end(anchor, Interval::Month, mar).unwrap()), "2027-04-30T10:00:00Z");
+        let leap = at("2028-02-29T00:00:00Z");
+        let end = next_period_end(leap, Interval::Year, at("2031-02-28T00:00:00Z")).unwrap();
+        assert_eq!(show(end), "2032-02-29T00:00:00Z");
+        assert_eq!(next_period_end(anchor, Interval::Month, at("9999-01-01T00:00:00Z")), None);
     }
 
     #[test]

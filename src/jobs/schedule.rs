@@ -18,10 +18,14 @@ use crate::repo::sql::{self, Sql};
 use crate::repo::{RepoError, Repos};
 
 /// The tasks a schedule may name.
-pub const TASKS: &[&str] = &["orders.expire", "outbox.prune"];
+pub const TASKS: &[&str] = &["orders.expire", "outbox.prune", "subscriptions.renew"];
 
 /// Orders cancelled per `orders.expire` run; the next tick takes the rest.
 const EXPIRE_BATCH: i64 = 1000;
+
+/// Subscriptions renewed or ended per `subscriptions.renew` run; the next
+/// tick takes the rest.
+const RENEW_MAX: u64 = 10_000;
 
 /// A cron expression: five fields (minute hour day-of-month month
 /// day-of-week), or six with seconds first.
@@ -158,6 +162,12 @@ async fn run_claimed(
             .expire_unpaid(before(settings.unpaid_ttl), EXPIRE_BATCH)
             .await
             .map(|n| format!("{n} unpaid orders cancelled"))
+            .map_err(|e| e.to_string()),
+        "subscriptions.renew" => services
+            .subscriptions
+            .renew_due(RENEW_MAX)
+            .await
+            .map(|r| format!("{} periods renewed, {} subscriptions ended", r.renewed, r.ended))
             .map_err(|e| e.to_string()),
         "outbox.prune" => crate::resources::events::prune(sql, before(settings.outbox_retention))
             .await

@@ -75,6 +75,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "jobs", "0009_jobs.sql"),
     migration!(10, "schedules", "0010_schedules.sql"),
     migration!(11, "product_sales", "0011_product_sales.sql"),
+    migration!(12, "subscription_anchor", "0012_subscription_anchor.sql"),
 ];
 
 /// An arbitrary constant identifying drover's migration lock among the

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -167,7 +167,10 @@ async fn jobs_story(drover: &Drover, url: Option<&str>, direct: Direct) {
     expect(&send(addr, "POST", &path(&first, "pay"), &admin, None, &[]).await, 200);
     expect(&send(addr, "POST", &path(&first, "ship"), &admin, None, &[]).await, 200);
     expect(&send(addr, "POST", &path(&second, "cancel"), &ada, None, &[]).await, 200);
-    expect(&send(addr, "POST", "/v1/subscriptions", &ada, Some(&json!({"plan": "basic"})), &[]).await, 201);
+    let subscribed = expect(
+        &send(addr, "POST", "/v1/subscriptions", &ada, Some(&json!({"plan": "basic"})), &[]).await,
+        201,
+    );
     // An order that fails (out of stock) writes no event.
     let too_many = json!({"items": [{"product_id": product["id"], "quantity": 1000}]});
     let refused =
@@ -269,7 +272,66 @@ async fn jobs_story(drover: &Drover, url: Option<&str>, direct: Direct) {
     let missing = jobs_command(drover, url, &["retry", "999999"]).output().unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no dead message with id 999999"));
+
+    renewal_story(drover, url, &direct, &ada, &subscribed["subscription"]).await;
     worker.stop();
+}
+
+fn millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// `subscriptions.renew`, run as the schedule runs it (through its lease):
+/// a subscription whose period ended 44 days ago, anchored a day before
+/// that, is two periods behind (a month after the anchor is 28 to 31 days):
+/// it gets both, each with an invoice charging its plan, and its period
+/// now holds today. Run again, nothing is due. One cancelled at the end of
+/// its period ends instead, without an invoice.
+async fn renewal_story(drover: &Drover, url: Option<&str>, direct: &Direct, ada: &str, subscription: &Value) {
+    let addr = drover.addr;
+    let id = subscription["id"].as_i64().unwrap();
+    let day = 86_400_000;
+    let now = millis(SystemTime::now());
+    let (anchor, end) = (now - 45 * day, now - 44 * day);
+    direct
+        .execute(&format!(
+            "UPDATE subscriptions SET period_anchor = {anchor}, period_start = {anchor}, period_end = {end} WHERE id = {id}"
+        ))
+        .await;
+    let invoices = |page: Value| page["items"].as_array().unwrap().clone();
+    let before = invoices(expect(&send(addr, "GET", "/v1/invoices?limit=100", ada, None, &[]).await, 200));
+    let run = String::from_utf8(jobs(drover, url, &["run", "subscriptions.renew"]).stdout).unwrap();
+    assert_eq!(run.trim(), "subscriptions.renew: ok (2 periods renewed, 0 subscriptions ended)", "{run}");
+    let path = format!("/v1/subscriptions/{id}");
+    let renewed = expect(&send(addr, "GET", &path, ada, None, &[]).await, 200);
+    let period = |s: &Value, key: &str| millis(humantime::parse_rfc3339(s[key].as_str().unwrap()).unwrap());
+    let (start, new_end) = (period(&renewed, "current_period_start"), period(&renewed, "current_period_end"));
+    assert!(start <= now && new_end > now, "the current period holds today: {renewed}");
+    assert!(new_end - start >= 28 * day && new_end - start <= 31 * day, "a month: {renewed}");
+    assert_eq!(renewed["status"], "active");
+    let after = invoices(expect(&send(addr, "GET", "/v1/invoices?limit=100", ada, None, &[]).await, 200));
+    assert_eq!(after.len(), before.len() + 2, "an invoice per period");
+    let newest = &after[0];
+    assert_eq!(newest["total"], json!({"amount": 3000, "currency": "EUR"}), "{newest}");
+    assert_eq!(newest["lines"][0]["kind"], "charge");
+    assert_eq!(period(&newest["lines"][0], "period_start"), start, "{newest}");
+    assert_eq!(period(&newest["lines"][0], "period_end"), new_end, "{newest}");
+    // Both invoices reach the user as notifications, through the queue.
+    let told = await_notifications(drover, ada, 7).await;
+    assert!(told[0].starts_with("Invoice ") && told[1].starts_with("Invoice "), "{told:?}");
+    let again = String::from_utf8(jobs(drover, url, &["run", "subscriptions.renew"]).stdout).unwrap();
+    assert_eq!(again.trim(), "subscriptions.renew: ok (0 periods renewed, 0 subscriptions ended)");
+
+    let cancel = json!({"at_period_end": true});
+    expect(&send(addr, "POST", &format!("{path}/cancel"), ada, Some(&cancel), &[]).await, 200);
+    direct.execute(&format!("UPDATE subscriptions SET period_end = {} WHERE id = {id}", now - day)).await;
+    let ended = String::from_utf8(jobs(drover, url, &["run", "subscriptions.renew"]).stdout).unwrap();
+    assert_eq!(ended.trim(), "subscriptions.renew: ok (0 periods renewed, 1 subscriptions ended)");
+    let cancelled = expect(&send(addr, "GET", &path, ada, None, &[]).await, 200);
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(period(&cancelled, "cancelled_at"), now - day);
+    let last = invoices(expect(&send(addr, "GET", "/v1/invoices?limit=100", ada, None, &[]).await, 200));
+    assert_eq!(last.len(), after.len(), "ending issues no invoice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

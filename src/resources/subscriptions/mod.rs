@@ -50,6 +50,10 @@ pub struct Subscription {
     pub status: SubscriptionStatus,
     /// The current period, `[start, end)`.
     pub period: Period,
+    /// Where its periods are counted from (`domain::time::next_period_end`):
+    /// the first period's start, or the start of the period a change of
+    /// interval began.
+    pub anchor: SystemTime,
     /// Ends when the period does, without renewing.
     pub cancel_at_period_end: bool,
     pub cancelled_at: Option<SystemTime>,

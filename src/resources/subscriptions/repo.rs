@@ -20,6 +20,9 @@ pub trait SubscriptionRepo {
     /// Writes `new` over the stored row if it is still `old`;
     /// [`RepoError::Contention`] if it changed meanwhile.
     async fn replace(&self, old: &Subscription, new: &Subscription) -> Result<(), RepoError>;
+    /// Active subscriptions whose period ended at or before `now`, the
+    /// longest overdue first.
+    async fn due(&self, now: std::time::SystemTime, limit: i64) -> Result<Vec<Subscription>, RepoError>;
 }
 
 pub struct SqlSubscriptionRepo {
@@ -32,8 +35,8 @@ impl SqlSubscriptionRepo {
     }
 }
 
-const COLUMNS: &str =
-    "id, user_id, plan_id, status, period_start, period_end, cancel_at_period_end, cancelled_at, created_at, updated_at";
+const COLUMNS: &str = "id, user_id, plan_id, status, period_start, period_end, cancel_at_period_end, \
+                       cancelled_at, created_at, updated_at, period_anchor";
 
 fn subscription(row: &Row) -> Result<Subscription, RepoError> {
     let status = row.text(3)?;
@@ -48,6 +51,7 @@ fn subscription(row: &Row) -> Result<Subscription, RepoError> {
         cancelled_at: row.opt_int(7)?.map(crate::repo::sql::from_millis),
         created_at: row.time(8)?,
         updated_at: row.time(9)?,
+        anchor: row.time(10)?,
     })
 }
 
@@ -58,7 +62,7 @@ impl SubscriptionRepo for SqlSubscriptionRepo {
             .sql
             .insert(
                 "INSERT INTO subscriptions (user_id, plan_id, status, period_start, period_end, cancel_at_period_end, \
-                 cancelled_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 cancelled_at, created_at, updated_at, period_anchor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 params![
                     s.user.0,
                     s.plan.0,
@@ -68,7 +72,8 @@ impl SubscriptionRepo for SqlSubscriptionRepo {
                     i64::from(s.cancel_at_period_end),
                     s.cancelled_at,
                     s.created_at,
-                    s.updated_at
+                    s.updated_at,
+                    s.anchor
                 ],
             )
             .await?;
@@ -88,7 +93,7 @@ impl SubscriptionRepo for SqlSubscriptionRepo {
             .sql
             .execute(
                 "UPDATE subscriptions SET plan_id = ?, status = ?, period_start = ?, period_end = ?, \
-                 cancel_at_period_end = ?, cancelled_at = ?, updated_at = ? \
+                 cancel_at_period_end = ?, cancelled_at = ?, updated_at = ?, period_anchor = ? \
                  WHERE id = ? AND plan_id = ? AND status = ? AND period_start = ? AND period_end = ? \
                  AND cancel_at_period_end = ?",
                 params![
@@ -99,6 +104,7 @@ impl SubscriptionRepo for SqlSubscriptionRepo {
                     i64::from(new.cancel_at_period_end),
                     new.cancelled_at,
                     new.updated_at,
+                    new.anchor,
                     old.id.0,
                     old.plan.0,
                     old.status.as_str(),
@@ -113,5 +119,19 @@ impl SubscriptionRepo for SqlSubscriptionRepo {
         } else {
             Err(RepoError::Contention(format!("subscription {} changed meanwhile", old.id.0).into()))
         }
+    }
+
+    async fn due(&self, now: std::time::SystemTime, limit: i64) -> Result<Vec<Subscription>, RepoError> {
+        let rows = self
+            .sql
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM subscriptions WHERE status = 'active' AND period_end <= ? \
+                     ORDER BY period_end, id LIMIT ?"
+                ),
+                params![now, limit],
+            )
+            .await?;
+        rows.iter().map(subscription).collect()
     }
 }

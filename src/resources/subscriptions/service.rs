@@ -9,7 +9,7 @@ use super::{SqlSubscriptionRepo, Subscription, SubscriptionId, SubscriptionRepo,
 use crate::domain::proration::{
     credit_for_unused, prorate_change, LineKind, Period, Proration, ProrationError, ProrationLine,
 };
-use crate::domain::time::{period_end, Clock};
+use crate::domain::time::{next_period_end, period_end, Clock};
 use crate::domain::{Invalid, Role};
 use crate::repo::sql;
 use crate::repo::{Database, Repos};
@@ -28,6 +28,18 @@ pub struct Subscribed {
     pub subscription: Subscription,
     pub plan: Plan,
 }
+
+/// What one `subscriptions.renew` run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Renewals {
+    /// Periods renewed, each with its invoice.
+    pub renewed: u64,
+    /// Subscriptions that ended with their period (cancelled at its end).
+    pub ended: u64,
+}
+
+/// Subscriptions taken per query by [`SubscriptionService::renew_due`].
+const RENEW_BATCH: i64 = 100;
 
 /// What a plan change would cost: the lines, their total, and the period
 /// after it.
@@ -160,6 +172,7 @@ impl SubscriptionService {
                         cancelled_at: None,
                         created_at: now,
                         updated_at: now,
+                        anchor: now,
                     };
                     subscription.id = subscriptions(&*repos).insert(&subscription).await?;
                     let charge = ProrationLine {
@@ -242,9 +255,13 @@ impl SubscriptionService {
                         .ok_or_else(|| Invalid::new("plan", "no such plan"))?;
                     let current = Subscribed { subscription: old.clone(), plan: current_plan.clone() };
                     let proration = Self::prorate(&current, &plan, now)?;
+                    // A change of interval starts a new series of periods.
+                    let anchor =
+                        if proration.period == old.period { old.anchor } else { proration.period.start };
                     let new = Subscription {
                         plan: plan.id,
                         period: proration.period,
+                        anchor,
                         updated_at: now,
                         ..old.clone()
                     };
@@ -305,6 +322,82 @@ impl SubscriptionService {
                     subscriptions(&*repos).replace(&old, &new).await?;
                     let bill = invoice(&*repos, &new, &plan, vec![line(&plan, &credit)], now).await?;
                     Ok((Subscribed { subscription: new, plan }, Some(bill)))
+                })
+            })
+            .await
+    }
+
+    /// `subscriptions.renew`: every active subscription whose period has
+    /// ended is renewed for the next period (counted from its anchor) with
+    /// an invoice charging its plan, or, if it was cancelled at period end,
+    /// ends. One that is several periods behind gets a period and an
+    /// invoice for each. Each subscription in its own transaction; one
+    /// changed meanwhile (a request won) is left for the next run. At most
+    /// `max` changes per run.
+    pub async fn renew_due(&self, max: u64) -> Result<Renewals, ServiceError> {
+        let now = self.now();
+        let mut done = Renewals::default();
+        while done.renewed + done.ended < max {
+            let due = subscriptions(&*self.db).due(now, RENEW_BATCH).await?;
+            if due.is_empty() {
+                break;
+            }
+            let mut progressed = false;
+            for subscription in due {
+                match self.renew(subscription.id, now).await {
+                    Ok(Some(true)) => done.renewed += 1,
+                    Ok(Some(false)) => done.ended += 1,
+                    Ok(None) | Err(ServiceError::Contention(_)) => continue,
+                    Err(error) => return Err(error),
+                }
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Renews (`Some(true)`) or ends (`Some(false)`) one subscription whose
+    /// period ended by `now`; `None` if it is not due after all.
+    async fn renew(&self, id: SubscriptionId, now: SystemTime) -> Result<Option<bool>, ServiceError> {
+        self.db
+            .transaction(|repos| {
+                Box::pin(async move {
+                    let Some(old) = subscriptions(&*repos).find(id).await? else { return Ok(None) };
+                    if old.status != SubscriptionStatus::Active || old.period.end > now {
+                        return Ok(None);
+                    }
+                    let plan = plans::repo(&*repos)
+                        .find(old.plan)
+                        .await?
+                        .ok_or_else(|| ServiceError::Internal("a subscription's plan is gone".into()))?;
+                    if old.cancel_at_period_end {
+                        let new = Subscription {
+                            status: SubscriptionStatus::Cancelled,
+                            cancelled_at: Some(old.period.end),
+                            updated_at: now,
+                            ..old.clone()
+                        };
+                        subscriptions(&*repos).replace(&old, &new).await?;
+                        changed(&*repos, &new, &plan, now).await?;
+                        return Ok(Some(false));
+                    }
+                    let end = next_period_end(old.anchor, plan.terms.interval, old.period.end).ok_or_else(
+                        || ServiceError::Internal(format!("subscription {} has no next period", id.0).into()),
+                    )?;
+                    let period = Period { start: old.period.end, end };
+                    let new = Subscription { period, updated_at: now, ..old.clone() };
+                    subscriptions(&*repos).replace(&old, &new).await?;
+                    let charge = ProrationLine {
+                        kind: LineKind::Charge,
+                        amount: plan.terms.price,
+                        from: period.start,
+                        to: period.end,
+                    };
+                    invoice(&*repos, &new, &plan, vec![line(&plan, &charge)], now).await?;
+                    Ok(Some(true))
                 })
             })
             .await
