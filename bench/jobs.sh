@@ -9,7 +9,7 @@
 #   - burst: EVENTS order.placed events committed in one transaction, the
 #     way orders write them; the time until the last notification is stored
 #     gives events/s (each event is two messages: notifications and sales);
-#   - steady: RATE events/s committed in batches every 100 ms for SECONDS;
+#   - steady: RATE events/s committed in batches every 100 ms for STEADY_SECONDS;
 #     p50/p99/max of (notification stored - event committed), from the
 #     rows' own timestamps (ms). jobs.poll_interval (250 ms by default) is
 #     the floor of an idle consumer's delay; POLL sets it.
@@ -20,7 +20,7 @@
 #   EVENTS=20000 SKIP_BUILD=1 bash bench/jobs.sh
 #
 # Knobs (environment variables, defaults in brackets):
-#   EVENTS [5000] RATE [200] SECONDS [10] POLL [250ms] JOB_WORKERS ["1 2"]
+#   EVENTS [5000] RATE [200] STEADY_SECONDS [10] POLL [250ms] JOB_WORKERS ["1 2"]
 #   SERVER_CPU [0,1] SKIP_BUILD [0] TARGET_DIR CARGO_LOCK DROVER_BIN,
 #   PG_HOST [127.0.0.1] PG_PORT [5432] PG_USER [root] PG_ADMIN_DB [test]
 #                      as in the other scripts (bench/lib.sh)
@@ -33,7 +33,7 @@ SERVER_CPU=${SERVER_CPU:-0,1}
 
 EVENTS=${EVENTS:-5000}
 RATE=${RATE:-200}
-SECONDS_STEADY=${SECONDS:-10}
+STEADY_SECONDS=${STEADY_SECONDS:-10}
 POLL=${POLL:-250ms}
 JOB_WORKERS=${JOB_WORKERS:-1 2}
 PG_HOST=${PG_HOST:-127.0.0.1}
@@ -101,12 +101,12 @@ for workers in $JOB_WORKERS; do
     dead=$(sql "$db" "SELECT count(*) FROM job_messages WHERE dead_at IS NOT NULL")
     log "   $EVENTS notifications in $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }') s: $eps events/s; every message settled: $mps messages/s; dead: $dead"
 
-    log "== $workers job process(es): $RATE events/s for $SECONDS_STEADY s"
+    log "== $workers job process(es): $RATE events/s for $STEADY_SECONDS s"
     batch=$(( RATE / 10 ))
     (( batch > 0 )) || batch=1
     next=$(( EVENTS + 1 ))
     sql "$db" "TRUNCATE notifications" >/dev/null
-    for ((tick = 0; tick < SECONDS_STEADY * 10; tick++)); do
+    for ((tick = 0; tick < STEADY_SECONDS * 10; tick++)); do
         t0=$(now_s)
         sql "$db" "$(events_sql "$db" "$next" "$batch")" >/dev/null
         next=$(( next + batch ))

@@ -59,6 +59,8 @@ fn bad_configuration_exits_64_naming_the_key() {
         ("DROVER_FILES__STORE", "ftp://files", "files.store"),
         ("DROVER_FILES__STORE", "s3://", "files.store"),
         ("DROVER_FILES__MAX_BYTES", "0", "files.max_bytes"),
+        ("DROVER_JOBS__WORKERS", "65", "jobs.workers"),
+        ("DROVER_JOBS__WORKERS", "-1", "jobs.workers"),
         ("DROVER_JOBS__MAX_ATTEMPTS", "0", "jobs.max_attempts"),
         ("DROVER_JOBS__RETRY_MAX", "10ms", "jobs.retry_max"),
         ("DROVER_JOBS__LEASE", "0s", "jobs.lease"),
