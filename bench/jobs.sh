@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # drover jobs bench: events per second from the outbox to a stored
-# notification, through the embedded queue on PostgreSQL, with 1 and 2 job
-# processes supervised by `drover serve`, and the delay from an event's
-# commit to its notification.
+# notification, through the embedded queue on PostgreSQL and through
+# RabbitMQ, with 1 and 2 job processes supervised by `drover serve`, and the
+# delay from an event's commit to its notification.
 #
-# For each JOB_WORKERS count, a fresh database and server (one HTTP worker,
-# the job processes, all on SERVER_CPU, which PostgreSQL shares):
+# For each transport and JOB_WORKERS count, a fresh database (and for
+# RabbitMQ a fresh vhost, made and deleted with rabbitmqctl) and server (one
+# HTTP worker, the job processes, all on SERVER_CPU, which PostgreSQL and
+# RabbitMQ share):
 #   - burst: EVENTS order.placed events committed in one transaction, the
 #     way orders write them; the time until the last notification is stored
 #     gives events/s (each event is two messages: notifications and sales);
@@ -21,6 +23,7 @@
 #
 # Knobs (environment variables, defaults in brackets):
 #   EVENTS [5000] RATE [200] STEADY_SECONDS [10] POLL [250ms] JOB_WORKERS ["1 2"]
+#   TRANSPORTS ["embedded rabbitmq"]   AMQP_HOST_PORT [127.0.0.1:5672] (guest/guest)
 #   SERVER_CPU [0,1] SKIP_BUILD [0] TARGET_DIR CARGO_LOCK DROVER_BIN,
 #   PG_HOST [127.0.0.1] PG_PORT [5432] PG_USER [root] PG_ADMIN_DB [test]
 #                      as in the other scripts (bench/lib.sh)
@@ -36,6 +39,9 @@ RATE=${RATE:-200}
 STEADY_SECONDS=${STEADY_SECONDS:-10}
 POLL=${POLL:-250ms}
 JOB_WORKERS=${JOB_WORKERS:-1 2}
+TRANSPORTS=${TRANSPORTS:-embedded rabbitmq}
+AMQP_HOST_PORT=${AMQP_HOST_PORT:-127.0.0.1:5672}
+VHOST=
 PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
 PG_USER=${PG_USER:-root}
@@ -43,6 +49,8 @@ PG_ADMIN_DB=${PG_ADMIN_DB:-test}
 CUR_DB=""
 
 bench_cleanup_init drover-jobs-bench
+delete_vhost() { [[ -z $VHOST ]] || rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true; VHOST=""; }
+trap 'cleanup; delete_vhost' EXIT
 for tool in curl taskset psql awk; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
@@ -70,19 +78,29 @@ events_sql() {
 }
 
 declare -A RESULT
+for transport in $TRANSPORTS; do
 for workers in $JOB_WORKERS; do
+    broker=""
+    if [[ $transport == rabbitmq ]]; then
+        command -v rabbitmqctl >/dev/null || die "rabbitmqctl is required for TRANSPORTS=rabbitmq"
+        VHOST=drover-bench-$$-$workers
+        rabbitmqctl -q add_vhost "$VHOST" >/dev/null && rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null \
+            || die "could not make RabbitMQ vhost $VHOST"
+        broker="amqp://guest:guest@$AMQP_HOST_PORT/$VHOST"
+    fi
     db=drover_jobs_bench_${workers}_$$
     psql_admin "CREATE DATABASE \"$db\"" >/dev/null || die "could not create database $db"
     DBS_CREATED+=("$db")
     url="postgres://$PG_USER@$PG_HOST:$PG_PORT/$db"
     CUR_DB=$db
-    start_drover "jobs-$workers" "$url" DROVER_JOBS__WORKERS="$workers" DROVER_JOBS__POLL_INTERVAL="$POLL"
+    start_drover "jobs-$transport-$workers" "$url" DROVER_JOBS__WORKERS="$workers" DROVER_JOBS__POLL_INTERVAL="$POLL" \
+        DROVER_JOBS__BROKER_URL="$broker"
     printf 'bench password\n' | "$DROVER_BIN" user create --email bench@bench.example --name Bench \
         --password-stdin --database-url "$url" >/dev/null 2>&1 || die "could not create the user"
     sql "$db" "INSERT INTO products (sku, name, price_amount, currency, on_hand, reserved, created_at, updated_at)
                VALUES ('BENCH', 'Bench', 100, 'EUR', 0, 0, 0, 0)" >/dev/null
 
-    log "== $workers job process(es): burst of $EVENTS events"
+    log "== $transport, $workers job process(es): burst of $EVENTS events"
     start=$(now_s)
     sql "$db" "$(events_sql "$db" 1 "$EVENTS")" >/dev/null
     deadline=$(( $(date +%s) + 300 ))
@@ -94,14 +112,15 @@ for workers in $JOB_WORKERS; do
     done
     end=$(now_s)
     # The sales messages may finish a little after the notifications.
-    while [[ $(sql "$db" "SELECT count(*) FROM job_messages WHERE dead_at IS NULL") != 0 ]]; do sleep 0.05; done
+    while [[ $(sql "$db" "SELECT count(*) FROM product_sales WHERE orders >= $EVENTS") != 1 ]]; do sleep 0.05; done
     end_all=$(now_s)
     eps=$(awk -v n="$EVENTS" -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", n / (b - a) }')
     mps=$(awk -v n="$EVENTS" -v a="$start" -v b="$end_all" 'BEGIN { printf "%.0f", 2 * n / (b - a) }')
-    dead=$(sql "$db" "SELECT count(*) FROM job_messages WHERE dead_at IS NOT NULL")
+    dead=$(env -u DROVER_BIN -u DROVER_ARGS DROVER_JOBS__BROKER_URL="$broker" "$DROVER_BIN" jobs status \
+        --database-url "$url" 2>/dev/null | awk '$1 == "notifications" || $1 == "sales" { d += $3 } END { print d + 0 }')
     log "   $EVENTS notifications in $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }') s: $eps events/s; every message settled: $mps messages/s; dead: $dead"
 
-    log "== $workers job process(es): $RATE events/s for $STEADY_SECONDS s"
+    log "== $transport, $workers job process(es): $RATE events/s for $STEADY_SECONDS s"
     batch=$(( RATE / 10 ))
     (( batch > 0 )) || batch=1
     next=$(( EVENTS + 1 ))
@@ -125,15 +144,19 @@ for workers in $JOB_WORKERS; do
                max(n.created_at - o.created_at)
         FROM notifications n JOIN outbox o ON o.event_id = n.event_id")
     log "   $sent events: commit -> notification p50 ${p50} ms, p99 ${p99} ms, max ${pmax} ms"
-    RESULT[$workers]="$eps $mps $p50 $p99 $pmax"
-    stop_server "jobs-$workers" "$SRV_PID"
+    RESULT[$transport-$workers]="$eps $mps $p50 $p99 $pmax"
+    stop_server "jobs-$transport-$workers" "$SRV_PID"
     drop_db "$db"
+    delete_vhost
+done
 done
 
-printf '\n%-12s %12s %14s %10s %10s %10s\n' "job procs" "events/s" "messages/s" "p50 ms" "p99 ms" "max ms"
-for workers in $JOB_WORKERS; do
-    read -r eps mps p50 p99 pmax <<<"${RESULT[$workers]}"
-    printf '%-12s %12s %14s %10s %10s %10s\n' "$workers" "$eps" "$mps" "$p50" "$p99" "$pmax"
+printf '\n%-10s %-10s %10s %12s %8s %8s %8s\n' "transport" "job procs" "events/s" "messages/s" "p50 ms" "p99 ms" "max ms"
+for transport in $TRANSPORTS; do
+    for workers in $JOB_WORKERS; do
+        read -r eps mps p50 p99 pmax <<<"${RESULT[$transport-$workers]}"
+        printf '%-10s %-10s %10s %12s %8s %8s %8s\n' "$transport" "$workers" "$eps" "$mps" "$p50" "$p99" "$pmax"
+    done
 done
-printf '(embedded queue on PostgreSQL; burst of %s events; %s events/s steady, poll %s; CPUs %s)\n' \
+printf '(application database PostgreSQL; burst of %s events; %s events/s steady, poll %s; CPUs %s)\n' \
     "$EVENTS" "$RATE" "$POLL" "$SERVER_CPU"

@@ -9,9 +9,10 @@ use drover_worker::{BlockingPool, Broadcast};
 
 use super::{block_on_local, config_failure, ConfigArgs};
 use crate::app::Services;
+use crate::jobs::lease;
 use crate::jobs::schedule::{self, Schedules};
-use crate::jobs::{lease, queue};
-use crate::repo::{sql, Repos};
+use crate::jobs::transport::{self, Transport};
+use crate::repo::Repos;
 use crate::resources::events;
 use crate::resources::products::http::rfc3339;
 use crate::telemetry::{self, Role as LogRole};
@@ -63,9 +64,10 @@ pub struct DeadArgs {
 pub struct RetryArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// The dead message's id (from `drover jobs dead`).
+    /// The dead message's id (from `drover jobs dead`: a number with the
+    /// embedded queue, the event id with RabbitMQ).
     #[arg(required_unless_present = "all", conflicts_with = "all")]
-    id: Option<i64>,
+    id: Option<String>,
     /// Every dead message.
     #[arg(long)]
     all: bool,
@@ -104,9 +106,11 @@ pub fn run(command: JobsCommand) -> ExitCode {
         )
         .await
         .map_err(|e| e.to_string())?;
+        let transport = transport::open(&config.jobs.transport(), services.db.clone());
+        let transport = &*transport;
         match &command {
             JobsCommand::Work(_) => unreachable!("run above"),
-            JobsCommand::Status(_) => status(&services, &schedules).await,
+            JobsCommand::Status(_) => status(&services, transport, &schedules).await,
             JobsCommand::Runs(args) => runs(&services, args.task.as_deref()).await,
             JobsCommand::Run(args) => {
                 let run = schedule::run_now(&services, &args.task, tasks).await?;
@@ -117,8 +121,8 @@ pub fn run(command: JobsCommand) -> ExitCode {
                     Err(format!("{} failed", run.task))
                 }
             }
-            JobsCommand::Dead(args) => dead(&services, args.queue.as_deref()).await,
-            JobsCommand::Retry(args) => retry(&services, args.id.filter(|_| !args.all)).await,
+            JobsCommand::Dead(args) => dead(transport, args.queue.as_deref()).await,
+            JobsCommand::Retry(args) => retry(transport, args.id.as_deref().filter(|_| !args.all)).await,
         }
     });
     match result {
@@ -130,11 +134,12 @@ pub fn run(command: JobsCommand) -> ExitCode {
     }
 }
 
-async fn status(services: &Services, schedules: &Schedules) -> Result<(), String> {
+async fn status(services: &Services, transport: &dyn Transport, schedules: &Schedules) -> Result<(), String> {
     let sql = services.db.sql();
     let backlog = events::backlog(&*sql).await.map_err(|e| e.to_string())?;
-    let depths = queue::depths(&*sql).await.map_err(|e| e.to_string())?;
     println!("outbox: {backlog} events not yet published");
+    let depths = transport.depths().await.map_err(|e| e.to_string())?;
+    println!("transport: {}", transport.name());
     println!("{:<20} {:>8} {:>8}", "queue", "ready", "dead");
     for (name, _) in crate::jobs::QUEUES {
         let depth = depths.iter().find(|d| d.queue == *name);
@@ -177,8 +182,8 @@ async fn runs(services: &Services, task: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-async fn dead(services: &Services, queue: Option<&str>) -> Result<(), String> {
-    let dead = queue::dead(&*services.db.sql(), queue, 1000).await.map_err(|e| e.to_string())?;
+async fn dead(transport: &dyn Transport, queue: Option<&str>) -> Result<(), String> {
+    let dead = transport.dead(queue, 1000).await.map_err(|e| e.to_string())?;
     if dead.is_empty() {
         println!("no dead messages");
     }
@@ -197,9 +202,8 @@ async fn dead(services: &Services, queue: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-async fn retry(services: &Services, id: Option<i64>) -> Result<(), String> {
-    let now = sql::from_millis(sql::millis(std::time::SystemTime::now()));
-    let revived = queue::revive(&*services.db.sql(), id, now).await.map_err(|e| e.to_string())?;
+async fn retry(transport: &dyn Transport, id: Option<&str>) -> Result<(), String> {
+    let revived = transport.revive(id).await.map_err(|e| e.to_string())?;
     match (id, revived) {
         (Some(id), 0) => Err(format!("no dead message with id {id}")),
         _ => {

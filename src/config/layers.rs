@@ -218,7 +218,7 @@ fn describe(error: &serde_path_to_error::Error<toml::de::Error>) -> (String, Str
 
 fn redacted(mut table: Table) -> Table {
     // URLs may carry a password; the rest of them is worth seeing.
-    for (section, key) in [("database", "url"), ("cache", "redis_url")] {
+    for (section, key) in [("database", "url"), ("cache", "redis_url"), ("jobs", "broker_url")] {
         if let Some(Value::Table(t)) = table.get_mut(section) {
             if let Some(Value::String(url)) = t.get_mut(key) {
                 *url = crate::repo::redact_url(url);

@@ -38,6 +38,13 @@ pub struct Config {
 pub struct JobsConfig {
     /// Job processes `drover serve` runs.
     pub workers: usize,
+    /// Empty: the embedded queue in the application database; `amqp://`:
+    /// RabbitMQ.
+    pub broker_url: String,
+    /// RabbitMQ: exchanges and queues are named `<prefix>.<...>`.
+    pub broker_prefix: String,
+    /// RabbitMQ: unacknowledged messages a job process holds at once.
+    pub prefetch: u16,
     /// Deliveries of a message before it is dead.
     pub max_attempts: u32,
     #[serde(deserialize_with = "values::duration")]
@@ -71,6 +78,14 @@ impl JobsConfig {
             poll_interval: self.poll_interval,
             retry_base: self.retry_base,
             retry_max: self.retry_max,
+        }
+    }
+
+    pub fn transport(&self) -> crate::jobs::transport::TransportSettings {
+        crate::jobs::transport::TransportSettings {
+            broker_url: self.broker_url.clone(),
+            prefix: self.broker_prefix.clone(),
+            prefetch: self.prefetch,
             lease: self.lease,
         }
     }
@@ -540,6 +555,20 @@ impl Config {
         }
         if self.jobs.workers > 64 {
             return Err(("jobs.workers", "must be from 0 to 64".into()));
+        }
+        let broker = &self.jobs.broker_url;
+        if !broker.is_empty() && !broker.starts_with("amqp://") {
+            return Err(("jobs.broker_url", "must be empty (the embedded queue) or an amqp:// URL".into()));
+        }
+        let prefix = &self.jobs.broker_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 100
+            || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(("jobs.broker_prefix", "must be 1 to 100 of A-Z a-z 0-9 . _ -".into()));
+        }
+        if !(1..=1000).contains(&self.jobs.prefetch) {
+            return Err(("jobs.prefetch", "must be from 1 to 1000".into()));
         }
         if !(1..=100).contains(&self.jobs.max_attempts) {
             return Err(("jobs.max_attempts", "must be from 1 to 100".into()));

@@ -12,10 +12,11 @@ use rand_core::{OsRng, RngCore};
 use tokio::sync::watch;
 
 use super::schedule::{self, Schedules, TaskSettings};
-use super::{queue, relay, Outcome, QUEUES};
+use super::transport::{Delivery, Transport, TransportError};
+use super::{relay, Outcome, QUEUES};
 use crate::app::Services;
-use crate::repo::sql::{self, Sql};
-use crate::repo::{RepoError, Repos};
+use crate::repo::sql;
+use crate::repo::Repos;
 
 /// How a consumer paces itself (`[jobs]`).
 #[derive(Debug, Clone, Copy)]
@@ -28,13 +29,10 @@ pub struct Settings {
     pub retry_base: Duration,
     /// ...up to this.
     pub retry_max: Duration,
-    /// How long a claim holds before another consumer may take the message
-    /// (its consumer died).
-    pub lease: Duration,
 }
 
-/// Messages claimed at once per queue.
-const CLAIM: i64 = 16;
+/// Messages taken at once per queue.
+const CLAIM: usize = 16;
 
 /// What one process has done, for its log, `drover ctl status` and the
 /// metrics: the outbox events it published, the message in hand, and per
@@ -82,94 +80,114 @@ impl Stats {
     }
 }
 
-/// Runs until `stop` turns true. Database errors are logged and waited
-/// out: a job process outlives an outage.
+/// The longest pause after failures in a row (database or broker down).
+const FAILING_PAUSE_MAX: Duration = Duration::from_secs(5);
+
+/// Runs until `stop` turns true. Database and broker errors are logged and
+/// waited out, longer after each failure in a row: a job process outlives
+/// an outage.
 pub async fn run(
     services: &Services,
+    transport: &dyn Transport,
     settings: Settings,
     schedules: &Schedules,
     tasks: TaskSettings,
     mut stop: watch::Receiver<bool>,
     stats: &Stats,
 ) {
+    let mut failures = 0u32;
     while !*stop.borrow() {
         if let Err(error) = schedule::run_due(services, schedules, tasks).await {
             tracing::warn!(%error, "checking the schedules failed; trying again");
         }
-        let busy = match round(services, settings, &stop, stats).await {
-            Ok(busy) => busy,
+        let busy = match round(services, transport, settings, &stop, stats).await {
+            Ok(busy) => {
+                if failures > 0 {
+                    tracing::info!(failures, "the job round works again");
+                }
+                failures = 0;
+                busy
+            }
             Err(error) => {
-                tracing::warn!(%error, "the job round failed; trying again");
-                false
+                failures += 1;
+                let pause =
+                    settings.poll_interval.saturating_mul(1 << failures.min(5)).min(FAILING_PAUSE_MAX);
+                tracing::warn!(%error, failures, retry_in_ms = pause.as_millis() as u64, "the job round failed; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
             }
         };
         if !busy {
             tokio::select! {
-                _ = tokio::time::sleep(settings.poll_interval) => {}
+                _ = transport.wait(settings.poll_interval) => {}
                 _ = stop.changed() => {}
             }
         }
     }
 }
 
-/// One round: relay, then one claim per queue. Whether anything was done.
+/// One round: relay, then take what is due of each queue. Whether anything
+/// was done.
 async fn round(
     services: &Services,
+    transport: &dyn Transport,
     settings: Settings,
     stop: &watch::Receiver<bool>,
     stats: &Stats,
-) -> Result<bool, RepoError> {
+) -> Result<bool, TransportError> {
     let sql = services.db.sql();
-    let now = || sql::from_millis(sql::millis(std::time::SystemTime::now()));
-    let published = relay::run_once(&*sql, now()).await?;
+    let now = sql::from_millis(sql::millis(std::time::SystemTime::now()));
+    let published = relay::run_once(&*sql, transport, now).await?;
     stats.published.set(stats.published.get() + published as u64);
     let mut busy = published > 0;
     for (name, _) in QUEUES {
-        let claimed = queue::claim(&*sql, name, CLAIM, settings.lease, now()).await?;
-        busy |= !claimed.is_empty();
-        let mut claimed = claimed.into_iter();
-        for delivery in claimed.by_ref() {
+        let received = transport.receive(name, CLAIM).await?;
+        busy |= !received.is_empty();
+        let mut received = received.into_iter();
+        for delivery in received.by_ref() {
             stats.count(name, |counters| counters.received += 1);
             stats.in_hand.set(1);
             let started = std::time::Instant::now();
-            let settled = settle(&*sql, services, settings, &delivery, now()).await;
+            let settled = settle(transport, services, settings, &delivery).await;
             stats.in_hand.set(0);
             stats.settled(name, started.elapsed(), settled?);
             if *stop.borrow() {
                 break;
             }
         }
-        for left in claimed {
-            queue::release(&*sql, &left).await?;
+        for left in received {
+            transport.release(&left).await?;
         }
     }
     Ok(busy)
 }
 
 async fn settle(
-    sql: &dyn Sql,
+    transport: &dyn Transport,
     services: &Services,
     settings: Settings,
-    delivery: &queue::Delivery,
-    now: std::time::SystemTime,
-) -> Result<fn(&mut QueueCounters), RepoError> {
+    delivery: &Delivery,
+) -> Result<fn(&mut QueueCounters), TransportError> {
     let message = &delivery.message;
-    match super::handle(services, &delivery.queue, &message.event_id, &message.payload).await {
+    match super::handle(services, delivery.queue, &message.event_id, &message.payload).await {
         Outcome::Done => {
-            queue::ack(sql, delivery).await?;
+            transport.ack(delivery).await?;
             Ok(|counters| counters.succeeded += 1)
         }
         Outcome::Retry(error) if delivery.attempts < settings.max_attempts => {
             let delay = backoff(settings, delivery.attempts);
             tracing::warn!(queue = %delivery.queue, event_id = %message.event_id, kind = %message.kind,
                 attempts = delivery.attempts, retry_in_ms = delay.as_millis() as u64, %error, "a job failed; retrying");
-            queue::retry(sql, delivery, now + delay, &error).await?;
+            transport.retry(delivery, delay, &error).await?;
             Ok(|counters| counters.retried += 1)
         }
         Outcome::Retry(error) | Outcome::Poison(error) => {
             tracing::error!(queue = %delivery.queue, event_id = %message.event_id, kind = %message.kind,
                 attempts = delivery.attempts, %error, "a job is dead: `drover jobs dead` lists it, `drover jobs retry` revives it");
-            queue::bury(sql, delivery, &error, now).await?;
+            transport.bury(delivery, &error).await?;
             Ok(|counters| counters.dead += 1)
         }
     }
@@ -198,7 +216,6 @@ mod tests {
             poll_interval: Duration::from_millis(100),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
-            lease: Duration::from_secs(60),
         };
         for _ in 0..100 {
             let first = backoff(settings, 1);

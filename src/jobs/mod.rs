@@ -18,6 +18,7 @@ pub mod process;
 pub mod queue;
 pub mod relay;
 pub mod schedule;
+pub mod transport;
 
 use crate::resources::events::Event;
 

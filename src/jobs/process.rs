@@ -17,11 +17,13 @@ use tokio::sync::watch;
 
 use super::consumer::{self, Settings, Stats};
 use super::schedule::{Schedules, TaskSettings};
+use super::transport::{self, Transport};
 use crate::app::{Services, StartError};
 use crate::config::Config;
 
 pub struct JobProcess {
     services: Services,
+    transport: Rc<dyn Transport>,
     settings: Settings,
     schedules: Schedules,
     tasks: TaskSettings,
@@ -36,8 +38,11 @@ impl JobProcess {
         context: WorkerContext,
     ) -> Result<Self, StartError> {
         let services = Services::build(config, context.blocking, context.broadcast).await?;
+        let transport = transport::open(&config.jobs.transport(), services.db.clone());
+        tracing::info!(transport = transport.name(), "job transport");
         Ok(Self {
             services,
+            transport,
             settings: config.jobs.settings(),
             schedules,
             tasks: config.task_settings(),
@@ -50,7 +55,8 @@ impl Background for JobProcess {
     fn run(self: Rc<Self>, stop: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()>>> {
         Box::pin(async move {
             tracing::info!("the job process is consuming");
-            consumer::run(&self.services, self.settings, &self.schedules, self.tasks, stop, &self.stats)
+            let (services, transport) = (&self.services, &*self.transport);
+            consumer::run(services, transport, self.settings, &self.schedules, self.tasks, stop, &self.stats)
                 .await;
             let (handled, retried, dead) = self.stats.totals();
             tracing::info!(

@@ -26,25 +26,7 @@ pub struct Delivery {
     claim: String,
 }
 
-/// A dead message, for `drover jobs dead`.
-#[derive(Debug, Clone)]
-pub struct Dead {
-    pub id: i64,
-    pub queue: String,
-    pub event_id: String,
-    pub kind: String,
-    pub attempts: i64,
-    pub last_error: String,
-    pub dead_at: SystemTime,
-}
-
-/// A queue's depth: messages waiting or being handled, and dead ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Depth {
-    pub queue: String,
-    pub ready: i64,
-    pub dead: i64,
-}
+pub use super::transport::{Dead, Depth};
 
 /// Puts `message` on `queue`; a second publish of the same event (the
 /// relay retried) adds nothing.
@@ -184,7 +166,7 @@ pub async fn dead(sql: &dyn Sql, queue: Option<&str>, limit: i64) -> Result<Vec<
     rows.iter()
         .map(|row| {
             Ok(Dead {
-                id: row.int(0)?,
+                id: row.int(0)?.to_string(),
                 queue: row.text(1)?,
                 event_id: row.text(2)?,
                 kind: row.text(3)?,

@@ -1,24 +1,29 @@
 //! The outbox relay: publishes events the services wrote to the outbox,
-//! oldest first, and marks each sent only after the queue has it. A crash
-//! between the two publishes it again, which the queue ignores (one row
-//! per event and queue); nothing is ever lost.
+//! oldest first, to the queues that take them, and marks each sent only
+//! after the transport has it (committed, or confirmed by the broker). A
+//! crash between the two publishes it again, which handlers apply once;
+//! nothing is ever lost. A broker that is down leaves events in the outbox
+//! until it is back; requests that write them never wait for it.
 
 use std::time::SystemTime;
 
+use super::transport::{Transport, TransportError};
 use crate::repo::sql::Sql;
-use crate::repo::RepoError;
 use crate::resources::events;
 
 /// Events published per round.
 const BATCH: i64 = 100;
 
 /// Publishes up to one batch of the outbox; how many events it published.
-pub async fn run_once(sql: &dyn Sql, now: SystemTime) -> Result<usize, RepoError> {
+pub async fn run_once(
+    sql: &dyn Sql,
+    transport: &dyn Transport,
+    now: SystemTime,
+) -> Result<usize, TransportError> {
     let pending = events::unpublished(sql, BATCH).await?;
     for event in &pending {
-        for queue in super::queues_for(&event.message.kind) {
-            super::queue::publish(sql, queue, &event.message, now).await?;
-        }
+        let queues: Vec<&'static str> = super::queues_for(&event.message.kind).collect();
+        transport.publish(&event.message, &queues).await?;
         events::mark_published(sql, event.id, now).await?;
     }
     Ok(pending.len())

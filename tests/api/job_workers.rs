@@ -15,7 +15,7 @@ use crate::db::PgDatabase;
 use crate::helpers::{Drover, Options};
 use crate::metrics::{scrape, sum};
 
-fn ctl_status(drover: &Drover) -> Value {
+pub(crate) fn ctl_status(drover: &Drover) -> Value {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
         .args(["ctl", "status", "--json", "--control-socket"])
         .arg(drover.dir.path().join("drover.sock"))
@@ -26,13 +26,13 @@ fn ctl_status(drover: &Drover) -> Value {
 }
 
 /// The job process rows of `drover ctl status`.
-fn job_rows(drover: &Drover) -> Vec<Value> {
+pub(crate) fn job_rows(drover: &Drover) -> Vec<Value> {
     let status = ctl_status(drover);
     status["workers"].as_array().unwrap().iter().filter(|w| w["kind"] == "jobs").cloned().collect()
 }
 
 /// Waits until one job process is ready and `accept` likes it; its pid.
-fn await_job_process(drover: &Drover, accept: impl Fn(&Value) -> bool) -> u32 {
+pub(crate) fn await_job_process(drover: &Drover, accept: impl Fn(&Value) -> bool) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let rows = job_rows(drover);
@@ -48,7 +48,7 @@ fn await_job_process(drover: &Drover, accept: impl Fn(&Value) -> bool) -> u32 {
 
 /// Every notification of the user (paging through them), as
 /// `(event id, message)`.
-async fn all_notifications(drover: &Drover, token: &str) -> Vec<(String, String)> {
+pub(crate) async fn all_notifications(drover: &Drover, token: &str) -> Vec<(String, String)> {
     let mut all = Vec::new();
     let mut query = "?limit=100".to_owned();
     loop {
@@ -68,7 +68,7 @@ async fn all_notifications(drover: &Drover, token: &str) -> Vec<(String, String)
 
 /// Waits until the user has `count` notifications, then checks that no
 /// order was told twice.
-async fn await_exactly(drover: &Drover, token: &str, count: usize) {
+pub(crate) async fn await_exactly(drover: &Drover, token: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let all = all_notifications(drover, token).await;
@@ -91,7 +91,7 @@ async fn await_exactly(drover: &Drover, token: &str, count: usize) {
 }
 
 /// Places `count` orders, `concurrency` at a time; every one must succeed.
-async fn place_orders(
+pub(crate) async fn place_orders(
     drover: &Drover,
     token: &str,
     product: i64,

@@ -25,6 +25,8 @@ mod openapi;
 mod outage;
 mod parsing;
 mod perms;
+mod proxy;
+mod rabbitmq;
 mod rate_limits;
 mod repo;
 mod reports;
