@@ -5,8 +5,9 @@
 //! nothing is ever lost. A broker that is down leaves events in the outbox
 //! until it is back; requests that write them never wait for it.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use super::lease;
 use super::transport::{Transport, TransportError};
 use crate::repo::sql::Sql;
 use crate::resources::events;
@@ -14,8 +15,33 @@ use crate::resources::events;
 /// Events published per round.
 const BATCH: i64 = 100;
 
+/// The lease that lets one relay at a time publish to a transport that
+/// would store an event twice; past it (its holder died), another takes
+/// over.
+const RELAY: &str = "outbox.relay";
+const RELAY_LEASE: Duration = Duration::from_secs(10);
+
 /// Publishes up to one batch of the outbox; how many events it published.
 pub async fn run_once(
+    sql: &dyn Sql,
+    transport: &dyn Transport,
+    now: SystemTime,
+) -> Result<usize, TransportError> {
+    if transport.publish_is_idempotent() {
+        return publish_batch(sql, transport, now).await;
+    }
+    lease::ensure(sql, RELAY).await?;
+    let token = super::schedule::token();
+    if !lease::claim_now(sql, RELAY, &token, now, now + RELAY_LEASE).await? {
+        // Another process is relaying.
+        return Ok(0);
+    }
+    let published = publish_batch(sql, transport, now).await;
+    lease::release(sql, RELAY, &token).await?;
+    published
+}
+
+async fn publish_batch(
     sql: &dyn Sql,
     transport: &dyn Transport,
     now: SystemTime,

@@ -93,7 +93,7 @@ fn runner() -> String {
     format!("{}:{}", host.trim(), std::process::id())
 }
 
-fn token() -> String {
+pub(super) fn token() -> String {
     let mut bytes = [0u8; 16];
     OsRng.fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()

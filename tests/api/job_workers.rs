@@ -244,3 +244,61 @@ async fn supervised_job_processes_on_postgres() {
     let drover = start(Some(&db.url));
     supervised_story(&drover, Some(&db.url), 1000).await;
 }
+
+/// Two drover instances on one PostgreSQL database, two job processes each,
+/// and a schedule every second for 10 s: each tick ran exactly once, and
+/// none was skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_run_each_scheduled_tick_once() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let config = crate::helpers::TempDir::new("schedule");
+    let file = config.path().join("drover.toml");
+    std::fs::write(
+        &file,
+        "[jobs]\nworkers = 2\npoll_interval = \"100ms\"\n[jobs.schedule]\n\"orders.expire\" = \"* * * * * *\"\n\
+         \"outbox.prune\" = \"\"\n\"subscriptions.renew\" = \"\"\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let start = || {
+        Drover::start_with(Options {
+            workers: 1,
+            args: vec!["--database-url", &db.url, "--config", file],
+            // The harness turns job processes off; the file's count rules.
+            env: vec![("DROVER_JOBS__WORKERS", "2")],
+            ..Options::default()
+        })
+    };
+    let (one, two) = (start(), start());
+    for drover in [&one, &two] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while job_rows(drover).iter().filter(|r| r["state"] == "ready").count() < 2 {
+            assert!(Instant::now() < deadline, "job processes not ready\n{}", drover.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["jobs", "runs", "--task", "orders.expire", "--database-url", &db.url])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let runs = String::from_utf8(output.stdout).unwrap();
+    let mut ticks: Vec<std::time::SystemTime> = runs
+        .lines()
+        .map(|l| humantime::parse_rfc3339(l.split('\t').nth(2).unwrap().trim_start_matches("tick=")).unwrap())
+        .collect();
+    ticks.sort();
+    let distinct: HashSet<_> = ticks.iter().collect();
+    assert_eq!(distinct.len(), ticks.len(), "a tick ran twice: {runs}");
+    assert!(ticks.len() >= 9, "a run per second over 10 s: {runs}");
+    for pair in ticks.windows(2) {
+        assert_eq!(
+            pair[1].duration_since(pair[0]).unwrap(),
+            Duration::from_secs(1),
+            "a tick was skipped: {runs}"
+        );
+    }
+    let runners: HashSet<&str> = runs.lines().filter_map(|l| l.split('\t').nth(6)).collect();
+    eprintln!("ticks: {}, runners: {runners:?}", ticks.len());
+}

@@ -365,6 +365,10 @@ impl Transport for Amqp {
         "rabbitmq"
     }
 
+    fn publish_is_idempotent(&self) -> bool {
+        false
+    }
+
     async fn publish(&self, message: &Message, queues: &[&'static str]) -> Result<(), TransportError> {
         let link = self.link().await?;
         let mut confirms = Vec::new();

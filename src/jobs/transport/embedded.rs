@@ -41,6 +41,10 @@ impl Transport for Embedded {
         "embedded"
     }
 
+    fn publish_is_idempotent(&self) -> bool {
+        true
+    }
+
     async fn publish(&self, message: &Message, queues: &[&'static str]) -> Result<(), TransportError> {
         let sql = self.db.sql();
         for queue in queues {

@@ -76,6 +76,12 @@ pub trait Transport {
     /// Which transport, for logs and `drover jobs status`.
     fn name(&self) -> &'static str;
 
+    /// Whether publishing an event twice stores it once (the embedded
+    /// queue's rows are unique per event and queue). When it does not, one
+    /// relay at a time publishes, so that job processes do not all publish
+    /// the same events.
+    fn publish_is_idempotent(&self) -> bool;
+
     /// Puts `message` on each of `queues`; returns once the transport has
     /// it for good (committed, or confirmed by the broker). Publishing the
     /// same event twice may deliver it twice; handlers apply it once.
