@@ -60,6 +60,9 @@ fn bad_configuration_exits_64_naming_the_key() {
         ("DROVER_FILES__STORE", "s3://", "files.store"),
         ("DROVER_FILES__MAX_BYTES", "0", "files.max_bytes"),
         ("DROVER_JOBS__WORKERS", "65", "jobs.workers"),
+        ("DROVER_JOBS__BROKER_URL", "amqps://mq", "jobs.broker_url"),
+        ("DROVER_JOBS__BROKER_PREFIX", "a b", "jobs.broker_prefix"),
+        ("DROVER_JOBS__PREFETCH", "0", "jobs.prefetch"),
         ("DROVER_JOBS__WORKERS", "-1", "jobs.workers"),
         ("DROVER_JOBS__MAX_ATTEMPTS", "0", "jobs.max_attempts"),
         ("DROVER_JOBS__RETRY_MAX", "10ms", "jobs.retry_max"),
@@ -132,12 +135,14 @@ fn secrets_are_redacted_and_bad_keys_name_their_setting() {
         &[
             ("DROVER_AUTH__KEY", "a-very-secret-value-that-is-long-enough!!"),
             ("DROVER_AUTH__ALGORITHM", "HS256"),
+            ("DROVER_JOBS__BROKER_URL", "amqp://jobs:rabbit-secret@mq.internal:5672/drover"),
         ],
     );
     assert_eq!(output.status.code(), Some(0));
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(!text.contains("hunter2") && !text.contains("a-very-secret"), "{text}");
     assert!(text.contains("postgres://app:<redacted>@db.internal/app"), "{text}");
+    assert!(!text.contains("rabbit-secret") && text.contains("amqp://jobs:<redacted>@mq.internal"), "{text}");
 
     // A key file that does not exist, or too short a secret, stops `serve`
     // with exit 64 naming the setting.

@@ -16,7 +16,7 @@ use tokio::task::LocalSet;
 use tracing::{info, warn};
 
 use crate::blocking::BlockingPool;
-use crate::control::{self, Broadcast, ControlWriter, DrainCause};
+use crate::control::{ControlWriter, DrainCause};
 use crate::server::{RunError, WorkerContext, WorkerInfo, WorkerSignals};
 
 /// What a background worker runs.
@@ -58,12 +58,7 @@ where
     Fut: Future<Output = Result<B, E>>,
     E: Display,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .max_blocking_threads(options.blocking_threads.max(1))
-        .on_thread_start(crate::blocking::lower_thread_priority)
-        .build()
-        .map_err(RunError::Runtime)?;
+    let runtime = crate::server::runtime(options.blocking_threads)?;
     LocalSet::new().block_on(&runtime, serve(options, control, make))
 }
 
@@ -78,29 +73,13 @@ where
     Fut: Future<Output = Result<B, E>>,
     E: Display,
 {
-    let (writer, reader) = ControlWriter::new(control).map_err(RunError::Setup)?;
-    let writer = Rc::new(writer);
-    let broadcast = Broadcast::new(writer.clone());
-    let (drain_cause_tx, drain_cause) = tokio::sync::oneshot::channel();
-    tokio::task::spawn_local(control::read_commands(
-        reader,
-        broadcast.clone(),
-        writer.clone(),
-        drain_cause_tx,
-    ));
+    let (writer, broadcast, drain_cause) = crate::server::open_control(control)?;
     let context = WorkerContext {
         info: options.info,
         blocking: BlockingPool::new(options.blocking_threads + options.blocking_queue),
         broadcast,
     };
-    let app = match make(context).await {
-        Ok(app) => Rc::new(app),
-        Err(error) => {
-            let message = error.to_string();
-            writer.send(&WorkerMessage::Exiting { reason: format!("app failed to start: {message}") });
-            return Err(RunError::App(message));
-        }
-    };
+    let app = Rc::new(crate::server::make(&writer, make(context)).await?);
     let mut signals = WorkerSignals::register().map_err(RunError::Setup)?;
     let (stop_tx, stop) = watch::channel(false);
     let mut work = tokio::task::spawn_local(app.clone().run(stop));

@@ -102,15 +102,54 @@ where
     Fut: Future<Output = Result<A, E>>,
     E: Display,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = runtime(options.blocking_threads)?;
+    LocalSet::new().block_on(&runtime, serve(options, inherited, make_app))
+}
+
+/// A worker's runtime: the event loop on this thread, and a blocking pool
+/// of `blocking_threads`.
+pub(crate) fn runtime(blocking_threads: usize) -> Result<tokio::runtime::Runtime, RunError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(options.blocking_threads.max(1))
+        .max_blocking_threads(blocking_threads.max(1))
         // On a current-thread runtime every thread the runtime starts is a
         // blocking-pool thread; the event loop is this thread.
         .on_thread_start(crate::blocking::lower_thread_priority)
         .build()
-        .map_err(RunError::Runtime)?;
-    LocalSet::new().block_on(&runtime, serve(options, inherited, make_app))
+        .map_err(RunError::Runtime)
+}
+
+/// The worker's side of the control channel, read for the worker's whole
+/// life (deliveries must be acknowledged while draining too): the writer,
+/// the broadcast, and the first drain request (or the supervisor's
+/// disappearance).
+pub(crate) fn open_control(
+    control: Option<std::os::unix::net::UnixStream>,
+) -> Result<(Rc<ControlWriter>, Broadcast, tokio::sync::oneshot::Receiver<DrainCause>), RunError> {
+    let (writer, reader) = ControlWriter::new(control).map_err(RunError::Setup)?;
+    let writer = Rc::new(writer);
+    let broadcast = Broadcast::new(writer.clone());
+    let (drain_cause_tx, drain_cause) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_local(control::read_commands(
+        reader,
+        broadcast.clone(),
+        writer.clone(),
+        drain_cause_tx,
+    ));
+    Ok((writer, broadcast, drain_cause))
+}
+
+/// Builds the application, telling the supervisor why when it cannot.
+pub(crate) async fn make<A, Fut, E>(writer: &ControlWriter, made: Fut) -> Result<A, RunError>
+where
+    Fut: Future<Output = Result<A, E>>,
+    E: Display,
+{
+    made.await.map_err(|error| {
+        let message = error.to_string();
+        writer.send(&WorkerMessage::Exiting { reason: format!("app failed to start: {message}") });
+        RunError::App(message)
+    })
 }
 
 async fn serve<A, F, Fut, E>(
@@ -124,31 +163,13 @@ where
     Fut: Future<Output = Result<A, E>>,
     E: Display,
 {
-    let (writer, reader) = ControlWriter::new(inherited.control).map_err(RunError::Setup)?;
-    let writer = Rc::new(writer);
-    let broadcast = Broadcast::new(writer.clone());
-    // Read the supervisor's messages from the start, and for the whole
-    // life of the worker: deliveries must be acknowledged while draining too.
-    let (drain_cause_tx, drain_cause) = tokio::sync::oneshot::channel();
-    tokio::task::spawn_local(control::read_commands(
-        reader,
-        broadcast.clone(),
-        writer.clone(),
-        drain_cause_tx,
-    ));
+    let (writer, broadcast, drain_cause) = open_control(inherited.control)?;
     let context = WorkerContext {
         info: options.info,
         blocking: BlockingPool::new(options.blocking_threads + options.blocking_queue),
         broadcast,
     };
-    let app = match make_app(context).await {
-        Ok(app) => app,
-        Err(error) => {
-            let message = error.to_string();
-            writer.send(&WorkerMessage::Exiting { reason: format!("app failed to start: {message}") });
-            return Err(RunError::App(message));
-        }
-    };
+    let app = make(&writer, make_app(context)).await?;
     let mut signals = WorkerSignals::register().map_err(RunError::Setup)?;
 
     let (drain_tx, drain_rx) = watch::channel(false);
