@@ -15,8 +15,12 @@
 #     p50/p99/max of (notification stored - event committed), from the
 #     rows' own timestamps (ms). jobs.poll_interval (250 ms by default) is
 #     the floor of an idle consumer's delay; POLL sets it.
-# The events skip HTTP on purpose: this measures the job side alone
-# (bench/orders.sh measures placing orders).
+#   - end to end: wrk places orders over HTTP (POST /v1/orders, one
+#     Idempotency-Key each, bench/orders.lua) on ORDER_CONNS connections for
+#     ORDER_SECONDS; orders/s placed, then events/s from the first order to
+#     the last notification stored, and p50/p99 of notification stored -
+#     order committed (ms).
+# The burst and the steady rate skip HTTP: they measure the job side alone.
 #
 #   bash bench/jobs.sh                       # ~1 min plus the build
 #   EVENTS=20000 SKIP_BUILD=1 bash bench/jobs.sh
@@ -24,6 +28,7 @@
 # Knobs (environment variables, defaults in brackets):
 #   EVENTS [5000] RATE [200] STEADY_SECONDS [10] POLL [250ms] JOB_WORKERS ["1 2"]
 #   TRANSPORTS ["embedded rabbitmq"]   AMQP_HOST_PORT [127.0.0.1:5672] (guest/guest)
+#   ORDER_SECONDS [5] ORDER_CONNS [8]   wrk (installed with apt when missing)
 #   SERVER_CPU [0,1] SKIP_BUILD [0] TARGET_DIR CARGO_LOCK DROVER_BIN,
 #   PG_HOST [127.0.0.1] PG_PORT [5432] PG_USER [root] PG_ADMIN_DB [test]
 #                      as in the other scripts (bench/lib.sh)
@@ -41,6 +46,8 @@ POLL=${POLL:-250ms}
 JOB_WORKERS=${JOB_WORKERS:-1 2}
 TRANSPORTS=${TRANSPORTS:-embedded rabbitmq}
 AMQP_HOST_PORT=${AMQP_HOST_PORT:-127.0.0.1:5672}
+ORDER_SECONDS=${ORDER_SECONDS:-5}
+ORDER_CONNS=${ORDER_CONNS:-8}
 VHOST=
 PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
@@ -54,6 +61,7 @@ trap 'cleanup; delete_vhost' EXIT
 for tool in curl taskset psql awk; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
+command -v wrk >/dev/null || apt_install wrk
 bench_preflight
 psql_admin 'SELECT 1' >/dev/null || die "PostgreSQL is not reachable at $PG_USER@$PG_HOST:$PG_PORT/$PG_ADMIN_DB"
 [[ $SKIP_BUILD == 1 ]] || cargo_build "$ROOT/Cargo.toml" "$TARGET_DIR"
@@ -98,7 +106,7 @@ for workers in $JOB_WORKERS; do
     printf 'bench password\n' | "$DROVER_BIN" user create --email bench@bench.example --name Bench \
         --password-stdin --database-url "$url" >/dev/null 2>&1 || die "could not create the user"
     sql "$db" "INSERT INTO products (sku, name, price_amount, currency, on_hand, reserved, created_at, updated_at)
-               VALUES ('BENCH', 'Bench', 100, 'EUR', 0, 0, 0, 0)" >/dev/null
+               VALUES ('BENCH', 'Bench', 100, 'EUR', 1000000000, 0, 0, 0)" >/dev/null
 
     log "== $transport, $workers job process(es): burst of $EVENTS events"
     start=$(now_s)
@@ -144,18 +152,48 @@ for workers in $JOB_WORKERS; do
                max(n.created_at - o.created_at)
         FROM notifications n JOIN outbox o ON o.event_id = n.event_id")
     log "   $sent events: commit -> notification p50 ${p50} ms, p99 ${p99} ms, max ${pmax} ms"
-    RESULT[$transport-$workers]="$eps $mps $p50 $p99 $pmax"
+
+    log "== $transport, $workers job process(es): orders over HTTP for ${ORDER_SECONDS}s (wrk -c$ORDER_CONNS)"
+    login=$(http POST /v1/auth/login '{"email":"bench@bench.example","password":"bench password"}')
+    token=$(sed -n 's/.*"access_token"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' <<<"$login")
+    [[ -n $token ]] || die "no token: $login"
+    product=$(sql "$db" "SELECT id FROM products LIMIT 1")
+    sql "$db" "TRUNCATE notifications" >/dev/null
+    since=$(sql "$db" "SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
+    start=$(now_s)
+    wrk -t1 -c"$ORDER_CONNS" -d"${ORDER_SECONDS}s" -s "$BENCH_DIR/orders.lua" "http://$SRV_ADDR" \
+        -- "$token" "$product" "$product" >"$WORK/wrk.out" 2>&1 || die "wrk failed: $(cat "$WORK/wrk.out")"
+    placed_at=$(now_s)
+    placed=$(sql "$db" "SELECT count(*) FROM orders")
+    errors=$(awk '/Non-2xx/ { print $NF }' "$WORK/wrk.out")
+    deadline=$(( $(date +%s) + 120 ))
+    while (( $(sql "$db" "SELECT count(*) FROM notifications") < placed )); do
+        (( $(date +%s) < deadline )) || die "the orders' notifications were not all stored after 120 s"
+        sleep 0.05
+    done
+    end=$(now_s)
+    ops=$(awk -v n="$placed" -v a="$start" -v b="$placed_at" 'BEGIN { printf "%.0f", n / (b - a) }')
+    e2e=$(awk -v n="$placed" -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", n / (b - a) }')
+    read -r o50 o99 < <(sql "$db" "
+        SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY n.created_at - o.created_at) || ' ' ||
+               percentile_disc(0.99) WITHIN GROUP (ORDER BY n.created_at - o.created_at)
+        FROM notifications n JOIN outbox o ON o.event_id = n.event_id WHERE o.created_at >= $since")
+    log "   $placed orders placed ($ops/s${errors:+, $errors non-2xx}); all notified after $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }') s: $e2e events/s end to end; order -> notification p50 ${o50} ms, p99 ${o99} ms"
+    RESULT[$transport-$workers]="$eps $mps $p50 $p99 $pmax $ops $e2e $o50 $o99"
     stop_server "jobs-$transport-$workers" "$SRV_PID"
     drop_db "$db"
     delete_vhost
 done
 done
 
-printf '\n%-10s %-10s %10s %12s %8s %8s %8s\n' "transport" "job procs" "events/s" "messages/s" "p50 ms" "p99 ms" "max ms"
+printf '\n%-10s %-5s | %-27s | %-18s | %-33s\n' "" "" "burst (outbox)" "steady $RATE/s" "orders over HTTP (wrk)"
+printf '%-10s %-5s | %10s %16s | %8s %9s | %8s %10s %6s %6s\n' "transport" "procs" "events/s" "messages/s" \
+    "p50 ms" "p99 ms" "orders/s" "events/s" "p50" "p99"
 for transport in $TRANSPORTS; do
     for workers in $JOB_WORKERS; do
-        read -r eps mps p50 p99 pmax <<<"${RESULT[$transport-$workers]}"
-        printf '%-10s %-10s %10s %12s %8s %8s %8s\n' "$transport" "$workers" "$eps" "$mps" "$p50" "$p99" "$pmax"
+        read -r eps mps p50 p99 pmax ops e2e o50 o99 <<<"${RESULT[$transport-$workers]}"
+        printf '%-10s %-5s | %10s %16s | %8s %9s | %8s %10s %6s %6s\n' "$transport" "$workers" "$eps" "$mps" \
+            "$p50" "$p99" "$ops" "$e2e" "$o50" "$o99"
     done
 done
 printf '(application database PostgreSQL; burst of %s events; %s events/s steady, poll %s; CPUs %s)\n' \
