@@ -302,3 +302,38 @@ async fn two_instances_run_each_scheduled_tick_once() {
     let runners: HashSet<&str> = runs.lines().filter_map(|l| l.split('\t').nth(6)).collect();
     eprintln!("ticks: {}, runners: {runners:?}", ticks.len());
 }
+
+/// The stall watchdog covers job processes too: one whose event loop stops
+/// (SIGSTOP) sends no heartbeat, is killed and replaced, and the new one
+/// consumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_job_process_is_killed_and_replaced() {
+    let drover = Drover::start_with(Options {
+        workers: 1,
+        env: vec![
+            ("DROVER_JOBS__WORKERS", "1"),
+            ("DROVER_JOBS__POLL_INTERVAL", "50ms"),
+            ("DROVER_WORKER__HEARTBEAT_INTERVAL", "200ms"),
+            ("DROVER_WORKER__STALL_TIMEOUT", "1s"),
+        ],
+        ..Options::default()
+    });
+    let victim = await_job_process(&drover, |_| true);
+    crate::helpers::send(victim, libc::SIGSTOP);
+    let replacement = await_job_process(&drover, |row| row["pid"] != victim);
+    drover.worker_pids();
+    let log = drover.log();
+    let stalled =
+        log.lines().find(|l| l.contains("worker event loop stalled")).unwrap_or_else(|| panic!("{log}"));
+    assert!(stalled.contains("jobs-0"), "{stalled}");
+
+    let admin = admin_token(&drover, None).await;
+    let product =
+        json!({"sku": "STALL-1", "name": "Stall", "price": {"amount": 100, "currency": "EUR"}, "stock": 10});
+    let product = expect(&send(drover.addr, "POST", "/v1/products", &admin, Some(&product), &[]).await, 201);
+    expect(&register(drover.addr, "st@example.com", "correct horse", "St").await, 201);
+    let st = token_for(drover.addr, "st@example.com", "correct horse").await;
+    place_orders(&drover, &st, product["id"].as_i64().unwrap(), "after", 1, 1).await;
+    await_exactly(&drover, &st, 1).await;
+    assert!(job_rows(&drover).iter().any(|r| r["pid"] == replacement && r["requests"].as_u64() >= Some(1)));
+}
