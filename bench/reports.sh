@@ -23,6 +23,10 @@
 #   ROWS [1000000]     orders in the report
 #   SLOW_RATE [100k] SLOW_SECONDS [5]   the slow client
 #   CLIENTS [16] DOWNLOAD_MB [10] HEALTH_RATE [200] HEALTH_SECONDS [10]
+#   PIN_PG [0]         1: move the PostgreSQL backends serving the downloads
+#                      to LOAD_CPU, so that the worker's CPU runs only the
+#                      worker (what the measurement is about) and not 16
+#                      database backends as well
 #   OHA [oha]          installed with `cargo install oha --locked` when missing
 #   SERVER_CPU [0] LOAD_CPU [1] SKIP_BUILD [0] TARGET_DIR CARGO_LOCK DROVER_BIN,
 #   PG_HOST [127.0.0.1] PG_PORT [5432] PG_USER [root] PG_ADMIN_DB [test]
@@ -37,6 +41,7 @@ ROWS=${ROWS:-1000000}
 SLOW_RATE=${SLOW_RATE:-100k}
 SLOW_SECONDS=${SLOW_SECONDS:-5}
 CLIENTS=${CLIENTS:-16}
+PIN_PG=${PIN_PG:-0}
 DOWNLOAD_MB=${DOWNLOAD_MB:-10}
 HEALTH_RATE=${HEALTH_RATE:-200}
 HEALTH_SECONDS=${HEALTH_SECONDS:-10}
@@ -175,6 +180,10 @@ for ((c = 0; c < CLIENTS; c++)); do
     STARTED+=("$!")
 done
 sleep 2
+if [[ $PIN_PG == 1 ]]; then
+    for pid in $(pg_backends); do taskset -p -c "$LOAD_CPU" "$pid" >/dev/null 2>&1 || true; done
+    log "   the PostgreSQL backends of $CUR_DB moved to CPU $LOAD_CPU"
+fi
 beside=$(health_p99 health-beside)
 touch "$stop_file"
 # The clients finish the download they are in, then stop.
