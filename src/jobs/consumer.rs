@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use drover_worker::{QueueCounters, LATENCY_BUCKETS};
 use rand_core::{OsRng, RngCore};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::schedule::{self, Schedules, TaskSettings};
 use super::transport::{Delivery, Transport, TransportError};
@@ -80,21 +80,26 @@ impl Stats {
     }
 }
 
+/// What a consumer works with.
+pub struct Context<'a> {
+    pub services: &'a Services,
+    pub transport: &'a dyn Transport,
+    pub settings: Settings,
+    pub schedules: &'a Schedules,
+    pub tasks: TaskSettings,
+    pub stats: &'a Stats,
+    /// Woken when events are committed (PostgreSQL's LISTEN).
+    pub outbox: &'a Notify,
+}
+
 /// The longest pause after failures in a row (database or broker down).
 const FAILING_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 /// Runs until `stop` turns true. Database and broker errors are logged and
 /// waited out, longer after each failure in a row: a job process outlives
 /// an outage.
-pub async fn run(
-    services: &Services,
-    transport: &dyn Transport,
-    settings: Settings,
-    schedules: &Schedules,
-    tasks: TaskSettings,
-    mut stop: watch::Receiver<bool>,
-    stats: &Stats,
-) {
+pub async fn run(cx: Context<'_>, mut stop: watch::Receiver<bool>) {
+    let Context { services, transport, settings, schedules, tasks, stats, outbox } = cx;
     let mut failures = 0u32;
     while !*stop.borrow() {
         if let Err(error) = schedule::run_due(services, schedules, tasks).await {
@@ -123,6 +128,8 @@ pub async fn run(
         if !busy {
             tokio::select! {
                 _ = transport.wait(settings.poll_interval) => {}
+                // Events committed (PostgreSQL's LISTEN): relay them now.
+                _ = outbox.notified() => {}
                 _ = stop.changed() => {}
             }
         }

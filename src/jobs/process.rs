@@ -13,16 +13,21 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use drover_worker::{Background, Counters, WorkerContext};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::consumer::{self, Settings, Stats};
 use super::schedule::{Schedules, TaskSettings};
 use super::transport::{self, Transport};
 use crate::app::{Services, StartError};
 use crate::config::Config;
+use crate::repo::postgres::listen::listen;
+use crate::repo::Backend;
+use crate::resources::events;
 
 pub struct JobProcess {
     services: Services,
+    /// Woken when events are committed (PostgreSQL), else never.
+    outbox: Rc<Notify>,
     transport: Rc<dyn Transport>,
     settings: Settings,
     schedules: Schedules,
@@ -39,9 +44,15 @@ impl JobProcess {
     ) -> Result<Self, StartError> {
         let services = Services::build(config, context.blocking, context.broadcast).await?;
         let transport = transport::open(&config.jobs.transport(), services.db.clone());
+        let outbox = Rc::new(Notify::new());
+        if services.db.backend == Backend::Postgres {
+            let listen = listen(config.database_url(), events::OUTBOX_CHANNEL, outbox.clone());
+            tokio::task::spawn_local(listen);
+        }
         tracing::info!(transport = transport.name(), "job transport");
         Ok(Self {
             services,
+            outbox,
             transport,
             settings: config.jobs.settings(),
             schedules,
@@ -55,9 +66,16 @@ impl Background for JobProcess {
     fn run(self: Rc<Self>, stop: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()>>> {
         Box::pin(async move {
             tracing::info!("the job process is consuming");
-            let (services, transport) = (&self.services, &*self.transport);
-            consumer::run(services, transport, self.settings, &self.schedules, self.tasks, stop, &self.stats)
-                .await;
+            let cx = consumer::Context {
+                services: &self.services,
+                transport: &*self.transport,
+                settings: self.settings,
+                schedules: &self.schedules,
+                tasks: self.tasks,
+                stats: &self.stats,
+                outbox: &self.outbox,
+            };
+            consumer::run(cx, stop).await;
             let (handled, retried, dead) = self.stats.totals();
             tracing::info!(
                 published = self.stats.published.get(),

@@ -337,3 +337,36 @@ async fn a_stalled_job_process_is_killed_and_replaced() {
     await_exactly(&drover, &st, 1).await;
     assert!(job_rows(&drover).iter().any(|r| r["pid"] == replacement && r["requests"].as_u64() >= Some(1)));
 }
+
+/// On PostgreSQL an idle job process does not wait for its next poll: the
+/// transaction that writes an event notifies it (LISTEN/NOTIFY) as it
+/// commits. With a poll of a minute, the notification still arrives at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_events_wake_an_idle_job_process_on_postgres() {
+    let Some(db) = PgDatabase::create().await else { return };
+    let drover = Drover::start_with(Options {
+        workers: 1,
+        args: vec!["--database-url", &db.url],
+        env: vec![("DROVER_JOBS__WORKERS", "1"), ("DROVER_JOBS__POLL_INTERVAL", "60s")],
+        ..Options::default()
+    });
+    await_job_process(&drover, |_| true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !drover.log().contains("listening for outbox events") {
+        assert!(Instant::now() < deadline, "not listening\n{}", drover.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = admin_token(&drover, Some(&db.url)).await;
+    let product =
+        json!({"sku": "WAKE-1", "name": "Wake", "price": {"amount": 100, "currency": "EUR"}, "stock": 10});
+    let product = expect(&send(drover.addr, "POST", "/v1/products", &admin, Some(&product), &[]).await, 201);
+    expect(&register(drover.addr, "wa@example.com", "correct horse", "Wa").await, 201);
+    let wa = token_for(drover.addr, "wa@example.com", "correct horse").await;
+    let placed = Instant::now();
+    place_orders(&drover, &wa, product["id"].as_i64().unwrap(), "wake", 1, 1).await;
+    while all_notifications(&drover, &wa).await.is_empty() {
+        assert!(placed.elapsed() < Duration::from_secs(10), "the job process slept through the commit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

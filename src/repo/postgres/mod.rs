@@ -15,6 +15,7 @@
 //! with [`RepoError::Unavailable`] (the HTTP layer answers 503 with
 //! `Retry-After`) rather than waiting.
 
+pub mod listen;
 mod sql;
 mod tx;
 mod users;

@@ -10,7 +10,7 @@ mod repo;
 
 use serde::{Deserialize, Serialize};
 
-pub use repo::{backlog, handled_once, mark_published, prune, record, unpublished, Pending};
+pub use repo::{backlog, handled_once, mark_published, prune, record, unpublished, Pending, OUTBOX_CHANNEL};
 
 /// What happened, with what a consumer needs to act on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
