@@ -43,7 +43,7 @@ pub struct JobsConfig {
     pub broker_url: String,
     /// RabbitMQ: exchanges and queues are named `<prefix>.<...>`.
     pub broker_prefix: String,
-    /// RabbitMQ: unacknowledged messages a job process holds at once.
+    /// RabbitMQ: unacknowledged messages a job process holds at once, per queue.
     pub prefetch: u16,
     /// Deliveries of a message before it is dead.
     pub max_attempts: u32,

@@ -151,6 +151,9 @@ async fn round(
     stats.published.set(stats.published.get() + published as u64);
     let mut busy = published > 0;
     for (name, _) in QUEUES {
+        if *stop.borrow() {
+            break;
+        }
         let received = transport.receive(name, CLAIM).await?;
         busy |= !received.is_empty();
         let mut received = received.into_iter();

@@ -36,9 +36,15 @@ pub async fn run_once(
         // Another process is relaying.
         return Ok(0);
     }
-    let published = publish_batch(sql, transport, now).await;
+    // Within the lease, with room to spare: past it another relay may
+    // publish the same events. A batch cut short leaves the rest unmarked,
+    // for the next round.
+    let published = tokio::time::timeout(RELAY_LEASE / 2, publish_batch(sql, transport, now)).await;
     lease::release(sql, RELAY, &token).await?;
-    published
+    match published {
+        Ok(published) => published,
+        Err(_) => Err(TransportError::Broker(format!("publishing took longer than {:?}", RELAY_LEASE / 2))),
+    }
 }
 
 async fn publish_batch(

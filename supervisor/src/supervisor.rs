@@ -937,7 +937,17 @@ impl Supervisor {
         if self.phase != Phase::Running || self.reload.is_some() {
             return;
         }
-        let Some((slot, reason)) = self.recycle_queue.pop_front() else { return };
+        // A slot queued before a scale-down may be gone or retiring.
+        let (slot, reason) = loop {
+            let Some((slot, reason)) = self.recycle_queue.pop_front() else { return };
+            let live = match slot {
+                SlotId::Http(index) => self.slots.get(index).is_some_and(|s| !s.retiring),
+                SlotId::Jobs(index) => index < self.job_slots.len(),
+            };
+            if live {
+                break (slot, reason);
+            }
+        };
         self.reload = Some(Rollout::recycle(slot, reason));
         self.set_phase(Phase::Reloading);
         self.next_reload_step();

@@ -121,7 +121,10 @@ where
     writer.send(&WorkerMessage::Heartbeat(app.counters()));
     writer.send(&WorkerMessage::Exiting { reason: reason.to_string() });
     info!(reason, handled = app.counters().requests, "background worker exiting");
-    Ok(reason)
+    match cause {
+        Some(_) => Ok(reason),
+        None => Err(RunError::App(reason.to_owned())),
+    }
 }
 
 /// A heartbeat every `interval` from the event loop, as an HTTP worker's.

@@ -7,13 +7,14 @@
 //!   publisher confirms; the outbox row is marked sent only once every copy
 //!   is confirmed;
 //! - per queue `Q`: `P.Q`, consumed with manual acknowledgements and at most
-//!   `jobs.prefetch` unacknowledged messages, whose dead-letter exchange is
+//!   `jobs.prefetch` unacknowledged messages (per queue), whose dead-letter exchange is
 //!   `P.dead`; `P.Q.retry`, where a failed message waits (its per-message
 //!   expiration is the backoff delay) before its own dead-letter route takes
 //!   it back to `P.Q`; `P.Q.dead`, bound to exchange `P.dead`, where a
 //!   message out of attempts goes with its last error in its headers.
 //!
-//! A message's attempts travel in its `x-attempts` header. A failed one is
+//! A message's attempts travel in its `x-attempts` header (a redelivery
+//! after its process died is not counted: see README). A failed one is
 //! republished (confirmed) to its retry queue before the original is
 //! acknowledged, so a crash in between repeats it, never loses it. The
 //! connection is made on first use and again after any failure; messages
@@ -63,7 +64,8 @@ struct Link {
     connection: Connection,
     /// Publishes, with confirms.
     publisher: Channel,
-    /// Consumes every queue under one prefetch limit, once asked to.
+    /// Consumes every queue, each consumer with `prefetch` unacknowledged
+    /// messages at most, once asked to.
     consumer: Channel,
     consuming: Cell<bool>,
     /// Deliveries received and not yet handed out, per queue.
@@ -138,6 +140,18 @@ fn properties(message: &Message, attempts: i64, extra: &[(&str, AMQPValue)]) -> 
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// An acknowledgement's result: lapin answers `false` when the delivery's
+/// channel is closed (the broker delivers the message again).
+fn settled(result: lapin::Result<bool>) -> Result<(), TransportError> {
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            Err(broker("the delivery's channel closed before it was settled; the broker delivers it again"))
+        }
+        Err(error) => Err(broker(error)),
+    }
 }
 
 /// Waits for the broker's confirmation of one publish.
@@ -323,6 +337,16 @@ impl Amqp {
         }
     }
 
+    /// The delivery's channel is gone (the connection dropped): the broker
+    /// delivers it again, so settling it now would only add a copy.
+    fn settleable(&self, delivery: &Delivery) -> Result<(), TransportError> {
+        if self.acker(delivery).usable() {
+            Ok(())
+        } else {
+            Err(broker("the delivery's channel closed; the broker delivers it again"))
+        }
+    }
+
     /// Publishes `message` to `exchange` (with `routing_key`), confirmed,
     /// then acknowledges `delivery`: the order that never loses it.
     async fn move_to(
@@ -332,6 +356,7 @@ impl Amqp {
         routing_key: &str,
         properties: BasicProperties,
     ) -> Result<(), TransportError> {
+        self.settleable(delivery)?;
         let link = self.link().await?;
         let confirm = link
             .publisher
@@ -345,8 +370,7 @@ impl Amqp {
             .await
             .map_err(|e| self.failed(&link, e))?;
         confirmed(confirm).await.map_err(|e| self.failed(&link, e))?;
-        self.acker(delivery).ack(BasicAckOptions::default()).await.map_err(|e| self.failed(&link, e))?;
-        Ok(())
+        settled(self.acker(delivery).ack(BasicAckOptions::default()).await)
     }
 
     /// A channel of its own for the commands (`status`, `dead`, `retry`),
@@ -419,7 +443,7 @@ impl Transport for Amqp {
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), TransportError> {
-        self.acker(delivery).ack(BasicAckOptions::default()).await.map(drop).map_err(broker)
+        settled(self.acker(delivery).ack(BasicAckOptions::default()).await)
     }
 
     async fn retry(&self, delivery: &Delivery, delay: Duration, error: &str) -> Result<(), TransportError> {
@@ -438,7 +462,7 @@ impl Transport for Amqp {
 
     async fn release(&self, delivery: &Delivery) -> Result<(), TransportError> {
         let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
-        self.acker(delivery).nack(requeue).await.map(drop).map_err(broker)
+        settled(self.acker(delivery).nack(requeue).await)
     }
 
     async fn depths(&self) -> Result<Vec<Depth>, TransportError> {
@@ -496,9 +520,15 @@ impl Transport for Amqp {
     async fn revive(&self, id: Option<&str>) -> Result<u64, TransportError> {
         let channel = self.command_channel().await?;
         let mut revived = 0;
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
         for (queue, _) in QUEUES {
             let dead_queue = format!("{}.dead", self.name_of(queue));
-            loop {
+            // At most the messages there now: one revived and dead again
+            // meanwhile (a job process is running) is not taken twice.
+            let declared =
+                channel.queue_declare(dead_queue.as_str().into(), passive, FieldTable::default()).await;
+            let there = declared.map_err(broker)?.message_count();
+            for _ in 0..there {
                 let got = channel
                     .basic_get(dead_queue.as_str().into(), BasicGetOptions { no_ack: false })
                     .await
@@ -521,7 +551,7 @@ impl Transport for Amqp {
                     .await
                     .map_err(broker)?;
                 confirmed(confirm).await?;
-                got.delivery.acker.ack(BasicAckOptions::default()).await.map_err(broker)?;
+                settled(got.delivery.acker.ack(BasicAckOptions::default()).await)?;
                 revived += 1;
             }
         }

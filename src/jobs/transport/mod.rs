@@ -124,7 +124,7 @@ pub struct TransportSettings {
     pub broker_url: String,
     /// RabbitMQ: names of the exchanges and queues start with this.
     pub prefix: String,
-    /// RabbitMQ: unacknowledged messages a consumer holds at once.
+    /// RabbitMQ: unacknowledged messages a consumer holds at once, per queue.
     pub prefetch: u16,
     /// Embedded: how long a claim holds before another consumer may take it.
     pub lease: Duration,

@@ -348,7 +348,14 @@ impl SubscriptionService {
                     Ok(Some(true)) => done.renewed += 1,
                     Ok(Some(false)) => done.ended += 1,
                     Ok(None) | Err(ServiceError::Contention(_)) => continue,
-                    Err(error) => return Err(error),
+                    // The database is down: the next tick tries again.
+                    Err(error @ ServiceError::Unavailable(_)) => return Err(error),
+                    // This one cannot be renewed (its plan is gone, say):
+                    // the others still are.
+                    Err(error) => {
+                        tracing::error!(subscription = subscription.id.0, %error, "cannot renew a subscription; skipped");
+                        continue;
+                    }
                 }
                 progressed = true;
             }
