@@ -73,7 +73,7 @@ sql() { # database sql: one value per line, unaligned
 
 # events_sql database first count: SQL committing COUNT order.placed events
 # for the bench user, numbered from FIRST, as OrderService writes them
-# (with the notification that wakes the job processes, in one transaction).
+# (the outbox's trigger notifies the job processes, as for orders).
 events_sql() {
     local first=$2 count=$3
     printf '%s' "INSERT INTO outbox (event_id, kind, payload, created_at)
@@ -83,8 +83,7 @@ events_sql() {
                    'lines', json_build_array(json_build_object('product_id', p.id, 'quantity', 1)))::text,
                (extract(epoch from clock_timestamp()) * 1000)::bigint
         FROM generate_series($first, $((first + count - 1))) AS g,
-             (SELECT id FROM users LIMIT 1) AS u, (SELECT id FROM products LIMIT 1) AS p;
-        SELECT pg_notify('drover_outbox', '')"
+             (SELECT id FROM users LIMIT 1) AS u, (SELECT id FROM products LIMIT 1) AS p"
 }
 
 declare -A RESULT

@@ -76,6 +76,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "schedules", "0010_schedules.sql"),
     migration!(11, "product_sales", "0011_product_sales.sql"),
     migration!(12, "subscription_anchor", "0012_subscription_anchor.sql"),
+    migration!(13, "outbox_notify", "0013_outbox_notify.sql"),
 ];
 
 /// An arbitrary constant identifying drover's migration lock among the

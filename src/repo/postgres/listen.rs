@@ -1,6 +1,6 @@
 //! PostgreSQL's LISTEN on a connection of its own: a job process learns
-//! that events were committed to the outbox (`pg_notify` in the writing
-//! transaction, delivered at its commit) and relays them at once instead
+//! that events were committed to the outbox (a trigger on `outbox` calls
+//! `pg_notify`, delivered at the commit: migration 0013) and relays them at once instead
 //! of at its next poll. Polling stays the fallback: a lost connection only
 //! costs latency while it reconnects.
 

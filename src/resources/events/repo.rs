@@ -8,7 +8,7 @@ use rand_core::{OsRng, RngCore};
 use super::{Event, Message};
 use crate::params;
 use crate::repo::sql::{self, Row, Sql};
-use crate::repo::{Backend, RepoError};
+use crate::repo::RepoError;
 
 /// A new event id: 128 random bits in hex.
 fn new_event_id() -> String {
@@ -25,16 +25,12 @@ pub async fn record(sql: &dyn Sql, event: &Event, now: SystemTime) -> Result<(),
         params![new_event_id(), event.kind(), event.to_json(), now],
     )
     .await?;
-    if sql.backend() == Backend::Postgres {
-        // Delivered when the transaction commits (never if it rolls back):
-        // job processes listening relay the event now, not at their next
-        // poll.
-        sql.query(&format!("SELECT pg_notify('{OUTBOX_CHANNEL}', '')"), &[]).await?;
-    }
     Ok(())
 }
 
-/// The PostgreSQL notification channel that says "the outbox has news".
+/// The PostgreSQL notification channel that says "the outbox has news":
+/// a trigger on `outbox` notifies it as the writing transaction commits
+/// (migration 0013), and job processes listen on it.
 pub const OUTBOX_CHANNEL: &str = "drover_outbox";
 
 /// An outbox row not yet published.
