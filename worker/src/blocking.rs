@@ -65,11 +65,11 @@ impl BlockingPool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The scheduling policy of the calling thread, from /proc.
-    fn thread_policy() -> i64 {
+    pub(crate) fn thread_policy() -> i64 {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
         // Fields resume after the command name; policy is field 41 of stat(5).
         let (_, rest) = stat.rsplit_once(") ").unwrap();

@@ -17,6 +17,7 @@ mod conn;
 mod control;
 pub mod error;
 pub mod fds;
+pub mod idle;
 mod limits;
 pub mod peer;
 pub mod request_id;
