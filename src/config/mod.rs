@@ -117,6 +117,8 @@ pub struct FilesConfig {
 #[serde(deny_unknown_fields)]
 pub struct ReportsConfig {
     /// Reports one worker streams at once; more are answered 503 `busy`.
+    /// Also the size of the worker's pool of connections for streamed
+    /// reads (each report holds one while its client reads).
     pub max_running: usize,
 }
 
@@ -676,6 +678,7 @@ impl Config {
             pg_pipelining: db.pg_pipelining,
             sqlite_pool_size: db.sqlite_pool_size,
             mysql_pool_size: db.mysql_pool_size,
+            stream_connections: self.reports.max_running,
             connect_timeout: db.connect_timeout,
             query_timeout: db.query_timeout,
         }

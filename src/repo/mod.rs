@@ -156,6 +156,9 @@ pub struct DbSettings {
     pub sqlite_pool_size: usize,
     /// MariaDB/MySQL: connections per worker.
     pub mysql_pool_size: usize,
+    /// Connections per worker for streamed reads (reports), kept apart from
+    /// the pools above and opened as needed: `reports.max_running`.
+    pub stream_connections: usize,
     pub connect_timeout: Duration,
     /// A query that takes longer fails as unavailable instead of hanging.
     pub query_timeout: Duration,

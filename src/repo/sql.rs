@@ -140,12 +140,25 @@ pub trait Sql {
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, RepoError>;
     /// Runs an `INSERT` of one row; the `id` the database generated for it.
     async fn insert(&self, sql: &str, params: &[Value]) -> Result<i64, RepoError>;
+    /// What runs a long streaming read on a connection of its own, from
+    /// any thread (see [`Streamer`]).
+    fn streamer(&self) -> StreamerRef;
+}
+
+/// Runs one streaming query on a connection it opens for the purpose, on
+/// the runtime of whoever calls it. Unlike [`Sql`], it can be sent to
+/// another thread: a report is read on a thread of its own in the idle
+/// class (`drover_worker::idle`), so that decoding its rows never holds up
+/// the worker's event loop, and it takes no connection from the worker's
+/// pools.
+#[async_trait(?Send)]
+pub trait Streamer: Send + Sync {
     /// Sends a query's rows to `rows` as the database produces them, never
     /// all at once: PostgreSQL through a portal, `batch` rows per fetch, the
     /// others through the driver's row stream. Stops, and fetches nothing
-    /// more, as soon as `rows` is closed (its reader went away). Runs on a
-    /// connection of its own, outside any transaction of this executor;
-    /// the query timeout applies to each fetch, not to the whole.
+    /// more, as soon as `rows` is closed (its reader went away); the
+    /// connection is closed when it returns. The query timeout applies to
+    /// connecting and to each fetch, not to the whole.
     async fn stream(
         &self,
         sql: &str,
@@ -154,6 +167,9 @@ pub trait Sql {
         rows: &tokio::sync::mpsc::Sender<Row>,
     ) -> Result<(), RepoError>;
 }
+
+/// A shared [`Streamer`].
+pub type StreamerRef = std::sync::Arc<dyn Streamer>;
 
 impl dyn Sql + '_ {
     /// The first row a query returns, if any.

@@ -19,6 +19,7 @@ fn settings(url: String) -> DbSettings {
         pg_pipelining: true,
         sqlite_pool_size: 2,
         mysql_pool_size: 2,
+        stream_connections: 2,
         connect_timeout: Duration::from_secs(5),
         query_timeout: Duration::from_secs(10),
     }

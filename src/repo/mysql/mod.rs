@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
-use super::via_sqlx::SqlxPool;
+use super::via_sqlx::{SqlxPool, StreamPool};
 use super::{redact_url, DbSettings, RepoError};
 
 /// A worker's MariaDB/MySQL connections. Cheap to clone.
@@ -35,10 +35,8 @@ pub fn connect(settings: &DbSettings) -> Result<MySqlDatabase, RepoError> {
     // (table metadata locks).
     let wait_s = settings.query_timeout.as_secs().max(1);
     let session = format!("SET SESSION innodb_lock_wait_timeout = {wait_s}, lock_wait_timeout = {wait_s}");
-    let pool = MySqlPoolOptions::new()
-        .max_connections(u32::try_from(settings.mysql_pool_size.max(1)).unwrap_or(u32::MAX))
-        .acquire_timeout(settings.connect_timeout)
-        .after_connect(move |conn, _| {
+    let pool_options =
+        MySqlPoolOptions::new().acquire_timeout(settings.connect_timeout).after_connect(move |conn, _| {
             let session = session.clone();
             Box::pin(async move {
                 sqlx::Executor::execute(&mut *conn, session.as_str()).await?;
@@ -51,7 +49,11 @@ pub fn connect(settings: &DbSettings) -> Result<MySqlDatabase, RepoError> {
                     .await
                     .map(drop)
             })
-        })
-        .connect_lazy_with(options(&settings.url)?);
-    Ok(SqlxPool::new(pool, settings.query_timeout))
+        });
+    let options = options(&settings.url)?;
+    let streams = StreamPool::new(pool_options.clone(), settings.stream_connections, options.clone());
+    let pool = pool_options
+        .max_connections(u32::try_from(settings.mysql_pool_size.max(1)).unwrap_or(u32::MAX))
+        .connect_lazy_with(options);
+    Ok(SqlxPool::new(pool, streams, settings.query_timeout))
 }

@@ -90,6 +90,9 @@ pub struct PgDatabase {
     /// Round-robin position over `slots`.
     next: Cell<usize>,
     pool: deadpool_postgres::Pool,
+    /// Connections for streamed reads, driven by whichever runtime first
+    /// checks each out (the reports' idle loop), apart from `pool`.
+    stream_pool: deadpool_postgres::Pool,
     pipelining: bool,
     query_timeout: Duration,
 }
@@ -112,22 +115,13 @@ impl PgDatabase {
         for (index, slot) in slots.iter().enumerate() {
             tokio::task::spawn_local(maintain(index, slot.clone(), config.clone(), connected.clone()));
         }
-        let manager = deadpool_postgres::Manager::from_config(
-            config,
-            NoTls,
-            deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
-        );
-        let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(settings.pg_pool_size.max(1))
-            .wait_timeout(Some(settings.query_timeout))
-            .create_timeout(Some(settings.connect_timeout))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| RepoError::Other(format!("cannot build the PostgreSQL pool: {e}").into()))?;
+        let pool = build_pool(&config, settings.pg_pool_size, settings)?;
+        let stream_pool = build_pool(&config, settings.stream_connections, settings)?;
         let db = Self {
             slots,
             next: Cell::new(0),
             pool,
+            stream_pool,
             pipelining: settings.pg_pipelining,
             query_timeout: settings.query_timeout,
         };
@@ -217,22 +211,23 @@ impl PgDatabase {
         &self,
         future: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, RepoError> {
-        match tokio::time::timeout(self.query_timeout, future).await {
-            Ok(result) => result.map_err(map_error),
-            Err(_) => {
-                Err(RepoError::Unavailable(format!("query took longer than {:?}", self.query_timeout).into()))
-            }
-        }
+        timed(self.query_timeout, future).await
+    }
+
+    /// The pool for streamed reads. It is `Send`: the reports' idle loop
+    /// checks its connections out, and drives their I/O.
+    pub(crate) fn stream_pool(&self) -> &deadpool_postgres::Pool {
+        &self.stream_pool
+    }
+
+    pub(crate) fn query_timeout(&self) -> Duration {
+        self.query_timeout
     }
 
     /// A transaction on a pooled connection (the shared clients must never
     /// carry one: its statements would interleave with other requests').
     pub async fn pooled(&self) -> Result<deadpool_postgres::Object, RepoError> {
-        match tokio::time::timeout(self.query_timeout, self.pool.get()).await {
-            Ok(Ok(object)) => Ok(object),
-            Ok(Err(e)) => Err(RepoError::Unavailable(format!("pool: {e}").into())),
-            Err(_) => Err(RepoError::Unavailable("pool checkout timed out".into())),
-        }
+        checkout(&self.pool, self.query_timeout).await
     }
 
     /// Live shared clients, and the transaction pool's size and idle
@@ -251,6 +246,50 @@ impl PgDatabase {
     pub async fn ping(&self) -> Result<(), RepoError> {
         let client = self.client().await?;
         self.timed(client.simple_query("SELECT 1")).await.map(drop)
+    }
+}
+
+/// A pool of at most `size` connections; none is opened before it is
+/// needed.
+fn build_pool(
+    config: &tokio_postgres::Config,
+    size: usize,
+    settings: &DbSettings,
+) -> Result<deadpool_postgres::Pool, RepoError> {
+    let manager = deadpool_postgres::Manager::from_config(
+        config.clone(),
+        NoTls,
+        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(size.max(1))
+        .wait_timeout(Some(settings.query_timeout))
+        .create_timeout(Some(settings.connect_timeout))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| RepoError::Other(format!("cannot build the PostgreSQL pool: {e}").into()))
+}
+
+/// Checks a connection out of `pool`, waiting at most `limit`.
+pub(crate) async fn checkout(
+    pool: &deadpool_postgres::Pool,
+    limit: Duration,
+) -> Result<deadpool_postgres::Object, RepoError> {
+    match tokio::time::timeout(limit, pool.get()).await {
+        Ok(Ok(object)) => Ok(object),
+        Ok(Err(e)) => Err(RepoError::Unavailable(format!("pool: {e}").into())),
+        Err(_) => Err(RepoError::Unavailable("pool checkout timed out".into())),
+    }
+}
+
+/// Runs a query future for at most `limit`, mapping errors.
+pub(crate) async fn timed<T>(
+    limit: Duration,
+    future: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, RepoError> {
+    match tokio::time::timeout(limit, future).await {
+        Ok(result) => result.map_err(map_error),
+        Err(_) => Err(RepoError::Unavailable(format!("query took longer than {limit:?}").into())),
     }
 }
 

@@ -5,6 +5,8 @@
 
 use std::error::Error;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -12,8 +14,8 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::Statement;
 
 use super::tx::PgTxConn;
-use super::{ClientRef, PgDatabase};
-use crate::repo::sql::{numbered_placeholders, Row, Sql, Value};
+use super::{checkout, timed, ClientRef, PgDatabase};
+use crate::repo::sql::{numbered_placeholders, Row, Sql, Streamer, StreamerRef, Value};
 use crate::repo::{Backend, RepoError};
 
 /// Statements on PostgreSQL, on the shared clients or in one transaction.
@@ -63,34 +65,8 @@ impl Sql for PgSql {
         self.db.timed(client.execute(&statement, &bind(params))).await
     }
 
-    async fn stream(
-        &self,
-        sql: &str,
-        params: &[Value],
-        batch: usize,
-        rows: &tokio::sync::mpsc::Sender<Row>,
-    ) -> Result<(), RepoError> {
-        // A portal lives in a transaction; the shared clients pipeline
-        // other requests' statements and cannot hold one.
-        let mut object = self.db.pooled().await?;
-        let tx = self.db.timed(object.transaction()).await?;
-        let statement = self.db.timed(tx.prepare(&numbered_placeholders(sql))).await?;
-        let portal = self.db.timed(tx.bind(&statement, &bind(params))).await?;
-        let batch_size = i32::try_from(batch.max(1)).unwrap_or(i32::MAX);
-        loop {
-            let fetched = self.db.timed(tx.query_portal(&portal, batch_size)).await?;
-            let last = fetched.len() < batch.max(1);
-            for row in fetched {
-                if rows.send(Row::Postgres(row)).await.is_err() {
-                    // The reader is gone: dropping the transaction rolls it
-                    // back and closes the portal; the rest is never read.
-                    return Ok(());
-                }
-            }
-            if last {
-                return Ok(());
-            }
-        }
+    fn streamer(&self) -> StreamerRef {
+        Arc::new(PgStreamer { pool: self.db.stream_pool().clone(), query_timeout: self.db.query_timeout() })
     }
 
     async fn insert(&self, sql: &str, params: &[Value]) -> Result<i64, RepoError> {
@@ -98,6 +74,46 @@ impl Sql for PgSql {
         let row =
             rows.into_iter().next().ok_or_else(|| RepoError::Other("an insert returned no id".into()))?;
         Row::Postgres(row).int(0)
+    }
+}
+
+/// Streaming reads on PostgreSQL, on the connections kept for them.
+struct PgStreamer {
+    pool: deadpool_postgres::Pool,
+    query_timeout: Duration,
+}
+
+#[async_trait(?Send)]
+impl Streamer for PgStreamer {
+    async fn stream(
+        &self,
+        sql: &str,
+        params: &[Value],
+        batch: usize,
+        rows: &tokio::sync::mpsc::Sender<Row>,
+    ) -> Result<(), RepoError> {
+        let limit = self.query_timeout;
+        let mut client = checkout(&self.pool, limit).await?;
+        // A portal lives in a transaction.
+        let tx = timed(limit, client.transaction()).await?;
+        let statement = timed(limit, tx.prepare(&numbered_placeholders(sql))).await?;
+        let portal = timed(limit, tx.bind(&statement, &bind(params))).await?;
+        let batch_size = i32::try_from(batch.max(1)).unwrap_or(i32::MAX);
+        loop {
+            let fetched = timed(limit, tx.query_portal(&portal, batch_size)).await?;
+            let last = fetched.len() < batch.max(1);
+            for row in fetched {
+                if rows.send(Row::Postgres(row)).await.is_err() {
+                    // The reader is gone: dropping the transaction rolls it
+                    // back and closes the portal, which ends the query on
+                    // the server; the rest is never read.
+                    return Ok(());
+                }
+            }
+            if last {
+                return Ok(());
+            }
+        }
     }
 }
 

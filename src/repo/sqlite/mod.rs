@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use crate::private_files;
 
-use super::via_sqlx::{map_error, SqlxPool};
+use super::via_sqlx::{map_error, SqlxPool, StreamPool};
 use super::{DbSettings, RepoError};
 
 /// How long a writer waits for another process's write lock. Writes here
@@ -27,13 +27,14 @@ pub type SqliteDatabase = SqlxPool<sqlx::Sqlite>;
 pub async fn connect(settings: &DbSettings) -> Result<SqliteDatabase, RepoError> {
     let options = options(&settings.url)?;
     prepare_files(&settings.url, &options)?;
-    let pool = SqlitePoolOptions::new()
+    let pool_options = SqlitePoolOptions::new().acquire_timeout(settings.query_timeout);
+    let streams = StreamPool::new(pool_options.clone(), settings.stream_connections, options.clone());
+    let pool = pool_options
         .max_connections(u32::try_from(settings.sqlite_pool_size.max(1)).unwrap_or(u32::MAX))
-        .acquire_timeout(settings.query_timeout)
         .connect_with(options)
         .await
         .map_err(map_error)?;
-    Ok(SqlxPool::new(pool, settings.query_timeout))
+    Ok(SqlxPool::new(pool, streams, settings.query_timeout))
 }
 
 /// Connection options for a `sqlite:` URL: created if missing, WAL, busy
@@ -135,6 +136,7 @@ mod tests {
             pg_pipelining: true,
             sqlite_pool_size: 1,
             mysql_pool_size: 1,
+            stream_connections: 1,
             connect_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(5),
         };

@@ -8,9 +8,11 @@ mod tx;
 pub(crate) mod users;
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use sqlx::{Database, Pool};
+use sqlx::pool::PoolOptions;
+use sqlx::{Connection, Database, Pool};
 
 use super::{Backend, RepoError};
 
@@ -79,22 +81,27 @@ impl Dialect for sqlx::MySql {
 #[derive(Debug)]
 pub struct SqlxPool<DB: Database> {
     pool: Pool<DB>,
+    streams: Arc<StreamPool<DB>>,
     query_timeout: Duration,
 }
 
 impl<DB: Database> Clone for SqlxPool<DB> {
     fn clone(&self) -> Self {
-        Self { pool: self.pool.clone(), query_timeout: self.query_timeout }
+        Self { pool: self.pool.clone(), streams: self.streams.clone(), query_timeout: self.query_timeout }
     }
 }
 
 impl<DB: Database> SqlxPool<DB> {
-    pub(crate) fn new(pool: Pool<DB>, query_timeout: Duration) -> Self {
-        Self { pool, query_timeout }
+    pub(crate) fn new(pool: Pool<DB>, streams: StreamPool<DB>, query_timeout: Duration) -> Self {
+        Self { pool, streams: Arc::new(streams), query_timeout }
     }
 
     pub(crate) fn pool(&self) -> &Pool<DB> {
         &self.pool
+    }
+
+    pub(crate) fn streams(&self) -> &Arc<StreamPool<DB>> {
+        &self.streams
     }
 
     /// Runs one statement under the query timeout.
@@ -102,12 +109,11 @@ impl<DB: Database> SqlxPool<DB> {
         &self,
         future: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, RepoError> {
-        match tokio::time::timeout(self.query_timeout, future).await {
-            Ok(result) => result.map_err(map_error),
-            Err(_) => {
-                Err(RepoError::Unavailable(format!("query took longer than {:?}", self.query_timeout).into()))
-            }
-        }
+        timed(self.query_timeout, future).await
+    }
+
+    pub(crate) fn query_timeout(&self) -> Duration {
+        self.query_timeout
     }
 
     /// Begins a transaction; end it with [`SqlxPool::finish`].
@@ -141,6 +147,51 @@ impl<DB: Database> SqlxPool<DB> {
             (format!("db_{backend}_pool_connections"), f64::from(self.pool.size())),
             (format!("db_{backend}_pool_idle"), self.pool.num_idle() as f64),
         ]
+    }
+}
+
+/// The connections for streamed reads (reports), apart from the pool: made
+/// on first use on the runtime that first uses it (the reports' idle loop),
+/// which then drives their I/O and the pool's upkeep.
+pub struct StreamPool<DB: Database> {
+    options: PoolOptions<DB>,
+    connect: <DB::Connection as Connection>::Options,
+    pool: OnceLock<Pool<DB>>,
+}
+
+impl<DB: Database> std::fmt::Debug for StreamPool<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamPool").field("pool", &self.pool).finish_non_exhaustive()
+    }
+}
+
+impl<DB: Database> StreamPool<DB> {
+    /// At most `size` connections opened with `connect`, set up as
+    /// `options` says (MariaDB's session settings, say).
+    pub(crate) fn new(
+        options: PoolOptions<DB>,
+        size: usize,
+        connect: <DB::Connection as Connection>::Options,
+    ) -> Self {
+        let size = u32::try_from(size.max(1)).unwrap_or(u32::MAX);
+        Self { options: options.max_connections(size), connect, pool: OnceLock::new() }
+    }
+
+    /// The pool; must first be called on a tokio runtime, which it then
+    /// belongs to.
+    pub(crate) fn get(&self) -> &Pool<DB> {
+        self.pool.get_or_init(|| self.options.clone().connect_lazy_with(self.connect.clone()))
+    }
+}
+
+/// Runs one statement for at most `limit`, mapping errors.
+pub(crate) async fn timed<T>(
+    limit: Duration,
+    future: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, RepoError> {
+    match tokio::time::timeout(limit, future).await {
+        Ok(result) => result.map_err(map_error),
+        Err(_) => Err(RepoError::Unavailable(format!("query took longer than {limit:?}").into())),
     }
 }
 

@@ -4,13 +4,15 @@
 //! `LAST_INSERT_ID`).
 
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::{Database, Executor, IntoArguments};
 
 use super::tx::{Exec, TxConn};
-use super::{Dialect, SqlxPool};
-use crate::repo::sql::{Row, Sql, Value};
+use super::{timed, Dialect, SqlxPool, StreamPool};
+use crate::repo::sql::{Row, Sql, Streamer, StreamerRef, Value};
 use crate::repo::{Backend, RepoError};
 
 /// Statements on a sqlx backend, on its pool or in one transaction.
@@ -70,6 +72,34 @@ where
         Ok(DB::rows_affected(&result))
     }
 
+    fn streamer(&self) -> StreamerRef {
+        let db = self.exec.db();
+        Arc::new(SqlxStreamer::<DB> { pool: db.streams().clone(), query_timeout: db.query_timeout() })
+    }
+
+    async fn insert(&self, sql: &str, params: &[Value]) -> Result<i64, RepoError> {
+        let mut conn = self.exec.conn().await?;
+        let result = self.exec.db().timed(bound::<DB>(sql, params).execute(&mut *conn)).await?;
+        Ok(DB::inserted_id(&result))
+    }
+}
+
+/// Streaming reads on a sqlx backend, on the connections kept for them.
+struct SqlxStreamer<DB: Database> {
+    pool: Arc<StreamPool<DB>>,
+    query_timeout: Duration,
+}
+
+#[async_trait(?Send)]
+impl<DB> Streamer for SqlxStreamer<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
     async fn stream(
         &self,
         sql: &str,
@@ -78,22 +108,28 @@ where
         rows: &tokio::sync::mpsc::Sender<Row>,
     ) -> Result<(), RepoError> {
         use futures_util::TryStreamExt;
-        // A connection of its own, even inside a transaction.
-        let db = self.exec.db();
-        let mut conn = db.timed(db.pool().acquire()).await?;
+        let limit = self.query_timeout;
+        let mut conn = timed(limit, self.pool.get().acquire()).await?;
         let mut fetched = bound::<DB>(sql, params).fetch(&mut *conn);
-        loop {
-            let Some(row) = db.timed(fetched.try_next()).await? else { return Ok(()) };
-            if rows.send(DB::row(row)).await.is_err() {
-                // The reader is gone: the driver drops the rest.
-                return Ok(());
+        let outcome = loop {
+            match timed(limit, fetched.try_next()).await {
+                Ok(Some(row)) => {
+                    if rows.send(DB::row(row)).await.is_err() {
+                        // The reader is gone.
+                        break Ok(false);
+                    }
+                }
+                Ok(None) => break Ok(true),
+                Err(error) => break Err(error),
             }
+        };
+        drop(fetched);
+        if !matches!(outcome, Ok(true)) {
+            // Cut short: closed rather than given back, which would first
+            // read the rest of the rows (MariaDB), and ends the query on
+            // the server.
+            drop(conn.detach());
         }
-    }
-
-    async fn insert(&self, sql: &str, params: &[Value]) -> Result<i64, RepoError> {
-        let mut conn = self.exec.conn().await?;
-        let result = self.exec.db().timed(bound::<DB>(sql, params).execute(&mut *conn)).await?;
-        Ok(DB::inserted_id(&result))
+        outcome.map(drop)
     }
 }

@@ -7,13 +7,12 @@
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use drover_worker::{Body, BoxError, Request};
 use http::{header, HeaderValue, Method, StatusCode};
 use hyper::body::Frame;
 use serde::Serialize;
 
-use super::{OrderReportRow, OrderRows, ReportRange};
+use super::{OrderReportRow, ReportPieces, ReportRange, RowWriter};
 use crate::http::openapi::errors;
 use crate::http::{extract, ApiError, Params, Reply, RouteTable, State};
 use crate::resources::products::http::rfc3339;
@@ -26,10 +25,6 @@ pub fn routes(table: &mut RouteTable) {
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(orders))]
 pub struct Api;
-
-/// A piece of the body is sent once it holds this much, or when no more
-/// rows are ready.
-const PIECE: usize = 32 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -112,8 +107,11 @@ fn orders(state: &Rc<State>, request: Request, _params: Params) -> Reply {
         Ok((principal, ReportRange { from, to }, format, name))
     });
     let (principal, range, format, name) = crate::ready_or_return!(parsed);
-    let rows = crate::ready_or_return!(state.reports.orders(principal, range).map_err(ApiError::from));
-    let mut response = drover_worker::Response::new(body(rows, format));
+    let pieces = crate::ready_or_return!(state
+        .reports
+        .orders(principal, range, Writer(format))
+        .map_err(ApiError::from));
+    let mut response = drover_worker::Response::new(body(pieces));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
@@ -129,45 +127,36 @@ fn orders(state: &Rc<State>, request: Request, _params: Params) -> Reply {
     Reply::ready(response)
 }
 
-/// The report's body: the CSV header, then rows in pieces of about
-/// [`PIECE`] bytes, each sent as soon as it is full or no more rows are
-/// ready. A database error ends the body early (the client sees a truncated
-/// transfer, never a complete-looking report).
-fn body(rows: OrderRows, format: Format) -> Body {
-    let header: Option<&'static [u8]> = (format == Format::Csv)
-        .then_some(b"id,user_id,email,status,currency,total_amount,lines,created_at\r\n");
-    let pieces = futures_util::stream::unfold(
-        (rows, header, false),
-        move |(mut rows, header, done)| async move {
-            if done {
-                return None;
+/// The report's body: its pieces as they are written. A database error
+/// ends the body early (the client sees a truncated transfer, never a
+/// complete-looking report).
+fn body(pieces: ReportPieces) -> Body {
+    let frames = futures_util::stream::unfold(Some(pieces), |pieces| async move {
+        let mut pieces = pieces?;
+        match pieces.next().await? {
+            Ok(piece) => Some((Ok(Frame::data(piece)), Some(pieces))),
+            Err(error) => {
+                tracing::error!(%error, "the orders report failed while streaming; the response is cut short");
+                Some((Err(BoxError::from(error.to_string())), None))
             }
-            let mut out = Vec::with_capacity(PIECE + 512);
-            if let Some(header) = header {
-                out.extend_from_slice(header);
-            }
-            let first = match rows.next().await {
-                None if out.is_empty() => return None,
-                None => return Some((Ok(Frame::data(Bytes::from(out))), (rows, None, true))),
-                Some(first) => first,
-            };
-            let mut next = Some(first);
-            while let Some(row) = next.take() {
-                match row {
-                    Ok(row) => write_row(&mut out, &row, format),
-                    Err(error) => {
-                        tracing::error!(%error, "the orders report failed while streaming; the response is cut short");
-                        return Some((Err(BoxError::from(error.to_string())), (rows, None, true)));
-                    }
-                }
-                if out.len() < PIECE {
-                    next = rows.ready();
-                }
-            }
-            Some((Ok(Frame::data(Bytes::from(out))), (rows, None, false)))
-        },
-    );
-    Body::stream(http_body_util::StreamBody::new(pieces))
+        }
+    });
+    Body::stream(http_body_util::StreamBody::new(frames))
+}
+
+/// Writes the report in one format.
+struct Writer(Format);
+
+impl RowWriter for Writer {
+    fn header(&self, out: &mut Vec<u8>) {
+        if self.0 == Format::Csv {
+            out.extend_from_slice(b"id,user_id,email,status,currency,total_amount,lines,created_at\r\n");
+        }
+    }
+
+    fn row(&self, out: &mut Vec<u8>, row: &OrderReportRow) {
+        write_row(out, row, self.0);
+    }
 }
 
 /// One line of the NDJSON report.

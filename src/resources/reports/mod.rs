@@ -2,15 +2,17 @@
 //! to the client row by row (`GET /v1/reports/orders`). The rows come from
 //! the repository as the database produces them and leave as CSV or NDJSON
 //! as they arrive, so a report's memory does not grow with its size, and a
-//! client that goes away stops the query.
+//! client that goes away stops the query. The rows are read and written on
+//! a thread of the report's own, below the event loop (`pieces.rs`).
 
 pub mod http;
+mod pieces;
 mod repo;
 mod service;
 
 use std::time::SystemTime;
 
-pub use repo::OrderRows;
+pub use pieces::{ReportPieces, RowWriter};
 pub use service::ReportService;
 
 /// One order in the orders report.
