@@ -122,6 +122,7 @@ per_req_instr() { # count requests -> count per request (whole number), or n/a
 # ---------------------------------------------------------------- cleanup --
 STARTED=()     # every PID the script started (servers, wrk, perf, redis-server) or found under them
 DBS_CREATED=() # PostgreSQL databases the script created (run.sh creates none)
+CLEANUP_HOOKS=() # functions run at exit once the processes are stopped, before the databases are dropped
 WORK=""
 
 psql_admin() { # sql: run on the admin database, quietly
@@ -149,6 +150,8 @@ cleanup() { # on EXIT: stop every PID in STARTED, drop DBS_CREATED, remove WORK
         while kill -0 "$pid" 2>/dev/null && ((i < 30)); do sleep 0.1; i=$((i + 1)); done
         kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
     done
+    local hook
+    for hook in "${CLEANUP_HOOKS[@]}"; do "$hook" || true; done
     for db in "${DBS_CREATED[@]}"; do drop_db "$db"; done
     [[ -z $WORK ]] || rm -rf "$WORK"
 }

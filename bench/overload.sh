@@ -37,6 +37,13 @@
 #                     oha on one core sends at most ~36,000 requests/s here)
 #   CAPACITY []       skip the capacity run and use this C
 #   SKIP_OFF [0]      1: admission control on only
+#   DB_CPU []         a fraction of one CPU (0.3, say): the bench database's
+#                     PostgreSQL backends are held to it by a cpu cgroup the
+#                     script makes (and removes), so that the database, not
+#                     the worker, is what runs out first, as when it is
+#                     another machine shared with other clients. Needs root
+#                     and a cpu cgroup controller (v1, or cgroup2 with cpu
+#                     enabled). Empty: the database as it is.
 #   OHA [oha]         the oha binary; installed with `cargo install oha --locked`
 #                     (under flock CARGO_LOCK) when missing
 #   SERVER_CPU [0] LOAD_CPU [1] SKIP_BUILD [0] TARGET_DIR CARGO_LOCK DROVER_BIN,
@@ -63,6 +70,7 @@ OPENLOOP_BIN=${OPENLOOP_BIN:-$BENCH_TARGET_DIR/release/openloop}
 OVER_FACTOR=${OVER_FACTOR:-3}
 CAPACITY=${CAPACITY:-}
 SKIP_OFF=${SKIP_OFF:-0}
+DB_CPU=${DB_CPU:-}
 OHA=${OHA:-oha}
 PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
@@ -181,10 +189,60 @@ spike_run() { # name: the steady stream with a spike on top
     log "    -> ${FIG[$name]}"
 }
 
+# ------------------------------------------------- a database held to DB_CPU --
+# Where the load runs out first decides what admission control can do. When
+# it is the worker's own CPU (the default here: one core for the worker,
+# PostgreSQL beside it), every refusal costs that CPU too (reading and
+# parsing the request, writing the 503: about a third of what serving it
+# costs), so at 3 x C the refusals alone take most of it. When it is the
+# database, refusing is cheap for what is short, and admission control
+# decides whether the database's capacity goes to answers that arrive in
+# time. DB_CPU makes the database the bottleneck on this one machine.
+DB_CGROUP=""
+db_cgroup_start() { # db: hold db's backends, present and future, to DB_CPU of a CPU
+    local db=$1 period=10000 quota
+    quota=$(awk -v f="$DB_CPU" -v p="$period" 'BEGIN { q = int(f * p); if (q < 1000) q = 1000; print q }')
+    if [[ -e /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]]; then
+        DB_CGROUP=/sys/fs/cgroup/cpu/drover-overload-bench-$$
+        mkdir "$DB_CGROUP" || die "DB_CPU: could not make the cgroup $DB_CGROUP (root is needed)"
+        CLEANUP_HOOKS+=(db_cgroup_stop)
+        echo "$period" >"$DB_CGROUP/cpu.cfs_period_us"
+        echo "$quota" >"$DB_CGROUP/cpu.cfs_quota_us"
+    elif grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
+        DB_CGROUP=/sys/fs/cgroup/drover-overload-bench-$$
+        mkdir "$DB_CGROUP" || die "DB_CPU: could not make the cgroup $DB_CGROUP (root is needed)"
+        CLEANUP_HOOKS+=(db_cgroup_stop)
+        echo "$quota $period" >"$DB_CGROUP/cpu.max"
+    else
+        die "DB_CPU needs a cpu cgroup controller: /sys/fs/cgroup/cpu (v1) or cpu in /sys/fs/cgroup/cgroup.subtree_control"
+    fi
+    log "  the backends of $db held to $DB_CPU of a CPU ($quota us every $period us, $DB_CGROUP)"
+    # Backends appear as drover opens its connections: moved as they come
+    # (their process title names the database; pgrep reads /proc).
+    (
+        while true; do
+            for pid in $(pgrep -f "postgres: .* $db " || true); do
+                echo "$pid" >"$DB_CGROUP/cgroup.procs" 2>/dev/null || true
+            done
+            sleep 0.05
+        done
+    ) &
+    STARTED+=("$!")
+}
+db_cgroup_stop() { # at exit: the backends back where they were, the cgroup removed
+    [[ -n $DB_CGROUP && -d $DB_CGROUP ]] || return 0
+    local pid
+    for pid in $(cat "$DB_CGROUP/cgroup.procs" 2>/dev/null); do
+        echo "$pid" >"${DB_CGROUP%/*}/cgroup.procs" 2>/dev/null || true
+    done
+    rmdir "$DB_CGROUP" 2>/dev/null || log "warning: could not remove $DB_CGROUP"
+}
+
 # ------------------------------------------------------------------- run --
 db=drover_overload_bench_$$
 psql_admin "CREATE DATABASE \"$db\"" >/dev/null || die "could not create database $db"
 DBS_CREATED+=("$db")
+[[ -z $DB_CPU ]] || db_cgroup_start "$db"
 url="postgres://$PG_USER@$PG_HOST:$PG_PORT/$db"
 MODES=(on)
 [[ $SKIP_OFF == 1 ]] || MODES+=(off)
@@ -217,8 +275,8 @@ for mode in "${MODES[@]}"; do
 done
 
 # ---------------------------------------------------------------- report --
-printf '\ndrover overload bench: 1 worker on CPU %s, load on CPU %s, GET /v1/users/{id} on PostgreSQL, cache off\n' \
-    "$SERVER_CPU" "$LOAD_CPU"
+printf '\ndrover overload bench: 1 worker on CPU %s, load on CPU %s, GET /v1/users/{id} on PostgreSQL%s, cache off\n' \
+    "$SERVER_CPU" "$LOAD_CPU" "$([[ -z $DB_CPU ]] || echo " (its backends held to $DB_CPU of a CPU)")"
 printf 'capacity C = %s 2xx/s (oha -c %s, closed loop; %s without admission control); overload: %s x C for %ss, %s\n\n' \
     "$C" "$CAP_CONNS" "$C_OFF" "$OVER_FACTOR" "$OVER_DURATION" "$GEN_DESC"
 printf '%-10s %10s %10s %10s %8s %10s %10s %12s %10s\n' admission "normal p99" "sent/s" "good/s" good/C "p99" "p99 ratio" "503/s" "recovery"
