@@ -202,19 +202,21 @@ DB_CGROUP=""
 db_cgroup_start() { # db: hold db's backends, present and future, to DB_CPU of a CPU
     local db=$1 period=10000 quota
     quota=$(awk -v f="$DB_CPU" -v p="$period" 'BEGIN { q = int(f * p); if (q < 1000) q = 1000; print q }')
-    if [[ -e /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]]; then
-        DB_CGROUP=/sys/fs/cgroup/cpu/drover-overload-bench-$$
-        mkdir "$DB_CGROUP" || die "DB_CPU: could not make the cgroup $DB_CGROUP (root is needed)"
-        CLEANUP_HOOKS+=(db_cgroup_stop)
+    # cgroup v1's cpu controller, or cgroup2 with cpu enabled at its root.
+    local root=/sys/fs/cgroup/cpu
+    if [[ ! -e $root/cpu.cfs_quota_us ]]; then
+        root=/sys/fs/cgroup
+        grep -qw cpu "$root/cgroup.subtree_control" 2>/dev/null ||
+            die "DB_CPU needs a cpu cgroup controller: /sys/fs/cgroup/cpu (v1) or cpu in /sys/fs/cgroup/cgroup.subtree_control"
+    fi
+    DB_CGROUP=$root/drover-overload-bench-$$
+    mkdir "$DB_CGROUP" || die "DB_CPU: could not make the cgroup $DB_CGROUP (root is needed)"
+    CLEANUP_HOOKS+=(db_cgroup_stop)
+    if [[ -e $DB_CGROUP/cpu.cfs_quota_us ]]; then
         echo "$period" >"$DB_CGROUP/cpu.cfs_period_us"
         echo "$quota" >"$DB_CGROUP/cpu.cfs_quota_us"
-    elif grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
-        DB_CGROUP=/sys/fs/cgroup/drover-overload-bench-$$
-        mkdir "$DB_CGROUP" || die "DB_CPU: could not make the cgroup $DB_CGROUP (root is needed)"
-        CLEANUP_HOOKS+=(db_cgroup_stop)
-        echo "$quota $period" >"$DB_CGROUP/cpu.max"
     else
-        die "DB_CPU needs a cpu cgroup controller: /sys/fs/cgroup/cpu (v1) or cpu in /sys/fs/cgroup/cgroup.subtree_control"
+        echo "$quota $period" >"$DB_CGROUP/cpu.max"
     fi
     log "  the backends of $db held to $DB_CPU of a CPU ($quota us every $period us, $DB_CGROUP)"
     # Backends appear as drover opens its connections: moved as they come
