@@ -1,7 +1,8 @@
 //! `[admission]` through the real binary: requests over a worker's limit
-//! wait in a bounded queue or are refused 503 `overloaded` at once, health
-//! checks always answer, the figures reach `/metrics`, and closed-loop load
-//! within limit + queue is never refused.
+//! wait in a bounded queue, whose oldest waiter is refused 503 `overloaded`
+//! at once when a newcomer finds it full; health checks always answer, the
+//! figures reach `/metrics`, and closed-loop load within limit + queue is
+//! never refused.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -58,46 +59,50 @@ async fn metrics_until(drover: &Drover, done: impl Fn(&str) -> bool) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_the_limit_requests_wait_in_a_bounded_queue_and_the_rest_are_refused_at_once() {
+async fn over_the_limit_requests_wait_in_a_bounded_queue_whose_oldest_make_room_for_newcomers() {
     let drover = pinned("4", "4", "10s");
     // Four slow requests take every place...
     let mut admitted = Vec::new();
     for _ in 0..4 {
         admitted.push(send(&drover, "/bench/delay/1500").await);
     }
-    // ...let them reach the worker before the next ones.
+    // ...let them reach the worker before the next ones, one at a time, so
+    // that their order in the queue is known.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut waiting = Vec::new();
     for _ in 0..4 {
         waiting.push(send(&drover, "/bench/delay/10").await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // The queue is full: refused at once, long before a place frees up;
-    // the connection stays usable.
-    let mut refused = send(&drover, "/bench/delay/10").await;
-    let response = tokio::time::timeout(Duration::from_millis(1000), refused.read_response())
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The queue is full: a newcomer takes the place of the oldest waiter,
+    // which is refused at once, long before a place frees up; its
+    // connection stays usable.
+    let mut newcomer = send(&drover, "/bench/delay/10").await;
+    let mut oldest = waiting.remove(0);
+    let response = tokio::time::timeout(Duration::from_millis(1000), oldest.read_response())
         .await
-        .expect("a refusal does not wait for a place")
+        .expect("the oldest waiter is refused at once")
         .unwrap();
     assert_overloaded(&response);
     // Health checks are never limited, however full the worker is.
     assert_eq!(get(drover.addr, "/healthz").await.unwrap().status, 200);
     assert_eq!(get(drover.addr, "/readyz").await.unwrap().status, 200);
-    // Everything admitted or queued is answered.
-    for conn in admitted.iter_mut().chain(waiting.iter_mut()) {
+    // Everything admitted or still queued is answered.
+    for conn in admitted.iter_mut().chain(waiting.iter_mut()).chain([&mut newcomer]) {
         let response = conn.read_response().await.unwrap();
         assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
     }
     // The refused connection serves its next request once there is room.
-    assert_eq!(refused.get("/bench/delay/1").await.unwrap().status, 200);
+    assert_eq!(oldest.get("/bench/delay/1").await.unwrap().status, 200);
 
     let text = metrics_until(&drover, |text| sum(text, "drover_admission_admitted_total", &[]) >= 9.0).await;
     assert_eq!(sum(&text, "drover_admission_admitted_total", &[r#"slot="0""#]), 9.0, "{text}");
     assert_eq!(sum(&text, "drover_admission_shed_total", &[r#"slot="0""#]), 1.0, "{text}");
     assert_eq!(sum(&text, "drover_admission_limit", &[r#"slot="0""#]), 4.0, "{text}");
     assert_eq!(sum(&text, "drover_admission_queued", &[]), 0.0, "{text}");
-    // Four requests waited for a place (over 100 ms each, as long as the
-    // slow ones took); the rest were admitted at once.
+    // Four requests waited for a place (over 100 ms each, until the slow
+    // ones ended); the rest were admitted at once.
     let waited_under_100ms = sum(&text, "drover_admission_queue_wait_seconds_bucket", &[r#"le="0.1""#]);
     assert_eq!(waited_under_100ms, 5.0, "{text}");
     assert_eq!(sum(&text, "drover_admission_queue_wait_seconds_count", &[]), 9.0, "{text}");

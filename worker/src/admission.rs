@@ -10,6 +10,17 @@
 //! bound is answered 503 `overloaded` with `Retry-After` at once, before the
 //! application or the database sees it.
 //!
+//! When the queue is full, a newcomer does not wait behind requests that
+//! have waited longest: the oldest waiter is refused to make room (a head
+//! drop, as CoDel and other active queue managers do), and for the next
+//! [`WINDOW`] the newest waiters are served first (adaptive LIFO, as in
+//! Facebook's "Fail at Scale"). Under open-loop overload the queue then
+//! holds only the freshest requests, the excess is refused within
+//! milliseconds (so clients that would time out learn it at once and free
+//! their connections), and what is admitted has barely waited. A queue that
+//! refused only newcomers, or only at `max_wait`, would instead answer
+//! every admitted request after a full queue's wait, too late to matter.
+//!
 //! The limit adapts, as Netflix's concurrency-limits "Gradient2" does: the
 //! time admitted requests take is averaged over short windows and compared
 //! with its long-run average. While they agree the limit grows by a few
@@ -48,7 +59,8 @@ pub struct AdmissionConfig {
     pub min_limit: u32,
     /// ...nor above this.
     pub max_limit: u32,
-    /// Requests over the limit that may wait for a place; more are refused.
+    /// Requests over the limit that may wait for a place. When it is full,
+    /// the oldest waiter is refused to make room for a newcomer.
     pub queue: usize,
     /// How long a request may wait for a place, counted from when its head
     /// was read; past it, it is refused.
@@ -67,7 +79,7 @@ impl Default for AdmissionConfig {
             initial_limit: 64,
             min_limit: 8,
             max_limit: 1024,
-            queue: 4096,
+            queue: 256,
             max_wait: Duration::from_secs(1),
             prefer_reads: true,
             exempt: vec!["/healthz".to_owned(), "/readyz".to_owned()],
@@ -176,7 +188,8 @@ pub(crate) enum Decision {
     Admitted(Permit),
     /// Over the limit: wait for a place, until the deadline.
     Queued(Ticket),
-    /// Over the limit and no room to wait: refuse.
+    /// Over the limit and no room to wait (or waited too long already):
+    /// refuse.
     Shed,
 }
 
@@ -185,7 +198,10 @@ enum WaitState {
     Waiting,
     /// A place was handed over: the ticket holds a permit.
     Granted(Instant),
-    /// Given up (deadline, or the client went away).
+    /// Refused to make room for a newer request: the ticket's request is
+    /// answered 503.
+    Dropped,
+    /// Given up (deadline, or the client went away), or taken.
     Cancelled,
 }
 
@@ -212,6 +228,9 @@ pub(crate) struct Admission {
     shed: Cell<u64>,
     wait_buckets: RefCell<Vec<u64>>,
     wait_sum_us: Cell<u64>,
+    /// When a full queue last refused its oldest waiter: for a [`WINDOW`]
+    /// after, the newest waiters are served first.
+    overflowed: Cell<Option<Instant>>,
 }
 
 impl Admission {
@@ -230,6 +249,7 @@ impl Admission {
             shed: Cell::new(0),
             wait_buckets: RefCell::new(vec![0; WAIT_BUCKETS.len()]),
             wait_sum_us: Cell::new(0),
+            overflowed: Cell::new(None),
         })
     }
 
@@ -253,18 +273,48 @@ impl Admission {
             self.record_wait(now.saturating_duration_since(arrived));
             return Decision::Admitted(self.permit(now));
         }
-        if self.queued.get() >= self.config.queue
-            || now.saturating_duration_since(arrived) >= self.config.max_wait
-        {
+        if now.saturating_duration_since(arrived) >= self.config.max_wait {
             self.shed.set(self.shed.get() + 1);
             return Decision::Shed;
         }
+        let read = read && self.config.prefer_reads;
+        if self.queued.get() >= self.config.queue {
+            // Full: the oldest waiter of the lowest priority makes room. A
+            // write that would be served after every waiting read is itself
+            // the one to refuse.
+            let dropped = self.drop_oldest(&self.writes) || (read && self.drop_oldest(&self.reads));
+            if !dropped {
+                self.shed.set(self.shed.get() + 1);
+                return Decision::Shed;
+            }
+            self.overflowed.set(Some(now));
+        }
         let waiter =
             Rc::new(Waiter { state: Cell::new(WaitState::Waiting), waker: RefCell::new(None), arrived });
-        let queue = if read && self.config.prefer_reads { &self.reads } else { &self.writes };
+        let queue = if read { &self.reads } else { &self.writes };
         queue.borrow_mut().push_back(waiter.clone());
         self.queued.set(self.queued.get() + 1);
         Decision::Queued(Ticket { admission: self.clone(), waiter })
+    }
+
+    /// Refuses the oldest live waiter of `queue`, if there is one: it is
+    /// woken to answer 503.
+    fn drop_oldest(&self, queue: &RefCell<VecDeque<Rc<Waiter>>>) -> bool {
+        let mut queue = queue.borrow_mut();
+        while let Some(waiter) = queue.pop_front() {
+            if waiter.state.get() != WaitState::Waiting {
+                continue;
+            }
+            waiter.state.set(WaitState::Dropped);
+            self.queued.set(self.queued.get() - 1);
+            self.shed.set(self.shed.get() + 1);
+            let waker = waiter.waker.borrow_mut().take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+            return true;
+        }
+        false
     }
 
     fn is_exempt(&self, path: &str) -> bool {
@@ -303,13 +353,16 @@ impl Admission {
     /// Hands free places to waiting requests, reads first when preferred.
     fn grant(self: &Rc<Self>, now: Instant) {
         while self.in_flight.get() < self.limit.get() && self.queued.get() > 0 {
-            // Waiting for a quarter of max_wait means the queue is standing,
-            // not absorbing a burst: serve the newest first (adaptive LIFO),
-            // which can still be answered in time, and let the oldest reach
-            // their deadline, instead of answering every request late.
+            // A full queue lately, or a wait of a quarter of max_wait, means
+            // the queue is standing, not absorbing a burst: serve the newest
+            // first (adaptive LIFO), which can still be answered in time,
+            // and let the oldest be dropped or reach their deadline, instead
+            // of answering every request late.
+            let overflowing =
+                self.overflowed.get().is_some_and(|at| now.saturating_duration_since(at) < WINDOW);
             let stale = now.checked_sub(self.config.max_wait / 4);
-            let next = next_waiter(&mut self.reads.borrow_mut(), stale)
-                .or_else(|| next_waiter(&mut self.writes.borrow_mut(), stale));
+            let next = next_waiter(&mut self.reads.borrow_mut(), overflowing, stale)
+                .or_else(|| next_waiter(&mut self.writes.borrow_mut(), overflowing, stale));
             let Some(waiter) = next else { break };
             self.queued.set(self.queued.get() - 1);
             self.in_flight.set(self.in_flight.get() + 1);
@@ -352,15 +405,20 @@ impl Admission {
     }
 }
 
-/// The next live waiter of `queue`: the oldest, unless the oldest arrived
-/// before `stale`, then the newest. Entries given up are dropped on the way.
-fn next_waiter(queue: &mut VecDeque<Rc<Waiter>>, stale: Option<Instant>) -> Option<Rc<Waiter>> {
+/// The next live waiter of `queue`: the oldest, unless `newest_first` or
+/// the oldest arrived before `stale`, then the newest. Entries given up are
+/// dropped on the way.
+fn next_waiter(
+    queue: &mut VecDeque<Rc<Waiter>>,
+    newest_first: bool,
+    stale: Option<Instant>,
+) -> Option<Rc<Waiter>> {
     let live = |waiter: &Rc<Waiter>| waiter.state.get() == WaitState::Waiting;
     while queue.front().is_some_and(|waiter| !live(waiter)) {
         queue.pop_front();
     }
     let oldest = queue.front()?;
-    if stale.is_some_and(|stale| oldest.arrived < stale) {
+    if newest_first || stale.is_some_and(|stale| oldest.arrived < stale) {
         while let Some(waiter) = queue.pop_back() {
             if live(&waiter) {
                 return Some(waiter);
@@ -404,13 +462,15 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
-    /// Ready with a permit once a place is handed over.
-    pub(crate) fn poll_granted(&mut self, cx: &mut Context<'_>) -> Poll<Permit> {
+    /// Ready with a permit once a place is handed over, or with `None` when
+    /// the request was refused to make room for a newer one.
+    pub(crate) fn poll_granted(&mut self, cx: &mut Context<'_>) -> Poll<Option<Permit>> {
         match self.waiter.state.get() {
             WaitState::Granted(at) => {
                 self.waiter.state.set(WaitState::Cancelled);
-                Poll::Ready(Permit { admission: Some(self.admission.clone()), admitted: at })
+                Poll::Ready(Some(Permit { admission: Some(self.admission.clone()), admitted: at }))
             }
+            WaitState::Dropped => Poll::Ready(None),
             WaitState::Waiting => {
                 let mut waker = self.waiter.waker.borrow_mut();
                 match waker.as_ref() {
@@ -441,7 +501,7 @@ impl Drop for Ticket {
                 self.waiter.state.set(WaitState::Cancelled);
                 self.admission.release(None, Instant::now());
             }
-            WaitState::Cancelled => {}
+            WaitState::Dropped | WaitState::Cancelled => {}
         }
     }
 }
@@ -490,25 +550,74 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn over_the_limit_requests_wait_then_are_refused_when_the_queue_is_full() {
+    async fn over_the_limit_requests_wait_and_a_full_queue_drops_its_oldest() {
         let admission = Admission::new(config(2, 1));
         let now = Instant::now();
         let a = admitted(admission.arrive("/v1/x", true, now, now));
         let _b = admitted(admission.arrive("/v1/x", true, now, now));
         let mut c = queued(admission.arrive("/v1/x", true, now, now));
-        assert!(matches!(admission.arrive("/v1/x", true, now, now), Decision::Shed));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(c.poll_granted(&mut cx).is_pending());
+        // The queue is full: the oldest waiter is refused to make room.
+        let mut d = queued(admission.arrive("/v1/x", true, now, now));
+        assert!(matches!(c.poll_granted(&mut cx), Poll::Ready(None)), "the oldest is dropped");
         // Health checks are never limited.
         assert!(matches!(admission.arrive("/healthz", true, now, now), Decision::Exempt));
 
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(c.poll_granted(&mut cx).is_pending());
         a.finish(now + Duration::from_millis(1));
-        let _c = match c.poll_granted(&mut cx) {
-            Poll::Ready(permit) => permit,
-            Poll::Pending => panic!("the freed place goes to the waiting request"),
+        let Poll::Ready(Some(_d)) = d.poll_granted(&mut cx) else {
+            panic!("the freed place goes to the waiting request")
         };
         let snapshot = admission.snapshot();
         assert_eq!((snapshot.admitted, snapshot.shed, snapshot.queued, snapshot.in_flight), (3, 1, 0, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_queue_requests_over_the_limit_are_refused_at_once() {
+        let admission = Admission::new(config(1, 0));
+        let now = Instant::now();
+        let _a = admitted(admission.arrive("/v1/x", true, now, now));
+        assert!(matches!(admission.arrive("/v1/x", true, now, now), Decision::Shed));
+        assert_eq!(admission.snapshot().shed, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_makes_room_for_reads_before_writes() {
+        let admission = Admission::new(config(1, 2));
+        let now = Instant::now();
+        let _first = admitted(admission.arrive("/v1/x", true, now, now));
+        let mut read = queued(admission.arrive("/v1/x", true, now, now));
+        let mut write = queued(admission.arrive("/v1/x", false, now, now));
+        let mut cx = Context::from_waker(Waker::noop());
+        // A newer read: the waiting write, served after every read, goes.
+        let mut newer_read = queued(admission.arrive("/v1/x", true, now, now));
+        assert!(matches!(write.poll_granted(&mut cx), Poll::Ready(None)));
+        // A newer write with only reads waiting would be served last: it is
+        // the one refused.
+        assert!(matches!(admission.arrive("/v1/x", false, now, now), Decision::Shed));
+        assert!(read.poll_granted(&mut cx).is_pending());
+        assert!(newer_read.poll_granted(&mut cx).is_pending());
+        assert_eq!((admission.snapshot().queued, admission.snapshot().shed), (2, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_overflow_the_newest_waiters_go_first_for_a_window() {
+        let admission = Admission::new(config(1, 2));
+        let start = Instant::now();
+        let first = admitted(admission.arrive("/v1/x", true, start, start));
+        let _dropped = queued(admission.arrive("/v1/x", true, start, start));
+        let mut old = queued(admission.arrive("/v1/x", true, start, start));
+        let mut new = queued(admission.arrive("/v1/x", true, start, start));
+        let mut cx = Context::from_waker(Waker::noop());
+        first.finish(start);
+        assert!(old.poll_granted(&mut cx).is_pending());
+        let Poll::Ready(Some(second)) = new.poll_granted(&mut cx) else { panic!("the newest goes first") };
+        // A window later without an overflow: first come, first served.
+        let later = start + WINDOW;
+        let mut newest = queued(admission.arrive("/v1/x", true, later, later));
+        second.finish(later);
+        assert!(newest.poll_granted(&mut cx).is_pending());
+        assert!(matches!(old.poll_granted(&mut cx), Poll::Ready(Some(_))));
     }
 
     #[tokio::test(start_paused = true)]
@@ -524,7 +633,9 @@ mod tests {
         first.finish(now);
         let mut cx = Context::from_waker(Waker::noop());
         // Held: a permit dropped would hand its place straight on.
-        let Poll::Ready(_read_permit) = read.poll_granted(&mut cx) else { panic!("the read goes first") };
+        let Poll::Ready(Some(_read_permit)) = read.poll_granted(&mut cx) else {
+            panic!("the read goes first")
+        };
         assert!(write.poll_granted(&mut cx).is_pending());
         // The write's deadline passes: refused, counted as shed.
         write.expire();
@@ -555,7 +666,7 @@ mod tests {
         // The oldest waited 400 ms of 1 s: the newest goes first.
         first.finish(later);
         assert!(old.poll_granted(&mut cx).is_pending());
-        let Poll::Ready(second) = new.poll_granted(&mut cx) else { panic!("the newest goes first") };
+        let Poll::Ready(Some(second)) = new.poll_granted(&mut cx) else { panic!("the newest goes first") };
         // The last one left is served, however long it waited.
         second.finish(later);
         assert!(old.poll_granted(&mut cx).is_ready());

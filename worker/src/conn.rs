@@ -667,16 +667,24 @@ impl<A: App> Future for Responding<A> {
                     )
                 }
                 Answer::Waiting(waiting) => {
-                    if let Poll::Ready(permit) = waiting.ticket.poll_granted(cx) {
-                        this.permit = Some(permit);
-                        let request = waiting.request.take().expect("a waiting request is called once");
-                        let wire = waiting.wire.clone();
-                        (this.route, this.answer) = call_app(&this.shared, &wire, &mut this.id, request);
-                        continue;
-                    }
-                    std::task::ready!(waiting.deadline.as_mut().poll(cx));
-                    if let Answer::Waiting(waiting) = std::mem::replace(&mut this.answer, Answer::Now(None)) {
-                        waiting.ticket.expire();
+                    match waiting.ticket.poll_granted(cx) {
+                        Poll::Ready(Some(permit)) => {
+                            this.permit = Some(permit);
+                            let request = waiting.request.take().expect("a waiting request is called once");
+                            let wire = waiting.wire.clone();
+                            (this.route, this.answer) = call_app(&this.shared, &wire, &mut this.id, request);
+                            continue;
+                        }
+                        // Dropped from a full queue for a newer request.
+                        Poll::Ready(None) => {}
+                        Poll::Pending => {
+                            std::task::ready!(waiting.deadline.as_mut().poll(cx));
+                            if let Answer::Waiting(waiting) =
+                                std::mem::replace(&mut this.answer, Answer::Now(None))
+                            {
+                                waiting.ticket.expire();
+                            }
+                        }
                     }
                     this.route = OVERLOADED;
                     break admission::overloaded();
