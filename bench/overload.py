@@ -64,14 +64,19 @@ def open_loop(path, seconds, c):
 
 def spike(path, spike_at, spike_len, normal_p99_ms):
     """Per-second p50/p99 of the steady stream, and how long after the
-    spike ended its p99 stayed above 2x normal."""
+    spike ended its p99 stayed above 2x normal. Normal is the larger of the
+    normal run's p99 and this stream's own p99 before the spike: the same
+    load a few seconds earlier, which is what "back to normal" means when
+    the machine's latency drifts between runs."""
     data = rows(path)
     t0 = data[0][0] if data else 0.0
     seconds = {}
     for due, end, status in data:
         second = int(due - t0)
         seconds.setdefault(second, []).append((end - due, status))
-    lines = []
+    before = [end - due for due, end, status in data if due - t0 < spike_at and 200 <= status < 300]
+    normal_p99_ms = max(normal_p99_ms, pct(before, 99) * 1000 if before else 0.0)
+    lines = [f"    normal p99 {normal_p99_ms:.1f} ms (the normal run's, or before the spike if higher)"]
     spike_end = spike_at + spike_len
     recovered_at = None
     for second in sorted(seconds):

@@ -3,7 +3,8 @@
 # serve, with admission control on and off. See bench/README.md.
 #
 # One worker on SERVER_CPU serves GET /v1/users/{id} (cache off, so every
-# read is a PostgreSQL query). First its capacity C: 2xx per second under
+# read is a PostgreSQL query), the database held to DB_CPU of a CPU so that
+# it, not the worker, is the bottleneck. First its capacity C: 2xx per second under
 # closed-loop load. Then, for admission control on and off, with an
 # open-loop generator (bench/openloop, or oha -q RATE --latency-correction
 # with GEN=oha: requests are due at a fixed rate whatever the latency, and a
@@ -16,8 +17,9 @@
 #     per-second latency of the steady stream, and how many seconds after
 #     the spike its p99 is back within 2 x normal (goal <= 2).
 #
-#   bash bench/overload.sh              # ~3 min plus the build (and oha's, once)
+#   bash bench/overload.sh              # ~6 min plus the build (and oha's, once)
 #   SKIP_OFF=1 bash bench/overload.sh   # admission control on only
+#   DB_CPU= bash bench/overload.sh      # the database as it is: the worker's CPU runs out first
 #
 # Knobs (environment variables, defaults in brackets):
 #   CAP_DURATION [10s] CAP_CONNS [64]   the closed-loop capacity run
@@ -37,13 +39,19 @@
 #                     oha on one core sends at most ~36,000 requests/s here)
 #   CAPACITY []       skip the capacity run and use this C
 #   SKIP_OFF [0]      1: admission control on only
-#   DB_CPU []         a fraction of one CPU (0.3, say): the bench database's
+#   DB_CPU [0.1]      a fraction of one CPU: the bench database's
 #                     PostgreSQL backends are held to it by a cpu cgroup the
 #                     script makes (and removes), so that the database, not
 #                     the worker, is what runs out first, as when it is
-#                     another machine shared with other clients. Needs root
-#                     and a cpu cgroup controller (v1, or cgroup2 with cpu
-#                     enabled). Empty: the database as it is.
+#                     another machine. Needs root and a cpu cgroup
+#                     controller (v1, or cgroup2 with cpu enabled); without
+#                     them the script says so and runs with the database as
+#                     it is, as DB_CPU= (empty) does.
+#   DB_CPUSET [SERVER_CPU]  with DB_CPU: the CPUs those backends may run on
+#                     (taskset), away from the generator, whose own work
+#                     grows with the offered load and would otherwise take
+#                     the database's share of LOAD_CPU exactly when the
+#                     overload is measured
 #   OHA [oha]         the oha binary; installed with `cargo install oha --locked`
 #                     (under flock CARGO_LOCK) when missing
 #   SERVER_CPU [0] LOAD_CPU [1] SKIP_BUILD [0] TARGET_DIR CARGO_LOCK DROVER_BIN,
@@ -70,7 +78,8 @@ OPENLOOP_BIN=${OPENLOOP_BIN:-$BENCH_TARGET_DIR/release/openloop}
 OVER_FACTOR=${OVER_FACTOR:-3}
 CAPACITY=${CAPACITY:-}
 SKIP_OFF=${SKIP_OFF:-0}
-DB_CPU=${DB_CPU:-}
+DB_CPU=${DB_CPU-0.1}
+DB_CPUSET=${DB_CPUSET:-$SERVER_CPU}
 OHA=${OHA:-oha}
 PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
@@ -191,7 +200,7 @@ spike_run() { # name: the steady stream with a spike on top
 
 # ------------------------------------------------- a database held to DB_CPU --
 # Where the load runs out first decides what admission control can do. When
-# it is the worker's own CPU (the default here: one core for the worker,
+# it is the worker's own CPU (DB_CPU= here: one core for the worker,
 # PostgreSQL beside it), every refusal costs that CPU too (reading and
 # parsing the request, writing the 503: about a third of what serving it
 # costs), so at 3 x C the refusals alone take most of it. When it is the
@@ -206,11 +215,18 @@ db_cgroup_start() { # db: hold db's backends, present and future, to DB_CPU of a
     local root=/sys/fs/cgroup/cpu
     if [[ ! -e $root/cpu.cfs_quota_us ]]; then
         root=/sys/fs/cgroup
-        grep -qw cpu "$root/cgroup.subtree_control" 2>/dev/null ||
-            die "DB_CPU needs a cpu cgroup controller: /sys/fs/cgroup/cpu (v1) or cpu in /sys/fs/cgroup/cgroup.subtree_control"
+        if ! grep -qw cpu "$root/cgroup.subtree_control" 2>/dev/null; then
+            log "warning: DB_CPU needs a cpu cgroup controller (/sys/fs/cgroup/cpu, v1, or cpu in /sys/fs/cgroup/cgroup.subtree_control); the database runs as it is"
+            DB_CPU=""
+            return 0
+        fi
+    fi
+    if ! mkdir "$root/drover-overload-bench-$$" 2>/dev/null; then
+        log "warning: DB_CPU: could not make a cgroup under $root (root is needed); the database runs as it is"
+        DB_CPU=""
+        return 0
     fi
     DB_CGROUP=$root/drover-overload-bench-$$
-    mkdir "$DB_CGROUP" || die "DB_CPU: could not make the cgroup $DB_CGROUP (root is needed)"
     CLEANUP_HOOKS+=(db_cgroup_stop)
     if [[ -e $DB_CGROUP/cpu.cfs_quota_us ]]; then
         echo "$period" >"$DB_CGROUP/cpu.cfs_period_us"
@@ -218,13 +234,16 @@ db_cgroup_start() { # db: hold db's backends, present and future, to DB_CPU of a
     else
         echo "$quota $period" >"$DB_CGROUP/cpu.max"
     fi
-    log "  the backends of $db held to $DB_CPU of a CPU ($quota us every $period us, $DB_CGROUP)"
+    log "  the backends of $db held to $DB_CPU of a CPU ($quota us every $period us, $DB_CGROUP), on CPU $DB_CPUSET"
     # Backends appear as drover opens its connections: moved as they come
     # (their process title names the database; pgrep reads /proc).
     (
+        declare -A seen=()
         while true; do
             for pid in $(pgrep -f "postgres: .* $db " || true); do
-                echo "$pid" >"$DB_CGROUP/cgroup.procs" 2>/dev/null || true
+                [[ -z ${seen[$pid]:-} ]] || continue
+                echo "$pid" >"$DB_CGROUP/cgroup.procs" 2>/dev/null &&
+                    taskset -pc "$DB_CPUSET" "$pid" >/dev/null 2>&1 && seen[$pid]=1
             done
             sleep 0.05
         done
