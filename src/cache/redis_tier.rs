@@ -103,10 +103,12 @@ impl Breaker {
         self.failures.set(0);
     }
 
-    fn failure(&self) {
+    /// Counts a failure; true when it opens (or reopens) the circuit.
+    fn failure(&self) -> bool {
         let failures = self.failures.get() + 1;
         self.failures.set(failures);
-        if failures >= self.threshold {
+        let opens = failures >= self.threshold;
+        if opens {
             if self.open_until.get().is_none() {
                 warn!(
                     failures,
@@ -116,6 +118,7 @@ impl Breaker {
             }
             self.open_until.set(Some(Instant::now() + self.cooldown));
         }
+        opens
     }
 
     fn is_open(&self) -> bool {
@@ -313,14 +316,26 @@ impl RedisTier {
             }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "Redis call failed");
-                self.breaker.failure();
+                self.failed();
                 Err(Skipped)
             }
             Err(_) => {
                 tracing::debug!(timeout_ms = self.timeout.as_millis() as u64, "Redis call timed out");
-                self.breaker.failure();
+                self.failed();
                 Err(Skipped)
             }
+        }
+    }
+
+    /// A call failed. When that opens the circuit, the connection is
+    /// dropped and `maintain` makes a new one: a `ConnectionManager` whose
+    /// own reconnection failed while Redis was down can stay broken after
+    /// it is back (seen here: one worker's calls failed for 20 s after a
+    /// Redis restart while the other's recovered; redis-rs issues #984,
+    /// #1556), and a fresh one costs one connect per cooldown at most.
+    fn failed(&self) {
+        if self.breaker.failure() {
+            self.connection.borrow_mut().take();
         }
     }
 
@@ -708,10 +723,13 @@ mod tests {
         tier
     }
 
-    /// The breaker's cooldown is over: the next call goes through
-    /// (half-open).
-    fn cooldown_passes(tier: &RedisTier) {
+    /// The breaker's cooldown is over, and `maintain` has made a new
+    /// connection in place of the one dropped when the breaker opened: the
+    /// next call goes through (half-open).
+    async fn cooldown_passes(tier: &RedisTier) {
         tier.breaker.open_until.set(Some(Instant::now()));
+        assert!(tier.connection.borrow().is_none(), "the breaker opening dropped the connection");
+        tier.connect().await;
     }
 
     async fn in_local_set<F: std::future::Future>(f: F) -> F::Output {
@@ -744,7 +762,7 @@ mod tests {
             // Redis is back, still holding the value the write replaced.
             // Before the owed delete is made, that value is never served.
             fake.borrow_mut().failing = false;
-            cooldown_passes(&tier);
+            cooldown_passes(&tier).await;
             assert_eq!(tier.get(key).await, Err(Skipped), "the old value is not read");
             assert_eq!(fake.borrow().commands("GET"), 1, "not even asked for");
 
@@ -777,7 +795,7 @@ mod tests {
             assert_eq!(tier.pending.borrow().len(), 250);
 
             fake.borrow_mut().failing = false;
-            cooldown_passes(&tier);
+            cooldown_passes(&tier).await;
             tier.retry_deletes().await;
             assert_eq!(fake.borrow().commands("DEL"), 1 + 250usize.div_ceil(RETRY_BATCH));
             assert!(tier.pending.borrow().is_empty());
@@ -803,7 +821,7 @@ mod tests {
                 assert_eq!(tier.delete_and_publish(&format!("drover:user:v1:{n}")).await, Err(Skipped));
             }
             fake.borrow_mut().failing = false;
-            cooldown_passes(&tier);
+            cooldown_passes(&tier).await;
 
             // The overflow dropped track of which keys are stale: no key is
             // read from Redis, written ones or not.
