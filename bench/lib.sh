@@ -156,6 +156,43 @@ cleanup() { # on EXIT: stop every PID in STARTED, drop DBS_CREATED, remove WORK
     [[ -z $WORK ]] || rm -rf "$WORK"
 }
 
+# cpu_cgroup name: makes a cpu cgroup NAME-PID (cgroup v1's cpu controller,
+# or cgroup2 with cpu enabled at its root) and sets CPU_CGROUP to its path;
+# at exit the processes in it go back to its parent and it is removed.
+# Processes in a cgroup of their own are out of their session's autogroup,
+# so its settings (a quota, cpu.idle) hold at the top level. Without root or
+# a cpu controller it warns and leaves CPU_CGROUP empty.
+CPU_CGROUP=""
+CPU_CGROUPS=()
+cpu_cgroup() {
+    local root=/sys/fs/cgroup/cpu
+    CPU_CGROUP=""
+    if [[ ! -e $root/cpu.cfs_quota_us ]]; then
+        root=/sys/fs/cgroup
+        if ! grep -qw cpu "$root/cgroup.subtree_control" 2>/dev/null; then
+            log "warning: no cpu cgroup controller (/sys/fs/cgroup/cpu, v1, or cpu in /sys/fs/cgroup/cgroup.subtree_control) for $1"
+            return 0
+        fi
+    fi
+    if ! mkdir "$root/$1-$$" 2>/dev/null; then
+        log "warning: could not make the cgroup $root/$1-$$ (root is needed)"
+        return 0
+    fi
+    CPU_CGROUP=$root/$1-$$
+    CPU_CGROUPS+=("$CPU_CGROUP")
+    ((${#CPU_CGROUPS[@]} > 1)) || CLEANUP_HOOKS+=(cpu_cgroups_remove)
+}
+cpu_cgroups_remove() {
+    local dir pid
+    for dir in "${CPU_CGROUPS[@]}"; do
+        [[ -d $dir ]] || continue
+        for pid in $(cat "$dir/cgroup.procs" 2>/dev/null); do
+            echo "$pid" >"${dir%/*}/cgroup.procs" 2>/dev/null || true
+        done
+        rmdir "$dir" 2>/dev/null || log "warning: could not remove $dir"
+    done
+}
+
 bench_cleanup_init() { # prefix: make WORK (a fresh temp dir) and set the traps
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
     trap cleanup EXIT

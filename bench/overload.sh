@@ -207,34 +207,23 @@ spike_run() { # name: the steady stream with a spike on top
 # database, refusing is cheap for what is short, and admission control
 # decides whether the database's capacity goes to answers that arrive in
 # time. DB_CPU makes the database the bottleneck on this one machine.
-DB_CGROUP=""
 db_cgroup_start() { # db: hold db's backends, present and future, to DB_CPU of a CPU
     local db=$1 period=10000 quota
     quota=$(awk -v f="$DB_CPU" -v p="$period" 'BEGIN { q = int(f * p); if (q < 1000) q = 1000; print q }')
-    # cgroup v1's cpu controller, or cgroup2 with cpu enabled at its root.
-    local root=/sys/fs/cgroup/cpu
-    if [[ ! -e $root/cpu.cfs_quota_us ]]; then
-        root=/sys/fs/cgroup
-        if ! grep -qw cpu "$root/cgroup.subtree_control" 2>/dev/null; then
-            log "warning: DB_CPU needs a cpu cgroup controller (/sys/fs/cgroup/cpu, v1, or cpu in /sys/fs/cgroup/cgroup.subtree_control); the database runs as it is"
-            DB_CPU=""
-            return 0
-        fi
-    fi
-    if ! mkdir "$root/drover-overload-bench-$$" 2>/dev/null; then
-        log "warning: DB_CPU: could not make a cgroup under $root (root is needed); the database runs as it is"
+    cpu_cgroup drover-overload-bench
+    if [[ -z $CPU_CGROUP ]]; then
+        log "warning: DB_CPU needs root and a cpu cgroup controller; the database runs as it is"
         DB_CPU=""
         return 0
     fi
-    DB_CGROUP=$root/drover-overload-bench-$$
-    CLEANUP_HOOKS+=(db_cgroup_stop)
-    if [[ -e $DB_CGROUP/cpu.cfs_quota_us ]]; then
-        echo "$period" >"$DB_CGROUP/cpu.cfs_period_us"
-        echo "$quota" >"$DB_CGROUP/cpu.cfs_quota_us"
+    local dir=$CPU_CGROUP
+    if [[ -e $dir/cpu.cfs_quota_us ]]; then
+        echo "$period" >"$dir/cpu.cfs_period_us"
+        echo "$quota" >"$dir/cpu.cfs_quota_us"
     else
-        echo "$quota $period" >"$DB_CGROUP/cpu.max"
+        echo "$quota $period" >"$dir/cpu.max"
     fi
-    log "  the backends of $db held to $DB_CPU of a CPU ($quota us every $period us, $DB_CGROUP), on CPU $DB_CPUSET"
+    log "  the backends of $db held to $DB_CPU of a CPU ($quota us every $period us, $dir), on CPU $DB_CPUSET"
     # Backends appear as drover opens its connections: moved as they come
     # (their process title names the database; pgrep reads /proc).
     (
@@ -242,21 +231,13 @@ db_cgroup_start() { # db: hold db's backends, present and future, to DB_CPU of a
         while true; do
             for pid in $(pgrep -f "postgres: .* $db " || true); do
                 [[ -z ${seen[$pid]:-} ]] || continue
-                echo "$pid" >"$DB_CGROUP/cgroup.procs" 2>/dev/null &&
+                echo "$pid" >"$dir/cgroup.procs" 2>/dev/null &&
                     taskset -pc "$DB_CPUSET" "$pid" >/dev/null 2>&1 && seen[$pid]=1
             done
             sleep 0.05
         done
     ) &
     STARTED+=("$!")
-}
-db_cgroup_stop() { # at exit: the backends back where they were, the cgroup removed
-    [[ -n $DB_CGROUP && -d $DB_CGROUP ]] || return 0
-    local pid
-    for pid in $(cat "$DB_CGROUP/cgroup.procs" 2>/dev/null); do
-        echo "$pid" >"${DB_CGROUP%/*}/cgroup.procs" 2>/dev/null || true
-    done
-    rmdir "$DB_CGROUP" 2>/dev/null || log "warning: could not remove $DB_CGROUP"
 }
 
 # ------------------------------------------------------------------- run --

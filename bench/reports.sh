@@ -14,7 +14,7 @@
 #     while CLIENTS curl processes download DOWNLOAD_MB brotli-compressed
 #     reports over and over (the worker restarted with reports.max_running =
 #     CLIENTS): once with the downloading side (curls and database backends)
-#     in the idle class on LOAD_CPU, so that only the worker's own behaviour
+#     in the idle class and an idle cpu cgroup (root) on LOAD_CPU, so that only the worker's own behaviour
 #     shows, and once with it at normal priority (see `beside` below).
 # Goals (issue 12): 1,000,000 rows grow the worker's RSS by less than 16 MiB;
 # /healthz p99 with the downloads stays within 2 x its p99 without them.
@@ -162,22 +162,46 @@ loop_busy() { awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" -v s="$HEALTH_S
 # beside name isolate: /healthz p99 while CLIENTS curls download brotli
 # reports over and over, the curls on LOAD_CPU. With isolate=1 the curls
 # and the database backends serving them run there in the idle class
-# (chrt --idle), so that neither oha (on LOAD_CPU) nor the worker (on
-# SERVER_CPU) waits for a CPU behind them: in production the clients and
-# the database are other machines, and the question is whether the worker's
-# event loop keeps answering. With 0 they run at normal priority, the
-# backends wherever the kernel puts them: the whole 2-core box's view. Sets
-# BESIDE[name] to "p99 ok-downloads other-downloads".
+# (chrt --idle) and in a cpu cgroup with cpu.idle = 1 (LOAD_CGROUP), so
+# that neither oha (on LOAD_CPU) nor the worker (on SERVER_CPU) waits for a
+# CPU behind them: in production the clients and the database are other
+# machines, and the question is whether the worker's event loop keeps
+# answering. The idle class alone is not enough where session autogroups
+# are on (most distributions): PostgreSQL's backends, idle-class inside
+# their server's autogroup, still compete as one normal-weight group at the
+# top level, and a scheduler trace showed oha waiting up to 45 ms behind
+# them, which /healthz's p99 then counted. With 0 they run at normal
+# priority, the backends wherever the kernel puts them: the whole 2-core
+# box's view. Sets BESIDE[name] to "p99 ok-downloads other-downloads".
+LOAD_CGROUP=""
+load_cgroup() { # LOAD_CGROUP: an idle cpu cgroup for the isolated load, made once
+    [[ -n $LOAD_CGROUP ]] && return 0
+    cpu_cgroup drover-reports-load
+    LOAD_CGROUP=$CPU_CGROUP
+    [[ -n $LOAD_CGROUP ]] || return 0
+    if [[ -e $LOAD_CGROUP/cpu.idle ]]; then
+        echo 1 >"$LOAD_CGROUP/cpu.idle"
+    elif [[ -e $LOAD_CGROUP/cpu.shares ]]; then
+        echo 2 >"$LOAD_CGROUP/cpu.shares"
+    else
+        echo 1 >"$LOAD_CGROUP/cpu.weight"
+    fi
+}
+isolate_pid() { # pid: onto LOAD_CPU, in the idle class and LOAD_CGROUP
+    taskset -p -c "$LOAD_CPU" "$1" >/dev/null && chrt --idle -p 0 "$1"
+    [[ -z $LOAD_CGROUP ]] || echo "$1" >"$LOAD_CGROUP/cgroup.procs"
+}
 declare -A BESIDE
 beside() {
     local name=$1 isolate=$2 stop_file=$WORK/$1.stop downloaded=$WORK/$1.count pids=()
     rm -f "$stop_file"
     : >"$downloaded"
+    [[ $isolate == 0 ]] || load_cgroup
     for ((c = 0; c < CLIENTS; c++)); do
         (
             # The loop itself too, and so every curl it starts.
             taskset -p -c "$LOAD_CPU" "$BASHPID" >/dev/null
-            [[ $isolate == 1 ]] && chrt --idle -p 0 "$BASHPID"
+            [[ $isolate == 1 ]] && isolate_pid "$BASHPID"
             while [[ ! -e $stop_file ]]; do
                 code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Accept-Encoding: $DOWNLOAD_ENCODING" \
                     -H "Authorization: Bearer $TOKEN" "http://$SRV_ADDR/v1/reports/orders?to=$until" || echo 000)
@@ -191,11 +215,12 @@ beside() {
         # coming: moved as they appear (their process title names the
         # database; pgrep reads /proc, no query needed).
         (
-            taskset -p -c "$LOAD_CPU" "$BASHPID" >/dev/null
-            chrt --idle -p 0 "$BASHPID"
+            isolate_pid "$BASHPID"
+            declare -A seen=()
             while [[ ! -e $stop_file ]]; do
                 for pid in $(pgrep -f "postgres: .* $CUR_DB " || true); do
-                    taskset -p -c "$LOAD_CPU" "$pid" && chrt --idle -p 0 "$pid"
+                    [[ -z ${seen[$pid]:-} ]] || continue
+                    isolate_pid "$pid" && seen[$pid]=1
                 done
                 sleep 0.05
             done
@@ -211,6 +236,13 @@ beside() {
     touch "$stop_file"
     # The clients finish the download they are in, then stop.
     wait "${pids[@]}" 2>/dev/null || true
+    if [[ $isolate == 1 && -n $LOAD_CGROUP ]]; then
+        # The pool's backends live on into the next run: back to normal.
+        local pid
+        for pid in $(cat "$LOAD_CGROUP/cgroup.procs" 2>/dev/null); do
+            echo "$pid" >"${LOAD_CGROUP%/*}/cgroup.procs" 2>/dev/null && chrt --other -p 0 "$pid" 2>/dev/null || true
+        done
+    fi
     BESIDE[$name]="$p99 $(grep -c '^200$' "$downloaded" || true) $(grep -vc '^200$' "$downloaded" || true) $(loop_busy "$t0" "$t1")"
     log "   $name: p99 $p99 ms; downloads complete, not 200, event loop busy %: ${BESIDE[$name]#* }"
 }
