@@ -27,6 +27,10 @@
 #   SLOW_RATE [100k] SLOW_SECONDS [5]   the slow client
 #   CLIENTS [16] DOWNLOAD_MB [10] HEALTH_RATE [200] HEALTH_SECONDS [10]
 #   DOWNLOAD_ENCODING [br]   what those clients accept (identity, gzip, zstd)
+#   IDLE_CGROUP [auto]  the loaded worker's worker.idle_cgroup: auto (a
+#                      cgroup v1 cpu directory of the script's own, removed at
+#                      exit, when run as root with cpu.idle available; else
+#                      none), none, or a directory
 #   OHA [oha]          installed with `cargo install oha --locked` when missing
 #   SERVER_CPU [0] LOAD_CPU [1] SKIP_BUILD [0] TARGET_DIR CARGO_LOCK DROVER_BIN,
 #   PG_HOST [127.0.0.1] PG_PORT [5432] PG_USER [root] PG_ADMIN_DB [test]
@@ -42,6 +46,7 @@ SLOW_RATE=${SLOW_RATE:-100k}
 SLOW_SECONDS=${SLOW_SECONDS:-5}
 CLIENTS=${CLIENTS:-16}
 DOWNLOAD_MB=${DOWNLOAD_MB:-10}
+IDLE_CGROUP=${IDLE_CGROUP:-auto}
 DOWNLOAD_ENCODING=${DOWNLOAD_ENCODING:-br}
 HEALTH_RATE=${HEALTH_RATE:-200}
 HEALTH_SECONDS=${HEALTH_SECONDS:-10}
@@ -247,8 +252,21 @@ beside() {
     log "   $name: p99 $p99 ms; downloads complete, not 200, event loop busy %: ${BESIDE[$name]#* }"
 }
 
+# The worker's idle-class threads in an idle cgroup of their own
+# (worker.idle_cgroup), where this machine allows it: see config/default.toml.
+if [[ $IDLE_CGROUP == auto ]]; then
+    IDLE_CGROUP=none
+    if [[ -e /sys/fs/cgroup/cpu/cpu.idle && $(id -u) == 0 ]]; then
+        IDLE_CGROUP=/sys/fs/cgroup/cpu/drover-reports-bench-idle-$$
+        # The worker makes it; removed at exit once the worker is gone.
+        CPU_CGROUPS+=("$IDLE_CGROUP")
+        [[ " ${CLEANUP_HOOKS[*]} " == *" cpu_cgroups_remove "* ]] || CLEANUP_HOOKS+=(cpu_cgroups_remove)
+    fi
+fi
+idle_env=()
+[[ $IDLE_CGROUP == none ]] || idle_env=(DROVER_WORKER__IDLE_CGROUP="$IDLE_CGROUP")
 start_drover reports-load "$url" DROVER_REPORTS__MAX_RUNNING="$CLIENTS" \
-    DROVER_DATABASE__PG_POOL_SIZE=$((CLIENTS + 4))
+    DROVER_DATABASE__PG_POOL_SIZE=$((CLIENTS + 4)) "${idle_env[@]}"
 worker=${SRV_PIDS[1]}
 # A new data directory, so new signing keys: log in again.
 login=$(http POST /v1/auth/login '{"email":"admin@bench.example","password":"bench password"}')
@@ -271,7 +289,7 @@ printf '%-14s %9s %12s %8s %9s %10s %10s %9s\n' format rows bytes seconds MB/s "
 for name in csv ndjson csv-gzip csv-br; do printf '%s\n' "${FIG[$name]}"; done
 printf '\nslow client (%s/s for %s s): RSS %s MiB before, peak %s MiB; the query stopped %s after it hung up\n' \
     "$SLOW_RATE" "$SLOW_SECONDS" "$before" "$slow_peak" "$gone"
-printf '/healthz p99 at %s/s alone: %s ms\n' "$HEALTH_RATE" "$alone"
+printf '/healthz p99 at %s/s alone: %s ms (worker.idle_cgroup: %s)\n' "$HEALTH_RATE" "$alone" "$IDLE_CGROUP"
 for name in isolated shared; do
     [[ -n ${BESIDE[$name]:-} ]] || continue
     read -r p99 ok other busy <<<"${BESIDE[$name]}"

@@ -56,6 +56,7 @@ pub fn run_job_process(
     control: Option<UnixStream>,
 ) -> ExitCode {
     telemetry::init(&config.log, Role::Jobs { slot, generation });
+    super::use_idle_cgroup(config);
     // Checked with the rest of the configuration already.
     let schedules = match Schedules::from_config(&config.jobs.schedule) {
         Ok(schedules) => schedules,

@@ -219,6 +219,18 @@ pub fn config_failure(error: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
+/// Has a worker process's idle-class threads join `worker.idle_cgroup`,
+/// when set; a cgroup that cannot be used is logged and left out.
+pub fn use_idle_cgroup(config: &Config) {
+    let dir = &config.worker.idle_cgroup;
+    if dir.is_empty() {
+        return;
+    }
+    if let Err(error) = drover_worker::use_idle_cgroup(std::path::Path::new(dir)) {
+        tracing::warn!(%error, dir, "cannot use worker.idle_cgroup; idle-class threads stay in the worker's cgroup");
+    }
+}
+
 /// Runs a future on a current-thread runtime inside a `LocalSet`, as a
 /// worker does, for commands that use the services.
 pub fn block_on_local<F: std::future::Future>(future: F) -> F::Output {

@@ -44,6 +44,7 @@ pub fn run(args: &WorkerArgs) -> ExitCode {
             Err(error) => tracing::warn!(%error, "cannot pin this worker to a CPU; running unpinned"),
         }
     }
+    super::use_idle_cgroup(&config);
     let inherited = match fds::inherit(&args.listen_fds, args.control_fd) {
         Ok(inherited) => inherited,
         Err(error) => {

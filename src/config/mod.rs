@@ -172,6 +172,8 @@ pub struct WorkerConfig {
     pub restart_backoff_max: Duration,
     pub blocking_threads: usize,
     pub blocking_queue: usize,
+    /// A cpu cgroup for the idle-class threads; empty: none.
+    pub idle_cgroup: String,
 }
 
 /// Limits protecting workers from slow or hostile clients.
@@ -465,6 +467,12 @@ impl Config {
         }
         if self.worker.stall_timeout < self.worker.heartbeat_interval * 2 {
             return Err(("worker.stall_timeout", "must be at least twice worker.heartbeat_interval".into()));
+        }
+        if !self.worker.idle_cgroup.is_empty() && !self.worker.idle_cgroup.starts_with('/') {
+            return Err((
+                "worker.idle_cgroup",
+                "must be an absolute path (a cgroup directory), or empty".into(),
+            ));
         }
         if self.worker.restart_backoff_max < self.worker.restart_backoff_min {
             return Err((

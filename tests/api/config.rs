@@ -56,6 +56,7 @@ fn bad_configuration_exits_64_naming_the_key() {
         ("DROVER_HTTP__COMPRESSION__CONTENT_TYPES", "[\"image/png\"]", "http.compression.content_types"),
         ("DROVER_HTTP__COMPRESSION__OFF_ROUTES", "[\"v1/users\"]", "http.compression.off_routes"),
         ("DROVER_REPORTS__MAX_RUNNING", "0", "reports.max_running"),
+        ("DROVER_WORKER__IDLE_CGROUP", "drover-idle", "worker.idle_cgroup"),
         ("DROVER_FILES__STORE", "ftp://files", "files.store"),
         ("DROVER_FILES__STORE", "s3://", "files.store"),
         ("DROVER_FILES__MAX_BYTES", "0", "files.max_bytes"),

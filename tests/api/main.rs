@@ -16,6 +16,7 @@ mod files;
 mod helpers;
 mod hostile;
 mod http2;
+mod idle_cgroup;
 mod job_workers;
 mod jobs;
 mod limits;

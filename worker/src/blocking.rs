@@ -9,8 +9,9 @@ use std::rc::Rc;
 
 use tokio::sync::Semaphore;
 
-/// Puts the calling thread in the `SCHED_IDLE` scheduling class. Called as
-/// each blocking-pool thread starts.
+/// Puts the calling thread in the `SCHED_IDLE` scheduling class, and in the
+/// idle cgroup when one is configured (see `idle_cgroup`). Called as each
+/// blocking-pool thread and idle loop starts.
 ///
 /// A hashing thread then runs only when the event loop has nothing to do,
 /// and the loop takes the CPU back the moment it wakes: Linux preempts an
@@ -28,6 +29,7 @@ pub(crate) fn lower_thread_priority() {
     unsafe {
         libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
+    crate::idle_cgroup::join();
 }
 
 /// The pool was full: threads busy and queue at its limit.

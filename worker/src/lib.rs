@@ -18,6 +18,7 @@ mod control;
 pub mod error;
 pub mod fds;
 pub mod idle;
+mod idle_cgroup;
 mod limits;
 pub mod peer;
 pub mod request_id;
@@ -34,6 +35,7 @@ pub use body::{BodyError, RequestBody};
 pub use control::Broadcast;
 pub use drover_protocol::channel::{Counters, QueueCounters, LATENCY_BUCKETS};
 pub use error::{json_error, json_error_body, ErrorDetail};
+pub use idle_cgroup::use_idle_cgroup;
 pub use limits::Limits;
 pub use server::{run, RunError, ServeOptions, WorkerContext, WorkerInfo};
 
