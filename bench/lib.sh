@@ -179,16 +179,23 @@ cpu_cgroup() {
         return 0
     fi
     CPU_CGROUP=$root/$1-$$
-    CPU_CGROUPS+=("$CPU_CGROUP")
-    ((${#CPU_CGROUPS[@]} > 1)) || CLEANUP_HOOKS+=(cpu_cgroups_remove)
+    cpu_cgroup_track "$CPU_CGROUP"
+}
+cpu_cgroup_track() { # dir: a cgroup (made here or by drover) to empty and remove at exit
+    CPU_CGROUPS+=("$1")
+    [[ " ${CLEANUP_HOOKS[*]} " == *" cpu_cgroups_remove "* ]] || CLEANUP_HOOKS+=(cpu_cgroups_remove)
+}
+cpu_cgroup_empty() { # dir: its processes back to its parent; prints their PIDs
+    local pid
+    for pid in $(cat "$1/cgroup.procs" 2>/dev/null); do
+        echo "$pid" >"${1%/*}/cgroup.procs" 2>/dev/null && echo "$pid"
+    done
 }
 cpu_cgroups_remove() {
-    local dir pid
+    local dir
     for dir in "${CPU_CGROUPS[@]}"; do
         [[ -d $dir ]] || continue
-        for pid in $(cat "$dir/cgroup.procs" 2>/dev/null); do
-            echo "$pid" >"${dir%/*}/cgroup.procs" 2>/dev/null || true
-        done
+        cpu_cgroup_empty "$dir" >/dev/null
         rmdir "$dir" 2>/dev/null || log "warning: could not remove $dir"
     done
 }

@@ -244,8 +244,8 @@ beside() {
     if [[ $isolate == 1 && -n $LOAD_CGROUP ]]; then
         # The pool's backends live on into the next run: back to normal.
         local pid
-        for pid in $(cat "$LOAD_CGROUP/cgroup.procs" 2>/dev/null); do
-            echo "$pid" >"${LOAD_CGROUP%/*}/cgroup.procs" 2>/dev/null && chrt --other -p 0 "$pid" 2>/dev/null || true
+        for pid in $(cpu_cgroup_empty "$LOAD_CGROUP"); do
+            chrt --other -p 0 "$pid" 2>/dev/null || true
         done
     fi
     BESIDE[$name]="$p99 $(grep -c '^200$' "$downloaded" || true) $(grep -vc '^200$' "$downloaded" || true) $(loop_busy "$t0" "$t1")"
@@ -259,8 +259,7 @@ if [[ $IDLE_CGROUP == auto ]]; then
     if [[ -e /sys/fs/cgroup/cpu/cpu.idle && $(id -u) == 0 ]]; then
         IDLE_CGROUP=/sys/fs/cgroup/cpu/drover-reports-bench-idle-$$
         # The worker makes it; removed at exit once the worker is gone.
-        CPU_CGROUPS+=("$IDLE_CGROUP")
-        [[ " ${CLEANUP_HOOKS[*]} " == *" cpu_cgroups_remove "* ]] || CLEANUP_HOOKS+=(cpu_cgroups_remove)
+        cpu_cgroup_track "$IDLE_CGROUP"
     fi
 fi
 idle_env=()
